@@ -1,0 +1,38 @@
+"""wsnest: a fast HTTP + WebSocket server for trio with a compiled core.
+
+A Python port of the web server in R's nanonext package::
+
+    import wsnest
+
+    echo = wsnest.handler_ws("/ws", lambda ws, data: ws.send(data))
+    wsnest.http_server("http://127.0.0.1:8080", [echo]).run()
+"""
+
+from __future__ import annotations
+
+from ._errors import ErrorCode, Reject
+from ._limits import Limits
+from .core import CORE
+from .handlers import Handler, WebSocketHandler, handler_ws
+from .http import Headers, Request
+from .server import HttpServer, WebSocket, http_server
+from .server._broadcast import broadcast
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CORE",
+    "ErrorCode",
+    "Handler",
+    "Headers",
+    "HttpServer",
+    "Limits",
+    "Reject",
+    "Request",
+    "WebSocket",
+    "WebSocketHandler",
+    "__version__",
+    "broadcast",
+    "handler_ws",
+    "http_server",
+]

@@ -1,0 +1,43 @@
+"""Public result codes and exceptions."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    """Return codes of ``ws.send()`` and friends, numbered as in NNG."""
+
+    OK = 0
+    #: The connection is closed or closing.
+    CLOSED = 7
+    #: The send buffer is over its high-water mark (a slow reader); try later.
+    AGAIN = 8
+    #: The message is larger than the message size limit.
+    MSG_SIZE = 17
+
+
+class Reject(Exception):
+    """Raise (or return) from ``on_open`` to refuse a WebSocket upgrade.
+
+    The client gets an HTTP response with ``status`` and ``reason`` as its
+    body instead of the ``101 Switching Protocols``.
+    """
+
+    def __init__(self, status: int = 403, reason: str = "") -> None:
+        status = int(status)
+        if not 400 <= status <= 599:
+            raise ValueError(f"status: a rejection needs a 4xx or 5xx status, got {status}")
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+
+class HTTPError(Exception):
+    """Internal: a request that must be answered with an error status."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []

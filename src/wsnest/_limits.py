@@ -1,0 +1,68 @@
+"""Every limit and timeout wsnest applies, with its default, in one place.
+
+Each field can be set on ``http_server(**limits)``; the WebSocket ones can
+also be set per handler on ``handler_ws(**limits)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits and timeouts (sizes in bytes, times in seconds)."""
+
+    #: Largest WebSocket message accepted or sent (close 1009 / send code 17).
+    max_message_size: int | None = MiB
+    #: Largest HTTP request head (request line plus headers) -> 431.
+    max_head_size: int = 8 * 1024
+    #: Most headers in one request -> 431.
+    max_headers: int = 100
+    #: Largest HTTP request body -> 413.
+    max_body_size: int = MiB
+    #: Time allowed to receive a whole request head (also bounds the
+    #: WebSocket handshake and a TLS handshake); slowloris clients are dropped.
+    handshake_timeout: float = 10.0
+    #: Idle time allowed between two requests on a keep-alive connection.
+    keepalive_timeout: float = 15.0
+    #: Time allowed for the peer to answer our close frame.
+    close_timeout: float = 5.0
+    #: Send a ping after this much silence (None: never).
+    ping_interval: float | None = None
+    #: Close with 1011 if a ping is not answered within this time.
+    ping_timeout: float = 20.0
+    #: ``ws.send()`` returns 8 while more than this many bytes wait to be sent.
+    send_high_water: int = 4 * MiB
+    #: Messages queued for an async ``on_message`` before reading pauses.
+    max_queue: int = 16
+
+    def replace(self, **changes: object) -> Limits:
+        """Return a copy with ``changes`` applied; unknown names raise ``TypeError``."""
+        return check_limits(dataclasses.replace(self, **changes))  # type: ignore[arg-type]
+
+
+WS_FIELDS = frozenset(
+    {"max_message_size", "close_timeout", "ping_interval", "ping_timeout", "send_high_water", "max_queue"}
+)
+
+
+def check_limits(limits: Limits) -> Limits:
+    """Validate every field, naming the bad one."""
+    for field in dataclasses.fields(limits):
+        value = getattr(limits, field.name)
+        if value is None and field.name in ("max_message_size", "ping_interval"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{field.name}: expected a number, got {type(value).__name__}")
+        if field.type == "int" and not isinstance(value, int):
+            raise TypeError(f"{field.name}: expected an integer, got {value!r}")
+        if value < 0 or (value == 0 and field.name in ("max_queue", "handshake_timeout", "ping_interval")):
+            raise ValueError(f"{field.name}: must be positive, got {value!r}")
+    return limits
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,99 @@
+"""Sans-I/O WebSocket core: frame parsing, unmasking, UTF-8 validation,
+message reassembly and frame encoding. No sockets, no trio.
+
+Two twins implement the hot part with one API: ``_frames_c`` (Cython) and
+``_frames_py`` (pure Python). This module picks one at import time:
+the compiled twin unless it is missing or ``WSNEST_NO_EXTENSIONS`` is set.
+``WSNEST_REQUIRE_EXTENSIONS`` turns a missing compiled twin into an
+``ImportError`` instead of a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from ._common import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FAIL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_key,
+    close_payload,
+    is_valid_close_code,
+    parse_close_payload,
+)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def _select() -> tuple[ModuleType, str]:
+    from . import _frames_py
+
+    if _flag("WSNEST_NO_EXTENSIONS"):
+        return _frames_py, "pure"
+    try:
+        from . import _frames_c  # type: ignore[attr-defined]
+    except ImportError:
+        if _flag("WSNEST_REQUIRE_EXTENSIONS"):
+            raise
+        return _frames_py, "pure"
+    return _frames_c, "compiled"
+
+
+_impl, CORE = _select()
+
+FrameParser = _impl.FrameParser
+apply_mask = _impl.apply_mask
+mask_inplace = _impl.mask_inplace
+validate_utf8 = _impl.validate_utf8
+encode_frame = _impl.encode_frame
+append_frame = _impl.append_frame
+
+__all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_NORMAL",
+    "CLOSE_NO_STATUS",
+    "CLOSE_POLICY",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TOO_BIG",
+    "CLOSE_UNSUPPORTED",
+    "CORE",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "FAIL",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONT",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "FrameParser",
+    "accept_key",
+    "append_frame",
+    "apply_mask",
+    "close_payload",
+    "encode_frame",
+    "is_valid_close_code",
+    "mask_inplace",
+    "parse_close_payload",
+    "validate_utf8",
+]

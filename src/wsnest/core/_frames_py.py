@@ -1,0 +1,360 @@
+"""Pure-Python WebSocket core (server role): the reference twin.
+
+``_frames_c.pyx`` implements the same API in Cython; the differential tests
+in ``tests/test_core_differential.py`` hold the two together. Both parse
+client frames incrementally: every byte fed is consumed at once (payload
+bytes go straight into the message being assembled), so any split of the
+same byte stream yields the same events.
+
+Events are plain tuples, cheap to build on the hot path:
+
+- ``(OP_TEXT, str)`` (or ``bytes`` when ``decode_text=False``)
+- ``(OP_BINARY, bytes)``, ``(OP_PING, bytes)``, ``(OP_PONG, bytes)``
+- ``(OP_CLOSE, code, reason)``: the peer's close; nothing follows it
+- ``(FAIL, close_code, reason)``: a protocol failure; nothing follows it
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+
+from ._common import (
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FAIL,
+    MAX_CONTROL_PAYLOAD,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    R_BAD_UTF8,
+    R_CONT_UNEXPECTED,
+    R_CTL_FRAGMENTED,
+    R_CTL_TOO_LONG,
+    R_DATA_UNEXPECTED,
+    R_LENGTH_MSB,
+    R_NON_MINIMAL,
+    R_OPCODE,
+    R_RSV,
+    R_TOO_BIG,
+    R_UNMASKED,
+    parse_close_payload,
+    utf8_partial_ok,
+)
+
+_KNOWN_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """Return ``data`` XORed with the 4-byte ``mask``, starting ``offset``
+    bytes into the mask cycle (for payloads that arrive in pieces)."""
+    if len(mask) != 4:
+        raise ValueError("mask: must be exactly 4 bytes")
+    n = len(data)
+    if n == 0:
+        return b""
+    offset &= 3
+    if offset:
+        mask = mask[offset:] + mask[:offset]
+    full = (mask * ((n >> 2) + 1))[:n]
+    value = int.from_bytes(data, "little") ^ int.from_bytes(full, "little")
+    return value.to_bytes(n, "little")
+
+
+def mask_inplace(buf: bytearray | memoryview, mask: bytes, offset: int = 0) -> None:
+    """XOR the writable buffer ``buf`` with ``mask`` in place."""
+    buf[:] = apply_mask(buf, mask, offset)
+
+
+def validate_utf8(data: bytes | bytearray | memoryview) -> bool:
+    """Return whether ``data`` is complete, valid UTF-8."""
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _payload_bytes(payload: str | bytes | bytearray | memoryview) -> bytes:
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    raise TypeError(f"payload: expected str or a bytes-like object, got {type(payload).__name__}")
+
+
+def _header(opcode: int, length: int, fin: bool, masked: bool) -> bytes:
+    if not 0 <= opcode <= 0xF:
+        raise ValueError(f"opcode: {opcode} is not a 4-bit value")
+    first = (0x80 if fin else 0) | opcode
+    mbit = 0x80 if masked else 0
+    if length < 126:
+        return bytes((first, mbit | length))
+    if length < 65536:
+        return struct.pack("!BBH", first, mbit | 126, length)
+    return struct.pack("!BBQ", first, mbit | 127, length)
+
+
+def encode_frame(
+    opcode: int,
+    payload: str | bytes | bytearray | memoryview = b"",
+    fin: bool = True,
+    mask: bytes | None = None,
+) -> bytes:
+    """Encode one frame. Server frames are unmasked (``mask=None``); pass a
+    4-byte ``mask`` to build a client frame (tests and benchmarks)."""
+    data = _payload_bytes(payload)
+    if mask is None:
+        return _header(opcode, len(data), fin, False) + data
+    if len(mask) != 4:
+        raise ValueError("mask: must be exactly 4 bytes")
+    return _header(opcode, len(data), fin, True) + bytes(mask) + apply_mask(data, mask)
+
+
+def append_frame(
+    out: bytearray,
+    opcode: int,
+    payload: str | bytes | bytearray | memoryview,
+    fin: bool = True,
+) -> int:
+    """Append one unmasked (server) frame to ``out``; return the bytes added."""
+    data = _payload_bytes(payload)
+    head = _header(opcode, len(data), fin, False)
+    out += head
+    out += data
+    return len(head) + len(data)
+
+
+# Parser states.
+_HEADER = 0
+_PAYLOAD = 1
+_DONE = 2
+
+
+class FrameParser:
+    """Incremental parser for frames sent by a WebSocket client.
+
+    ``max_message_size`` bounds a whole (possibly fragmented) message; it is
+    checked against each frame's declared length before any of its payload
+    is buffered. ``None`` removes the bound. With ``decode_text=False`` text
+    messages are still validated but delivered as ``bytes``.
+    """
+
+    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE, decode_text: bool = True) -> None:
+        if max_message_size is not None and max_message_size < 0:
+            raise ValueError("max_message_size: must be >= 0 or None")
+        self._max = -1 if max_message_size is None else int(max_message_size)
+        self._decode_text = bool(decode_text)
+        self._state = _HEADER
+        self._hdr = bytearray()
+        # Current frame.
+        self._opcode = 0
+        self._fin = False
+        self._remaining = 0
+        self._mask = b""
+        self._mask_pos = 0
+        # Message being assembled (data frames), control payload.
+        self._msg_op = 0
+        self._msg_len = 0
+        self._parts: list[bytes | str] = []
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._ctl = bytearray()
+
+    @property
+    def finished(self) -> bool:
+        """True once a close or a failure has been returned; later input is ignored."""
+        return self._state == _DONE
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple]:
+        """Consume ``data`` entirely and return the events it completed."""
+        events: list[tuple] = []
+        if self._state == _DONE:
+            return events
+        view = memoryview(data).cast("B")
+        n = len(view)
+        pos = 0
+        while True:
+            if self._state == _HEADER:
+                if pos >= n:
+                    break
+                pos, err = self._read_header(view, pos, n)
+                if err is not None:
+                    return self._fail(events, err)
+                if self._state == _HEADER:
+                    break  # header still incomplete: wait for more bytes
+                if self._remaining == 0:
+                    err = self._end_frame(events)
+                    if err is not None or self._state == _DONE:
+                        return events
+            else:
+                if pos >= n:
+                    break
+                take = min(self._remaining, n - pos)
+                chunk = apply_mask(view[pos : pos + take], self._mask, self._mask_pos)
+                pos += take
+                self._mask_pos = (self._mask_pos + take) & 3
+                self._remaining -= take
+                if self._opcode >= OP_CLOSE:
+                    self._ctl += chunk
+                else:
+                    err = self._add_data(chunk)
+                    if err is not None:
+                        return self._fail(events, err)
+                if self._remaining == 0:
+                    err = self._end_frame(events)
+                    if err is not None or self._state == _DONE:
+                        return events
+        return events
+
+    # -- internals ---------------------------------------------------------
+
+    def _fail(self, events: list[tuple], err: tuple) -> list[tuple]:
+        events.append(err)
+        self._state = _DONE
+        self._parts = []
+        self._ctl = bytearray()
+        return events
+
+    def _read_header(self, view: memoryview, pos: int, n: int) -> tuple[int, tuple | None]:
+        # Each header field is checked as soon as its bytes are in, so a bad
+        # frame fails without waiting for (or buffering) what follows.
+        hdr = self._hdr
+        if len(hdr) < 2:
+            take = min(2 - len(hdr), n - pos)
+            hdr += view[pos : pos + take]
+            pos += take
+            if len(hdr) < 2:
+                return pos, None
+            err = self._check_first_two(hdr[0], hdr[1])
+            if err is None and (hdr[1] & 0x7F) < 126:
+                err = self._check_length(hdr, hdr[1] & 0x7F)
+            if err is not None:
+                return pos, err
+        len7 = hdr[1] & 0x7F
+        ext_end = 4 if len7 == 126 else 10 if len7 == 127 else 2
+        if len(hdr) < ext_end:
+            take = min(ext_end - len(hdr), n - pos)
+            hdr += view[pos : pos + take]
+            pos += take
+            if len(hdr) < ext_end:
+                return pos, None
+            err = self._check_length(hdr, len7)
+            if err is not None:
+                return pos, err
+        need = ext_end + 4
+        if len(hdr) < need:
+            take = min(need - len(hdr), n - pos)
+            hdr += view[pos : pos + take]
+            pos += take
+            if len(hdr) < need:
+                return pos, None
+        self._mask = bytes(hdr[ext_end:need])
+        self._mask_pos = 0
+        self._hdr = bytearray()
+        self._state = _PAYLOAD
+        return pos, None
+
+    def _check_first_two(self, b0: int, b1: int) -> tuple | None:
+        if b0 & 0x70:
+            return (FAIL, CLOSE_PROTOCOL_ERROR, R_RSV)
+        opcode = b0 & 0x0F
+        if opcode not in _KNOWN_OPCODES:
+            return (FAIL, CLOSE_PROTOCOL_ERROR, R_OPCODE)
+        fin = bool(b0 & 0x80)
+        if opcode >= OP_CLOSE:
+            if not fin:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_CTL_FRAGMENTED)
+            if (b1 & 0x7F) > MAX_CONTROL_PAYLOAD:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_CTL_TOO_LONG)
+        if not b1 & 0x80:
+            return (FAIL, CLOSE_PROTOCOL_ERROR, R_UNMASKED)
+        if opcode == OP_CONT:
+            if self._msg_op == 0:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_CONT_UNEXPECTED)
+        elif opcode < OP_CLOSE and self._msg_op != 0:
+            return (FAIL, CLOSE_PROTOCOL_ERROR, R_DATA_UNEXPECTED)
+        self._opcode = opcode
+        self._fin = fin
+        return None
+
+    def _check_length(self, hdr: bytearray, len7: int) -> tuple | None:
+        if len7 == 126:
+            length = (hdr[2] << 8) | hdr[3]
+            if length < 126:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_NON_MINIMAL)
+        elif len7 == 127:
+            length = int.from_bytes(hdr[2:10], "big")
+            if length >> 63:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_LENGTH_MSB)
+            if length < 65536:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_NON_MINIMAL)
+        else:
+            length = len7
+        if self._opcode < OP_CLOSE and self._max >= 0 and self._msg_len + length > self._max:
+            return (FAIL, CLOSE_TOO_BIG, R_TOO_BIG)
+        self._remaining = length
+        if self._opcode != OP_CONT and self._opcode < OP_CLOSE:
+            self._msg_op = self._opcode
+            if self._opcode == OP_TEXT:
+                self._decoder = _Utf8Decoder()
+        return None
+
+    def _add_data(self, chunk: bytes) -> tuple | None:
+        self._msg_len += len(chunk)
+        decoder = self._decoder
+        if decoder is None:
+            self._parts.append(chunk)
+            return None
+        try:
+            text = decoder.decode(chunk, False)
+        except UnicodeDecodeError:
+            return (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
+        if not utf8_partial_ok(decoder.getstate()[0]):
+            return (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
+        self._parts.append(text if self._decode_text else chunk)
+        return None
+
+    def _end_frame(self, events: list[tuple]) -> tuple | None:
+        self._state = _HEADER
+        opcode = self._opcode
+        if opcode >= OP_CLOSE:
+            payload = bytes(self._ctl)
+            self._ctl = bytearray()
+            if opcode == OP_CLOSE:
+                event = parse_close_payload(payload)
+                if event[0] == FAIL:
+                    self._fail(events, event)
+                    return event
+                events.append(event)
+                self._state = _DONE
+                return None
+            events.append((opcode, payload))
+            return None
+        if not self._fin:
+            return None
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                tail = decoder.decode(b"", True)
+            except UnicodeDecodeError:
+                err = (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
+                self._fail(events, err)
+                return err
+            if self._decode_text:
+                message: str | bytes = "".join(self._parts) + tail  # type: ignore[arg-type]
+            else:
+                message = b"".join(self._parts)  # type: ignore[arg-type]
+        else:
+            message = b"".join(self._parts)  # type: ignore[arg-type]
+        events.append((self._msg_op, message))
+        self._msg_op = 0
+        self._msg_len = 0
+        self._parts = []
+        self._decoder = None
+        return None

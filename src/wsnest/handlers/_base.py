@@ -1,0 +1,58 @@
+"""What every handler has: a path, how it matches, and callback helpers."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("wsnest")
+
+
+def check_path(path: object) -> str:
+    """Validate a route path: a ``str`` starting with ``/``."""
+    if not isinstance(path, str):
+        raise TypeError(f"path: expected str, got {type(path).__name__}")
+    if not path.startswith("/"):
+        raise ValueError(f"path: must start with '/', got {path!r}")
+    if "?" in path or "#" in path:
+        raise ValueError(f"path: must not contain a query or fragment, got {path!r}")
+    return path
+
+
+def check_callback(name: str, fn: object, optional: bool = False) -> Callable[..., Any] | None:
+    """Validate a callback argument, naming it in the error."""
+    if fn is None and optional:
+        return None
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
+    return fn
+
+
+def is_async(fn: Callable[..., Any] | None) -> bool:
+    """Whether calling ``fn`` gives a coroutine (``async def``, also wrapped)."""
+    if fn is None:
+        return False
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+async def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a plain or ``async def`` callback and return its result."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Handler:
+    """Base of all handlers: a route (``path``, ``method``, ``prefix``)."""
+
+    kind = "handler"
+    path: str
+    method: str = "GET"
+    prefix: bool = False
+
+    def __repr__(self) -> str:
+        extra = " prefix" if self.prefix else ""
+        return f"<{type(self).__name__} {self.method} {self.path}{extra}>"

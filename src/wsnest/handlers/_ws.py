@@ -1,0 +1,141 @@
+"""``handler_ws``: WebSocket endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._errors import HTTPError, Reject
+from .._limits import WS_FIELDS
+from ..http import Request
+from ..http._upgrade import check_upgrade, switching_protocols
+from ..server._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket
+from ._base import Handler, call_maybe_async, check_callback, check_path, is_async
+
+if TYPE_CHECKING:
+    from ..server._server import HttpServer
+    from ..server._transport import Transport
+
+log = logging.getLogger("wsnest")
+
+
+class WebSocketHandler(Handler):
+    """A WebSocket endpoint; made by :func:`handler_ws`."""
+
+    kind = "ws"
+
+    def __init__(
+        self,
+        path: str,
+        on_message: Callable[[WebSocket, Any], object],
+        on_open: Callable[[WebSocket, Request], object] | None = None,
+        on_close: Callable[[WebSocket], object] | None = None,
+        textframes: bool | None = False,
+        subprotocols: Sequence[str] = (),
+        origins: Sequence[str | None] | None = None,
+        limits: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = check_path(path)
+        self.on_message = check_callback("on_message", on_message)
+        self.on_open = check_callback("on_open", on_open, optional=True)
+        self.on_close = check_callback("on_close", on_close, optional=True)
+        if textframes not in (True, False, None):
+            raise TypeError(f"textframes: expected True, False or None, got {textframes!r}")
+        self.textframes = textframes
+        self.mode = MODE_AUTO if textframes is None else MODE_TEXT if textframes else MODE_BYTES
+        if isinstance(subprotocols, str):
+            raise TypeError("subprotocols: expected a list of names, got a single str")
+        self.subprotocols = tuple(subprotocols)
+        if isinstance(origins, str):
+            raise TypeError("origins: expected a list of origins, got a single str")
+        self.origins = None if origins is None else tuple(origins)
+        limits = dict(limits or {})
+        unknown = set(limits) - WS_FIELDS
+        if unknown:
+            raise TypeError(f"handler_ws: unknown limit(s) {', '.join(sorted(unknown))}")
+        self.limit_overrides = limits
+        self.message_is_async = is_async(self.on_message)
+
+    async def handle_upgrade(self, server: HttpServer, transport: Transport, req: Request, tail: bytes) -> None:
+        """Answer an upgrade request routed here and serve the connection
+        (which this call always consumes and closes)."""
+        served = False
+        try:
+            served = await self._upgrade(server, transport, req, tail)
+        finally:
+            if not served:
+                await transport.aclose()
+
+    async def _upgrade(self, server: HttpServer, transport: Transport, req: Request, tail: bytes) -> bool:
+        try:
+            accept, subprotocol = check_upgrade(req, self.subprotocols, self.origins)
+        except HTTPError as exc:
+            await server._send_error(transport, exc)
+            return False
+        limits = server._ws_limits(self)
+        ws = WebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol)
+        if self.on_open is not None:
+            try:
+                result = await call_maybe_async(self.on_open, ws, req)
+            except Reject as rej:
+                result = rej
+            except Exception:
+                log.exception("wsnest: on_open callback raised for %s", req.path)
+                await server._send_error(transport, HTTPError(500, "Internal Server Error"))
+                return False
+            if isinstance(result, Reject):
+                await server._send_error(transport, HTTPError(result.status, result.reason or "Rejected"))
+                return False
+        head = switching_protocols(accept, subprotocol)
+        # The 101 and whatever on_open queued leave in one write.
+        ws._out[0:0] = head
+        log.debug("websocket %d opened on %s from %s", ws.id, req.path, req.client)
+        await ws.run(tail)
+        return True
+
+    async def call_on_close(self, ws: WebSocket) -> None:
+        """Run ``on_close`` once; errors are logged, never raised."""
+        if self.on_close is None:
+            return
+        try:
+            await call_maybe_async(self.on_close, ws)
+        except Exception:
+            log.exception("wsnest: on_close callback raised on websocket %d", ws.id)
+
+
+def handler_ws(
+    path: str,
+    on_message: Callable[[WebSocket, Any], object],
+    on_open: Callable[[WebSocket, Request], object] | None = None,
+    on_close: Callable[[WebSocket], object] | None = None,
+    textframes: bool | None = False,
+    *,
+    subprotocols: Sequence[str] = (),
+    origins: Sequence[str | None] | None = None,
+    **limits: Any,
+) -> WebSocketHandler:
+    """Create a WebSocket handler for :func:`http_server`.
+
+    Args:
+        path: URI path for WebSocket connections, e.g. ``"/ws"``.
+        on_message: ``on_message(ws, data)``, called for every message;
+            plain or ``async def``; its return value is ignored.
+        on_open: ``on_open(ws, req)``, called before the upgrade is
+            accepted; raise or return :class:`Reject` to refuse it.
+            ``req`` has ``uri``, ``headers``, ``path``, ``query``, ``client``.
+        on_close: ``on_close(ws)``, called exactly once when an accepted
+            connection ends, however it ends.
+        textframes: ``False``: messages arrive as ``bytes`` and are sent as
+            BINARY; ``True``: they arrive as ``str`` and are sent as TEXT;
+            ``None``: TEXT arrives as ``str``, BINARY as ``bytes``, and
+            the frame type sent follows the Python type.
+        subprotocols: subprotocols this endpoint speaks; the first one the
+            client offers (in its order) is chosen, none if no match.
+        origins: allowed ``Origin`` values (``None`` in the list allows
+            clients that send no Origin); others get 403.
+        **limits: per-handler WebSocket limits (``max_message_size``,
+            ``close_timeout``, ``ping_interval``, ``ping_timeout``,
+            ``send_high_water``, ``max_queue``); see :class:`Limits`.
+    """
+    return WebSocketHandler(path, on_message, on_open, on_close, textframes, subprotocols, origins, limits)

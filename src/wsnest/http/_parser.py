@@ -1,0 +1,154 @@
+"""Incremental HTTP/1.x request parser on llhttp (through ``httptools``).
+
+Bytes in, :class:`Request` objects out; limits enforced as the bytes
+arrive so that an oversized head or body is refused before it is buffered.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from .._errors import HTTPError
+from .._limits import Limits
+from ._headers import Headers
+from ._request import Request
+
+
+class RequestParser:
+    """Parse pipelined requests from one connection.
+
+    After :meth:`feed`, completed requests wait in :attr:`requests`. A
+    request that asks to switch protocols stops the parser: it is the last
+    one queued and :attr:`upgrade_tail` holds the bytes that followed its
+    head (already WebSocket data). :attr:`expect_continue` is set while the
+    current request waits for ``100 Continue`` before sending its body.
+    """
+
+    __slots__ = (
+        "_body",
+        "_client",
+        "_head_size",
+        "_headers",
+        "_headers_obj",
+        "_in_head",
+        "_limits",
+        "_parser",
+        "_pending_error",
+        "_url",
+        "expect_continue",
+        "requests",
+        "upgrade_tail",
+    )
+
+    def __init__(self, limits: Limits, client: tuple[str, int] | None = None) -> None:
+        self._limits = limits
+        self._client = client
+        self._parser = httptools.HttpRequestParser(self)
+        self.requests: deque[Request] = deque()
+        self.upgrade_tail: bytes | None = None
+        self.expect_continue = False
+        self._pending_error: HTTPError | None = None
+        # Bytes fed since the last complete message: a coarse bound on a
+        # head that llhttp is still buffering (one huge header line).
+        self._head_size = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._in_head = True
+
+    @property
+    def idle(self) -> bool:
+        """True when no request is partly received."""
+        return self._in_head and self._head_size == 0 and not self._url
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data``; raise :class:`HTTPError` for a request to refuse."""
+        if self.upgrade_tail is not None:
+            raise RuntimeError("the connection has switched protocols")
+        if self._in_head:
+            self._head_size += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.upgrade_tail = bytes(data[offset:])
+        except httptools.HttpParserCallbackError as exc:
+            if self._pending_error is not None:
+                raise self._pending_error from None
+            raise HTTPError(400, "Bad Request") from exc
+        except httptools.HttpParserInvalidMethodError:
+            raise HTTPError(405 if self._url else 400, "Invalid method") from None
+        except httptools.HttpParserError as exc:
+            raise HTTPError(400, f"Malformed request: {exc}") from None
+        if self._in_head and self._head_size > self._limits.max_head_size + 4:
+            raise HTTPError(431, "Request Header Fields Too Large")
+
+    # -- httptools callbacks --------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= self._limits.max_headers:
+            self._pending_error = HTTPError(431, "Too Many Headers")
+            raise self._pending_error
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        limits = self._limits
+        size = len(self._url) + sum(len(k) + len(v) + 4 for k, v in self._headers)
+        if size > limits.max_head_size:
+            self._pending_error = HTTPError(431, "Request Header Fields Too Large")
+            raise self._pending_error
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            self._pending_error = HTTPError(505, "HTTP Version Not Supported")
+            raise self._pending_error
+        headers = Headers(self._headers)
+        if version == "1.1" and "host" not in headers:
+            self._pending_error = HTTPError(400, "Missing Host header")
+            raise self._pending_error
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_size:
+            self._pending_error = HTTPError(413, "Payload Too Large")
+            raise self._pending_error
+        expect = headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                self._pending_error = HTTPError(417, "Expectation Failed")
+                raise self._pending_error
+            self.expect_continue = version == "1.1"
+        self._headers_obj = headers
+
+    def on_body(self, body: bytes) -> None:
+        self.expect_continue = False
+        self._body.append(body)
+        if sum(map(len, self._body)) > self._limits.max_body_size:
+            self._pending_error = HTTPError(413, "Payload Too Large")
+            raise self._pending_error
+
+    def on_message_complete(self) -> None:
+        self.expect_continue = False
+        parser = self._parser
+        request = Request(
+            parser.get_method().decode("ascii", "replace"),
+            self._url.decode("latin-1"),
+            self._headers_obj,
+            b"".join(self._body),
+            self._client,
+            parser.get_http_version(),
+        )
+        request.keep_alive = parser.should_keep_alive()
+        self.requests.append(request)
+        self._head_size = 0
+        self._reset()

@@ -1,0 +1,53 @@
+"""The request object handed to callbacks."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from ._headers import Headers
+
+
+class Request:
+    """An HTTP request (also the ``req`` of a WebSocket ``on_open``).
+
+    Attributes:
+        method: the request method, e.g. ``"GET"``.
+        uri: the raw request target, query included, not percent-decoded.
+        path: the percent-decoded path, without the query.
+        query: the raw query string after ``?`` (``""`` if none).
+        headers: a case-insensitive :class:`Headers` mapping.
+        body: the request body (``b""`` if none).
+        client: the peer address as ``(host, port)``, or ``None``.
+        http_version: ``"1.1"`` or ``"1.0"``.
+        keep_alive: whether the client allows the connection to be reused.
+    """
+
+    __slots__ = ("body", "client", "headers", "http_version", "keep_alive", "method", "path", "query", "raw_path", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Headers,
+        body: bytes = b"",
+        client: tuple[str, int] | None = None,
+        http_version: str = "1.1",
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        raw_path, _, self.query = uri.partition("?")
+        if raw_path.startswith(("http://", "https://")):
+            # absolute-form target (RFC 9112 section 3.2.2): route on its path
+            rest = raw_path.split("://", 1)[1]
+            slash = rest.find("/")
+            raw_path = rest[slash:] if slash >= 0 else "/"
+        self.raw_path = raw_path
+        self.path = unquote(raw_path, errors="surrogateescape")
+        self.headers = headers
+        self.body = body
+        self.client = client
+        self.http_version = http_version
+        self.keep_alive = http_version == "1.1"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"

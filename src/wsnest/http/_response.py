@@ -1,0 +1,66 @@
+"""Serialise HTTP responses."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Iterable, Mapping
+
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase for ``status`` (``"Unknown"`` if none)."""
+    return _REASONS.get(status, "Unknown")
+
+
+HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+def header_pairs(headers: HeaderInput) -> list[tuple[str, str]]:
+    """Normalise a mapping or an iterable of pairs into a list of pairs,
+    rejecting names and values that would break the response framing."""
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"headers: expected (name, value) pairs, got {item!r}") from None
+        name, value = str(name), str(value)
+        if not name or any(c in name for c in "\r\n:\0 \t"):
+            raise ValueError(f"headers: invalid header name {name!r}")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"headers: invalid value for {name!r} (contains a line break)")
+        pairs.append((name, value))
+    return pairs
+
+
+def build_response(
+    status: int,
+    headers: list[tuple[str, str]] = [],  # noqa: B006 - never mutated
+    body: bytes = b"",
+    *,
+    content_length: int | None = None,
+    keep_alive: bool = True,
+    version: str = "1.1",
+) -> bytes:
+    """Build a response head (and body). ``Content-Length`` is always set
+    (to ``content_length`` if given, e.g. for HEAD), unless ``headers``
+    already frame the body with ``Transfer-Encoding``."""
+    lines = [f"HTTP/{version} {status} {reason_phrase(status)}"]
+    framed = False
+    for name, value in headers:
+        low = name.lower()
+        if low == "content-length":
+            continue  # we always compute it
+        if low == "transfer-encoding":
+            framed = True
+        lines.append(f"{name}: {value}")
+    if not framed:
+        lines.append(f"Content-Length: {len(body) if content_length is None else content_length}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + body if body else head

@@ -1,0 +1,132 @@
+"""One HTTP connection: read requests, route them, answer or hand over.
+
+Policy (in one place, as h11's example server does it):
+- the first request head must arrive within ``handshake_timeout``; later
+  ones within ``keepalive_timeout`` of the previous response, then
+  ``handshake_timeout`` for the rest of the head (slowloris is dropped);
+- a malformed or oversized request gets its status and the connection is
+  closed; an application error gets a 500 and the connection lives on;
+- pipelined requests are answered in order;
+- a WebSocket upgrade (or a stream) takes the connection over for good.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import HTTPError
+from ..http import Request, RequestParser
+from ..http._response import build_response
+
+if TYPE_CHECKING:
+    from ._server import HttpServer
+    from ._transport import Transport
+
+log = logging.getLogger("wsnest")
+
+
+class HttpConnection:
+    """State of one client connection while it speaks HTTP."""
+
+    __slots__ = ("client", "keep_alive", "server", "transport")
+
+    def __init__(self, server: HttpServer, transport: Transport, client: tuple[str, int] | None) -> None:
+        self.server = server
+        self.transport = transport
+        self.client = client
+        self.keep_alive = True
+
+    async def send(self, data: bytes) -> bool:
+        """Write ``data``; False if the client is gone."""
+        transport = self.transport
+        sent = transport.try_send(data)
+        if sent == len(data):
+            return True
+        if sent < 0:
+            return False
+        return await transport.send_all(memoryview(data)[sent:])
+
+    async def respond(
+        self,
+        req: Request,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        """Send a complete response; HEAD gets the head only (with the
+        Content-Length of the body it would have had)."""
+        keep = self.keep_alive and req.keep_alive
+        self.keep_alive = keep
+        head_only = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        data = build_response(
+            status,
+            headers,
+            b"" if head_only else body,
+            content_length=len(body) if status not in (204, 304) else None,
+            keep_alive=keep,
+            version="1.1" if req.http_version == "1.1" else "1.0",
+        )
+        if req.http_version == "1.0" and keep:
+            data = data.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
+        if not await self.send(data):
+            self.keep_alive = False
+
+    async def serve(self) -> None:
+        """Serve requests until the connection ends or is handed over."""
+        server = self.server
+        limits = server.limits
+        parser = RequestParser(limits, self.client)
+        view = server._recv_view
+        transport = self.transport
+        first = True
+        handed_over = False
+        try:
+            while self.keep_alive:
+                # Read until a whole request is queued.
+                idle_budget = limits.handshake_timeout if first else limits.keepalive_timeout
+                with trio.CancelScope(deadline=trio.current_time() + idle_budget) as scope:
+                    while not parser.requests and parser.upgrade_tail is None:
+                        n = await transport.receive_into(view)
+                        if n == 0:
+                            return
+                        if not first and parser.idle:
+                            # First bytes of a new request: the head now has
+                            # handshake_timeout to arrive in full.
+                            scope.deadline = min(scope.deadline, trio.current_time() + limits.handshake_timeout)
+                        try:
+                            parser.feed(view[:n])
+                        except HTTPError as exc:
+                            await server._send_error(transport, exc)
+                            return
+                        if parser.expect_continue:
+                            parser.expect_continue = False
+                            if not await self.send(b"HTTP/1.1 100 Continue\r\n\r\n"):
+                                return
+                if scope.cancelled_caught:
+                    log.debug("connection from %s timed out waiting for a request", self.client)
+                    return
+                first = False
+                while parser.requests:
+                    req = parser.requests.popleft()
+                    tail = parser.upgrade_tail if not parser.requests else None
+                    if tail is not None:
+                        del parser  # the WebSocket session does not need it
+                        handed_over = True
+                        await server._dispatch(self, req, tail)
+                        return
+                    handed_over = await server._dispatch(self, req, b"")
+                    if handed_over:
+                        return
+                    if not self.keep_alive:
+                        return
+                if parser.upgrade_tail is not None:
+                    # An Upgrade we do not speak on a non-WebSocket route was
+                    # answered above; llhttp cannot resume after it.
+                    return
+        finally:
+            if not handed_over:
+                with trio.CancelScope(shield=True):
+                    await transport.aclose()

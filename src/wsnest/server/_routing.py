@@ -1,0 +1,88 @@
+"""Route requests to handlers, as nanonext (NNG) does.
+
+Longest path first, equal lengths in insertion order; an exact route also
+matches its path with one trailing slash; a prefix route matches sub-paths
+(``/api`` matches ``/api/x`` but never ``/apix``); the method matches
+exactly or through ``"*"``; HEAD falls back to GET; a path that matches
+with no matching method is a 405 listing the allowed methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..handlers._base import Handler
+
+
+def _key(handler: Handler) -> str:
+    path = handler.path
+    if path == "/":
+        return ""
+    if handler.prefix and path.endswith("/"):
+        return path.rstrip("/")
+    return path
+
+
+def _matches(key: str, prefix: bool, path: str) -> bool:
+    if not path.startswith(key):
+        return False
+    rest = path[len(key) :]
+    return rest in ("", "/") or (prefix and rest.startswith("/"))
+
+
+class Router:
+    """An immutable routing table built from a list of handlers."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, handlers: Sequence[Handler]) -> None:
+        routes: list[tuple[str, Handler]] = []
+        for handler in handlers:
+            if not isinstance(handler, Handler):
+                raise TypeError(f"handlers: expected handler objects, got {type(handler).__name__}")
+            key = _key(handler)
+            for other_key, other in routes:
+                if _conflict(key, handler, other_key, other):
+                    raise ValueError(f"handlers: duplicate route: {handler!r} conflicts with {other!r}")
+            routes.append((key, handler))
+        # Stable sort: equal lengths keep their insertion order.
+        routes.sort(key=lambda r: -len(r[0]))
+        self._routes = tuple(routes)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (h for _, h in self._routes)
+
+    def match(self, path: str, method: str) -> tuple[Handler | None, list[str]]:
+        """Return ``(handler, [])``, or ``(None, allowed_methods)`` where an
+        empty list means 404 and a non-empty one 405."""
+        if not path:
+            path = "/"
+        head_fallback: Handler | None = None
+        allowed: list[str] = []
+        for key, handler in self._routes:
+            if not _matches(key, handler.prefix, path):
+                continue
+            hm = handler.method
+            if hm == "*" or hm == method:
+                return handler, []
+            if method == "HEAD" and hm == "GET" and head_fallback is None:
+                head_fallback = handler
+            if hm not in allowed:
+                allowed.append(hm)
+        if head_fallback is not None:
+            return head_fallback, []
+        if "GET" in allowed and "HEAD" not in allowed:
+            allowed.append("HEAD")
+        return None, allowed
+
+
+def _conflict(key: str, a: Handler, other_key: str, b: Handler) -> bool:
+    same_method = a.method == b.method
+    if same_method and key.rstrip("/") == other_key.rstrip("/"):
+        return True
+    # A directory handler owns its whole tree for GET (as NNG's "tree-exclusive").
+    for tree, tkey, other, okey in ((a, key, b, other_key), (b, other_key, a, key)):
+        if getattr(tree, "tree_exclusive", False) and other.method in ("GET", "*") and other is not tree:
+            if okey == tkey or okey.startswith(tkey + "/") or tkey == "":
+                return True
+    return False

@@ -1,0 +1,337 @@
+"""``http_server``: the trio server (listener, connection tasks, shutdown).
+
+Structured concurrency throughout: ``serve()`` owns one nursery holding the
+accept loop, the flusher, and one task per connection; nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import trio
+
+from .._errors import HTTPError
+from .._limits import DEFAULT_LIMITS, Limits
+from ..handlers._base import Handler
+from ..http._response import build_response
+from ._connection import HttpConnection
+from ._routing import Router
+from ._transport import SocketTransport, StreamTransport, Transport
+
+if TYPE_CHECKING:
+    from ._websocket import WebSocket
+
+log = logging.getLogger("wsnest")
+
+RECV_BUFFER_SIZE = 256 * 1024
+
+
+class HttpServer:
+    """An HTTP + WebSocket server on trio; build it with :func:`http_server`.
+
+    Attributes:
+        url: the server URL; after start it holds the real port.
+        state: ``"not started"``, ``"started"`` or ``"closed"``.
+        limits: the :class:`Limits` in force.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        handlers: Handler | Sequence[Handler] = (),
+        tls: ssl.SSLContext | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        scheme, host, port = _parse_url(url)
+        if scheme == "https" and tls is None:
+            raise ValueError("tls: an https:// URL needs tls=tls_config(...)")
+        if scheme == "http" and tls is not None:
+            raise ValueError("tls: given with an http:// URL (use https://)")
+        if tls is not None and not isinstance(tls, ssl.SSLContext):
+            raise TypeError(f"tls: expected the result of tls_config(), got {type(tls).__name__}")
+        if isinstance(handlers, Handler):
+            handlers = [handlers]
+        self._router = Router(list(handlers))
+        self._scheme = scheme
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self.limits = limits
+        self.url = _format_url(scheme, host, port)
+        self.state = "not started"
+        self._ids = itertools.count(1)
+        self._ws_limit_cache: dict[int, Limits] = {}
+        self._websockets: set[WebSocket] = set()
+        self._dirty: list[WebSocket] = []
+        self._flush_wakeup: trio.Event | None = None  # created in serve()
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self._done: trio.Event | None = None
+        self._listener: socket.socket | None = None
+        self._recv_view = memoryview(bytearray(RECV_BUFFER_SIZE))
+
+    def __repr__(self) -> str:
+        return f"<HttpServer {self.url} {self.state}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled or :meth:`aclose` is called.
+
+        Works with ``await nursery.start(server.serve)``, which returns the
+        URL (with the real port) once the server is listening.
+        """
+        if self.state != "not started":
+            raise RuntimeError(f"server: cannot serve, it is {self.state}")
+        listener = self._listen()
+        self._listener = listener
+        self.state = "started"
+        self._stop = trio.Event()
+        self._done = trio.Event()
+        self._flush_wakeup = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._flusher)
+                nursery.start_soon(self._accept_loop, listener)
+                log.info("wsnest serving at %s", self.url)
+                task_status.started(self.url)
+                await self._stop.wait()
+                await self._shutdown(nursery)
+        finally:
+            self._close_listener()
+            self.state = "closed"
+            self._done.set()
+
+    async def aclose(self) -> None:
+        """Stop gracefully: stop accepting, close every WebSocket with 1001
+        (waiting up to ``close_timeout`` for the handshakes), drop the rest."""
+        if self.state == "not started":
+            self.state = "closed"
+            return
+        if self._stop is not None:
+            self._stop.set()
+        if self._done is not None:
+            await self._done.wait()
+
+    def run(self) -> None:
+        """Serve in the foreground (blocking); Ctrl+C or SIGTERM stops cleanly."""
+        trio.run(self._run_foreground)
+
+    async def _run_foreground(self) -> None:
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+        with trio.open_signal_receiver(*signals) as received:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(self.serve)
+                print(f"Serving at {url} - press Ctrl+C to stop", flush=True)
+                async for _ in received:
+                    break
+                await self.aclose()
+
+    async def _shutdown(self, nursery: trio.Nursery) -> None:
+        self._close_listener()
+        for ws in list(self._websockets):
+            ws.close(1001, "server shutting down")
+        with trio.move_on_after(self.limits.close_timeout + 0.5):
+            while self._websockets:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+    def _close_listener(self) -> None:
+        listener = self._listener
+        if listener is not None and listener.fileno() >= 0:
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
+
+    # -- listening -------------------------------------------------------------
+
+    def _listen(self) -> socket.socket:
+        host = self._host
+        infos = socket.getaddrinfo(host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._port = sock.getsockname()[1]
+        self.url = _format_url(self._scheme, host, self._port)
+        return sock
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        nursery = self._nursery
+        assert nursery is not None
+        accepted = 0
+        while True:
+            try:
+                sock, addr = listener.accept()
+            except BlockingIOError:
+                accepted = 0
+                try:
+                    await trio.lowlevel.wait_readable(listener)
+                except (trio.ClosedResourceError, OSError):
+                    return
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("wsnest: cannot accept a connection (%s); retrying", exc)
+                    await trio.sleep(0.1)
+                    continue
+                if listener.fileno() < 0:
+                    return
+                raise
+            client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+            nursery.start_soon(self._handle_socket, sock, client)
+            accepted += 1
+            if accepted >= 64:
+                accepted = 0
+                await trio.lowlevel.checkpoint()
+
+    async def _handle_socket(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
+        transport: Transport
+        try:
+            if self._tls is None:
+                transport = SocketTransport(sock)
+            else:
+                transport = await self._tls_handshake(sock, client)
+                if transport is None:
+                    return
+            await HttpConnection(self, transport, client).serve()
+        except Exception:
+            log.exception("wsnest: connection from %s failed", client)
+            if sock.fileno() >= 0:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+
+    async def _tls_handshake(self, sock: socket.socket, client: tuple[str, int] | None) -> Transport | None:
+        assert self._tls is not None
+        stream = trio.SSLStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), self._tls, server_side=True)
+        with trio.move_on_after(self.limits.handshake_timeout):
+            try:
+                await stream.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client, exc)
+                await trio.aclose_forcefully(stream)
+                return None
+            return StreamTransport(stream, client)
+        log.debug("TLS handshake with %s timed out", client)
+        await trio.aclose_forcefully(stream)
+        return None
+
+    # -- services for connections and handlers ---------------------------------
+
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    def _ws_limits(self, handler: Any) -> Limits:
+        cached = self._ws_limit_cache.get(id(handler))
+        if cached is None:
+            cached = self.limits.replace(**handler.limit_overrides) if handler.limit_overrides else self.limits
+            self._ws_limit_cache[id(handler)] = cached
+        return cached
+
+    def _mark_dirty(self, ws: WebSocket) -> None:
+        self._dirty.append(ws)
+        wakeup = self._flush_wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
+    async def _flusher(self) -> None:
+        # Writes every connection that got frames outside its own batch,
+        # once per scheduler tick: sends made together leave together.
+        while True:
+            assert self._flush_wakeup is not None
+            await self._flush_wakeup.wait()
+            self._flush_wakeup = trio.Event()
+            dirty, self._dirty = self._dirty, []
+            for ws in dirty:
+                ws._flush_nowait()
+
+    async def _send_error(self, transport: Transport, exc: HTTPError) -> None:
+        body = (exc.message + "\n").encode("utf-8")
+        headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
+        data = build_response(exc.status, headers, body, keep_alive=False)
+        with trio.move_on_after(self.limits.close_timeout):
+            await transport.send_all(data)
+
+    async def _dispatch(self, conn: HttpConnection, req: Any, tail: bytes) -> bool:
+        """Route one request. True if the handler took the connection over."""
+        handler, allowed = self._router.match(req.path, req.method)
+        if handler is None:
+            if allowed:
+                await conn.respond(
+                    req,
+                    405,
+                    [("Allow", ", ".join(allowed)), ("Content-Type", "text/plain; charset=utf-8")],
+                    b"Method Not Allowed\n",
+                )
+            else:
+                await conn.respond(req, 404, [("Content-Type", "text/plain; charset=utf-8")], b"Not Found\n")
+            return False
+        if handler.kind == "ws":
+            await handler.handle_upgrade(self, conn.transport, req, tail)  # type: ignore[attr-defined]
+            return True
+        return await handler.handle_http(self, conn, req)  # type: ignore[attr-defined,no-any-return]
+
+
+def _parse_url(url: str) -> tuple[str, str, int]:
+    if not isinstance(url, str):
+        raise TypeError(f"url: expected str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"url: scheme must be http or https, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"url: invalid port in {url!r}") from None
+    host = parts.hostname or ""
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    return scheme, host, port
+
+
+def _format_url(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+def http_server(
+    url: str,
+    handlers: Handler | Sequence[Handler] = (),
+    tls: ssl.SSLContext | None = None,
+    **limits: Any,
+) -> HttpServer:
+    """Build an HTTP + WebSocket server (no I/O until it is served).
+
+    Args:
+        url: ``http://host:port`` or ``https://host:port``; port 0 picks a
+            free port; IPv6 literals go in brackets (``http://[::1]:0``).
+        handlers: one handler or a sequence of them (``handler_ws``,
+            ``handler``, ``handler_file``, ...). Conflicting routes raise
+            ``ValueError`` here.
+        tls: a context from :func:`tls_config`, required for ``https``.
+        **limits: any field of :class:`Limits`, e.g. ``max_message_size``.
+
+    Serve it with ``await server.serve()`` (or ``nursery.start(server.serve)``)
+    inside trio, or ``server.run()`` from synchronous code.
+    """
+    return HttpServer(url, handlers, tls, DEFAULT_LIMITS.replace(**limits) if limits else DEFAULT_LIMITS)

@@ -1,0 +1,141 @@
+"""Byte transports under a connection: a raw non-blocking socket (the fast
+path) and any trio ``Stream`` (TLS, in-memory streams in tests).
+
+The socket transport tries each ``recv``/``send`` first and only waits for
+readiness when the kernel says it would block: every await is a trip
+through trio's scheduler, so a message that needs none is cheaper.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+# After this many reads that succeeded without waiting, yield once so that a
+# client that floods us cannot starve the other tasks.
+_YIELD_EVERY = 32
+
+
+class SocketTransport:
+    """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
+
+    __slots__ = ("_eager", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - platform dependent
+                pass
+        self.sock = sock
+        self._eager = 0
+
+    async def receive_into(self, buf: memoryview) -> int:
+        """Read into ``buf``; 0 means the peer closed or reset the connection."""
+        sock = self.sock
+        if self._eager < _YIELD_EVERY:
+            try:
+                n = sock.recv_into(buf)
+                self._eager += 1
+                return n
+            except BlockingIOError:
+                pass
+            except OSError:
+                return 0
+        self._eager = 0
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return sock.recv_into(buf)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return 0
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the kernel takes now; -1 if the connection is broken."""
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return -1
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send everything, waiting for room; False if the connection broke."""
+        view = memoryview(data)
+        sock = self.sock
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except OSError:
+                return False
+            view = view[sent:]
+        return True
+
+    def shutdown_write(self) -> None:
+        """Send FIN (half-close) so the peer sees the end of our data."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    async def aclose(self) -> None:
+        """Close the socket, waking any task waiting on it."""
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+    def peer(self) -> tuple[str, int] | None:
+        """The peer address as ``(host, port)``."""
+        try:
+            addr = self.sock.getpeername()
+        except OSError:
+            return None
+        return (addr[0], addr[1]) if isinstance(addr, tuple) else None
+
+
+class StreamTransport:
+    """Any trio ``Stream`` (TLS, memory streams), at the cost of a copy."""
+
+    __slots__ = ("_client", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, client: tuple[str, int] | None = None) -> None:
+        self.stream = stream
+        self._client = client
+
+    async def receive_into(self, buf: memoryview) -> int:
+        try:
+            data = await self.stream.receive_some(len(buf))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return 0
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        return 0  # streams are only written through send_all
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> bool:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            return False
+        return True
+
+    def shutdown_write(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+    def peer(self) -> tuple[str, int] | None:
+        return self._client
+
+
+Transport = SocketTransport | StreamTransport

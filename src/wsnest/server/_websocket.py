@@ -1,0 +1,501 @@
+"""The ``ws`` object handed to WebSocket callbacks, and its session loop.
+
+Design notes (why it is shaped like this):
+
+- One trio task per connection reads, parses and calls plain callbacks
+  inline: no reader task, queue or task switch per message.
+- ``send()`` never blocks. During a batch of callbacks (everything parsed
+  from one read) frames only accumulate in ``_out``; the session writes the
+  whole batch with one ``send`` afterwards. A send from anywhere else
+  (another connection's callback, a background task) marks the connection
+  dirty; the server's flusher writes every dirty connection once per
+  scheduler tick, so a broadcast costs one syscall per receiver.
+- ``async def on_message`` runs in a second task fed by a bounded deque, so
+  pings and close frames are still handled while the application is slow;
+  when the deque is full, reading pauses (TCP backpressure, bounded memory).
+- ``on_close`` runs exactly once for every connection that was upgraded,
+  whatever ended it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import ErrorCode
+from .._limits import Limits
+from ..core import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_NO_STATUS,
+    FAIL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    append_frame,
+    close_payload,
+    validate_utf8,
+)
+
+if TYPE_CHECKING:
+    from ._server import HttpServer
+    from ._transport import Transport
+
+log = logging.getLogger("wsnest")
+
+# Session states.
+OPEN = 0
+CLOSING = 1  # our close frame is queued; waiting for the peer's
+CLOSED = 2
+
+# textframes modes.
+MODE_BYTES = 0  # textframes=False: bytes in, BINARY out
+MODE_TEXT = 1  # textframes=True: str in, TEXT out
+MODE_AUTO = 2  # textframes=None: follow the frame / Python type
+
+_OK = ErrorCode.OK
+_E_CLOSED = ErrorCode.CLOSED
+_E_AGAIN = ErrorCode.AGAIN
+_E_SIZE = ErrorCode.MSG_SIZE
+
+
+class WebSocket:
+    """One WebSocket connection, as seen by ``handler_ws`` callbacks.
+
+    Attributes:
+        id: integer unique per server across all WebSocket and stream
+            connections (from 1, never reused).
+        subprotocol: the negotiated subprotocol, or ``None``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_close_code",
+        "_close_deadline",
+        "_dirty",
+        "_handler",
+        "_inflight",
+        "_limits",
+        "_mode",
+        "_out",
+        "_parser",
+        "_pong_deadline",
+        "_queue",
+        "_queue_wakeup",
+        "_reader_wakeup",
+        "_server",
+        "_state",
+        "_batch",
+        "_transport",
+        "_writing",
+        "id",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        server: HttpServer,
+        handler: Any,
+        transport: Transport,
+        ws_id: int,
+        limits: Limits,
+        mode: int,
+        subprotocol: str | None = None,
+    ) -> None:
+        self.id = ws_id
+        self.subprotocol = subprotocol
+        self._server = server
+        self._handler = handler
+        self._transport = transport
+        self._limits = limits
+        self._mode = mode
+        self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES)
+        self._out = bytearray()
+        self._inflight = 0
+        self._state = OPEN
+        # Until the 101 is written, sends only accumulate (like a batch).
+        self._batch = True
+        self._dirty = False
+        self._writing = False
+        self._close_code = CLOSE_ABNORMAL
+        self._close_deadline = math.inf
+        self._pong_deadline = math.inf
+        self._queue: deque[str | bytes] | None = None
+        self._queue_wakeup: trio.Event | None = None
+        self._reader_wakeup: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = ("open", "closing", "closed")[self._state]
+        return f"<WebSocket id={self.id} {state}>"
+
+    # -- public API ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once a close frame was sent or received (``send`` returns 7)."""
+        return self._state != OPEN
+
+    @property
+    def close_code(self) -> int:
+        """The close code of the connection: the peer's, ours, or 1006 if the
+        connection dropped without a close frame (meaningful once closed)."""
+        return self._close_code
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> int:
+        """Queue ``data`` as one message and return at once.
+
+        Returns 0 (queued), 7 (closed), 8 (send buffer over its high-water
+        mark: the peer reads too slowly) or 17 (over the message size
+        limit); see :class:`ErrorCode`. Nothing is queued unless 0 is
+        returned. With ``textframes=True`` everything goes as TEXT and bytes
+        must be valid UTF-8 (``ValueError``); with ``False`` everything goes
+        as BINARY; with ``None`` ``str`` goes as TEXT and bytes as BINARY.
+        Raises ``TypeError`` for any other type.
+        """
+        if type(data) is str:
+            opcode = OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            if self._mode == MODE_TEXT:
+                if not validate_utf8(data):
+                    raise ValueError("data: bytes sent on a textframes=True handler must be valid UTF-8")
+                opcode = OP_TEXT
+            else:
+                opcode = OP_BINARY
+        else:
+            raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+        if self._state != OPEN:
+            return _E_CLOSED
+        out = self._out
+        if len(out) + self._inflight > self._limits.send_high_water:
+            return _E_AGAIN
+        limit = self._limits.max_message_size
+        if limit is not None and len(data) > limit >> 2:
+            size = len(data.encode("utf-8")) if type(data) is str else memoryview(data).nbytes
+            if size > limit:
+                return _E_SIZE
+        append_frame(out, opcode, data)
+        if not self._batch:
+            self._schedule_flush()
+        return _OK
+
+    def _enqueue_frame(self, frame: bytes, payload_size: int) -> int:
+        """Queue an already encoded frame (``broadcast``); same codes as send."""
+        if self._state != OPEN:
+            return _E_CLOSED
+        if len(self._out) + self._inflight > self._limits.send_high_water:
+            return _E_AGAIN
+        limit = self._limits.max_message_size
+        if limit is not None and payload_size > limit:
+            return _E_SIZE
+        self._out += frame
+        if not self._batch:
+            self._schedule_flush()
+        return _OK
+
+    async def send_wait(self, data: str | bytes | bytearray | memoryview) -> int:
+        """Like :meth:`send`, but wait for room instead of returning 8.
+
+        Backpressure for async producers: returns once the message is
+        queued (0), or 7 if the connection closes, or 17 if too large.
+        """
+        while True:
+            result = self.send(data)
+            if result != _E_AGAIN:
+                return result
+            if not self._dirty and not self._writing:
+                self._schedule_flush()
+            await trio.sleep(0.001)
+
+    def close(self, code: int = 1000, reason: str = "") -> int:
+        """Start the closing handshake with ``code`` and ``reason``.
+
+        Frames queued before are sent first. Returns 0, or 7 if the
+        connection was already closing or closed.
+        """
+        payload = close_payload(code, reason)  # validates code and reason
+        if self._state != OPEN:
+            return _E_CLOSED
+        self._begin_close(code, payload)
+        return _OK
+
+    # -- writing ---------------------------------------------------------------
+
+    def _begin_close(self, code: int, payload: bytes) -> None:
+        self._state = CLOSING
+        self._close_code = code
+        self._close_deadline = trio.current_time() + self._limits.close_timeout
+        append_frame(self._out, OP_CLOSE, payload)
+        if not self._batch:
+            self._schedule_flush()
+        wakeup = self._reader_wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    def _queue_close_frame(self, payload: bytes) -> None:
+        """Append a close frame regardless of state (echo, failures)."""
+        append_frame(self._out, OP_CLOSE, payload)
+
+    def _schedule_flush(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self._server._mark_dirty(self)
+
+    def _flush_nowait(self) -> None:
+        """Called by the server's flusher: write now, or hand the rest to a
+        drain task if the kernel buffer is full."""
+        self._dirty = False
+        if self._writing or not self._out:
+            return
+        out = self._out
+        sent = self._transport.try_send(out)
+        if sent < 0:
+            self._broken()
+            return
+        if sent == len(out):
+            out.clear()
+            return
+        del out[:sent]
+        self._writing = True
+        self._server._spawn(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            while self._out:
+                data = self._out
+                self._out = bytearray()
+                self._inflight = len(data)
+                ok = await self._transport.send_all(data)
+                self._inflight = 0
+                if not ok:
+                    self._broken()
+                    return
+        finally:
+            self._writing = False
+
+    async def _flush(self) -> None:
+        """Write everything queued; from the session task."""
+        if self._writing:
+            return
+        out = self._out
+        if not out:
+            return
+        sent = self._transport.try_send(out)
+        if sent == len(out):
+            out.clear()
+            return
+        if sent < 0:
+            self._broken()
+            return
+        del out[:sent]
+        self._writing = True
+        await self._drain()
+
+    def _broken(self) -> None:
+        self._out.clear()
+        if self._state != CLOSED:
+            self._state = CLOSED
+            self._close_code = CLOSE_ABNORMAL
+
+    # -- reading ---------------------------------------------------------------
+
+    async def run(self, tail: bytes) -> None:
+        """Serve the connection after the 101; returns when it is over."""
+        handler = self._handler
+        server = self._server
+        server._websockets.add(self)
+        try:
+            self._batch = False
+            await self._flush()  # what on_open sent
+            if handler.message_is_async:
+                self._queue = deque()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._dispatch_async)
+                    try:
+                        await self._read_loop(tail)
+                    finally:
+                        self._wake_dispatcher()
+            else:
+                await self._read_loop(tail)
+        finally:
+            server._websockets.discard(self)
+            if self._state == OPEN:
+                # Cancelled while open: the server is shutting down.
+                self._close_code = CLOSE_GOING_AWAY
+                self._queue_close_frame(close_payload(CLOSE_GOING_AWAY, "server shutting down"))
+            self._state = CLOSED
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self._limits.close_timeout):
+                    while self._writing:  # a drain task holds the rest
+                        await trio.sleep(0.005)
+                    if self._out:
+                        await self._transport.send_all(self._out)
+                        self._out.clear()
+                await self._transport.aclose()
+                log.debug("websocket %d closed (%d)", self.id, self._close_code)
+                await handler.call_on_close(self)
+
+    async def _read_loop(self, tail: bytes) -> None:
+        transport = self._transport
+        parser = self._parser
+        view = self._server._recv_view
+        timed = self._limits.ping_interval is not None
+        if tail:
+            self._handle(parser.feed(bytearray(tail)))
+            await self._flush()
+        while self._state != CLOSED:
+            if timed or self._state == CLOSING:
+                n = await self._receive_timed(view)
+                if n < 0:
+                    continue
+            else:
+                n = await transport.receive_into(view)
+            if n == 0:
+                if self._state != CLOSED:
+                    self._state = CLOSED
+                    if self._close_code != CLOSE_ABNORMAL and not self._parser.finished:
+                        self._close_code = CLOSE_ABNORMAL
+                break
+            if parser.finished:
+                continue  # after a failure: discard until the peer closes
+            self._batch = True
+            try:
+                self._handle(parser.feed(view[:n]))
+            finally:
+                self._batch = False
+            await self._flush()
+            if parser.finished and self._state == CLOSING:
+                # After a protocol failure the parser reads no more frames,
+                # so it cannot see the peer's close reply: send FIN after our
+                # close frame and wait for the peer to hang up.
+                transport.shutdown_write()
+            if self._queue is not None and len(self._queue) >= self._limits.max_queue:
+                await self._wait_for_queue_room()
+
+    async def _receive_timed(self, view: memoryview) -> int:
+        """Receive with the close and keepalive deadlines; -1 on a timeout
+        that did not end the connection."""
+        limits = self._limits
+        now = trio.current_time()
+        deadline = self._close_deadline
+        if limits.ping_interval is not None:
+            if self._pong_deadline == math.inf:
+                deadline = min(deadline, now + limits.ping_interval)
+            else:
+                deadline = min(deadline, self._pong_deadline)
+        with trio.move_on_at(deadline):
+            n = await self._transport.receive_into(view)
+            if limits.ping_interval is not None and n > 0:
+                self._pong_deadline = math.inf  # any traffic proves liveness
+            return n
+        now = trio.current_time()
+        if now >= self._close_deadline:
+            self._state = CLOSED  # the peer never answered our close
+            return 0
+        if self._pong_deadline != math.inf and now >= self._pong_deadline:
+            log.debug("websocket %d: keepalive ping timed out", self.id)
+            self._pong_deadline = math.inf
+            self._begin_close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR, "keepalive ping timeout"))
+        elif self._state == OPEN:
+            append_frame(self._out, OP_PING, b"wsnest")
+            self._pong_deadline = now + limits.ping_timeout
+        await self._flush()
+        return -1
+
+    def _handle(self, events: list[tuple]) -> None:
+        """Act on the events of one read (plain callbacks run inline)."""
+        handler = self._handler
+        on_message = handler.on_message
+        queue = self._queue
+        for event in events:
+            kind = event[0]
+            if kind == OP_TEXT or kind == OP_BINARY:
+                if self._state != OPEN:
+                    continue
+                data = event[1]
+                if kind == OP_BINARY and self._mode == MODE_TEXT:
+                    try:
+                        data = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self._fail(CLOSE_INVALID_DATA, "binary message is not UTF-8 text")
+                        continue
+                if queue is not None:
+                    queue.append(data)
+                    self._wake_dispatcher()
+                    continue
+                try:
+                    on_message(self, data)
+                except Exception:
+                    self._callback_failed("on_message")
+            elif kind == OP_PING:
+                if self._state != CLOSED:
+                    append_frame(self._out, OP_PONG, event[1])
+            elif kind == OP_PONG:
+                self._pong_deadline = math.inf
+            elif kind == OP_CLOSE:
+                code = event[1]
+                if self._state == OPEN:
+                    # Echo the peer's code (RFC 6455 section 5.5.1).
+                    self._close_code = code
+                    self._queue_close_frame(b"" if code == CLOSE_NO_STATUS else close_payload(code))
+                self._state = CLOSED
+            elif kind == FAIL:
+                self._fail(event[1], event[2])
+
+    def _fail(self, code: int, reason: str) -> None:
+        log.debug("websocket %d: failing with %d (%s)", self.id, code, reason)
+        if self._state == OPEN:
+            self._begin_close(code, close_payload(code, reason))
+
+    def _callback_failed(self, name: str) -> None:
+        log.exception("wsnest: %s callback raised on websocket %d", name, self.id)
+        if self._state == OPEN:
+            self._begin_close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR))
+
+    # -- async on_message ------------------------------------------------------
+
+    def _wake_dispatcher(self) -> None:
+        event = self._queue_wakeup
+        if event is not None:
+            event.set()
+
+    async def _wait_for_queue_room(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while len(queue) >= self._limits.max_queue and self._state == OPEN:
+            self._reader_wakeup = trio.Event()
+            await self._reader_wakeup.wait()
+        self._reader_wakeup = None
+
+    async def _dispatch_async(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        on_message: Callable[[WebSocket, Any], Awaitable[object]] = self._handler.on_message
+        while True:
+            while queue:
+                data = queue.popleft()
+                wakeup = self._reader_wakeup
+                if wakeup is not None:
+                    wakeup.set()
+                if self._close_code == CLOSE_INTERNAL_ERROR and self._state != OPEN:
+                    queue.clear()
+                    break
+                try:
+                    await on_message(self, data)
+                except Exception:
+                    self._callback_failed("on_message")
+            if self._state == CLOSED and not queue:
+                return
+            self._queue_wakeup = trio.Event()
+            if queue or self._state == CLOSED:
+                continue
+            await self._queue_wakeup.wait()
