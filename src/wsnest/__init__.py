@@ -13,7 +13,19 @@ from __future__ import annotations
 from ._errors import ErrorCode, Reject
 from ._limits import Limits
 from .core import CORE
-from .handlers import Handler, WebSocketHandler, handler_ws
+from .handlers import (
+    Handler,
+    StreamConnection,
+    WebSocketHandler,
+    format_sse,
+    handler,
+    handler_directory,
+    handler_file,
+    handler_inline,
+    handler_redirect,
+    handler_stream,
+    handler_ws,
+)
 from .http import Headers, Request
 from .server import HttpServer, WebSocket, http_server
 from .server._broadcast import broadcast
@@ -29,10 +41,18 @@ __all__ = [
     "Limits",
     "Reject",
     "Request",
+    "StreamConnection",
     "WebSocket",
     "WebSocketHandler",
     "__version__",
     "broadcast",
+    "format_sse",
+    "handler",
+    "handler_directory",
+    "handler_file",
+    "handler_inline",
+    "handler_redirect",
+    "handler_stream",
     "handler_ws",
     "http_server",
 ]

@@ -2,6 +2,27 @@
 to serve a request routed to them."""
 
 from ._base import Handler
+from ._http import CallbackHandler, InlineHandler, RedirectHandler, handler, handler_inline, handler_redirect
+from ._static import DirectoryHandler, FileHandler, handler_directory, handler_file
+from ._stream import StreamConnection, StreamHandler, format_sse, handler_stream
 from ._ws import WebSocketHandler, handler_ws
 
-__all__ = ["Handler", "WebSocketHandler", "handler_ws"]
+__all__ = [
+    "CallbackHandler",
+    "DirectoryHandler",
+    "FileHandler",
+    "Handler",
+    "InlineHandler",
+    "RedirectHandler",
+    "StreamConnection",
+    "StreamHandler",
+    "WebSocketHandler",
+    "format_sse",
+    "handler",
+    "handler_directory",
+    "handler_file",
+    "handler_inline",
+    "handler_redirect",
+    "handler_stream",
+    "handler_ws",
+]

@@ -34,7 +34,7 @@ def is_async(fn: Callable[..., Any] | None) -> bool:
     """Whether calling ``fn`` gives a coroutine (``async def``, also wrapped)."""
     if fn is None:
         return False
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 async def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:

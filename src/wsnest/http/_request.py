@@ -22,7 +22,18 @@ class Request:
         keep_alive: whether the client allows the connection to be reused.
     """
 
-    __slots__ = ("body", "client", "headers", "http_version", "keep_alive", "method", "path", "query", "raw_path", "uri")
+    __slots__ = (
+        "body",
+        "client",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "raw_path",
+        "uri",
+    )
 
     def __init__(
         self,

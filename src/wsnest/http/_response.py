@@ -48,7 +48,8 @@ def build_response(
 ) -> bytes:
     """Build a response head (and body). ``Content-Length`` is always set
     (to ``content_length`` if given, e.g. for HEAD), unless ``headers``
-    already frame the body with ``Transfer-Encoding``."""
+    already frame the body with ``Transfer-Encoding`` or the status forbids
+    a body (1xx, 204, 304)."""
     lines = [f"HTTP/{version} {status} {reason_phrase(status)}"]
     framed = False
     for name, value in headers:
@@ -58,7 +59,7 @@ def build_response(
         if low == "transfer-encoding":
             framed = True
         lines.append(f"{name}: {value}")
-    if not framed:
+    if not framed and status >= 200 and status not in (204, 304):
         lines.append(f"Content-Length: {len(body) if content_length is None else content_length}")
     if not keep_alive:
         lines.append("Connection: close")

@@ -13,6 +13,7 @@ Policy (in one place, as h11's example server does it):
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -65,13 +66,40 @@ class HttpConnection:
             status,
             headers,
             b"" if head_only else body,
-            content_length=len(body) if status not in (204, 304) else None,
+            content_length=len(body),
             keep_alive=keep,
             version="1.1" if req.http_version == "1.1" else "1.0",
         )
         if req.http_version == "1.0" and keep:
             data = data.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
         if not await self.send(data):
+            self.keep_alive = False
+
+    async def respond_chunks(
+        self,
+        req: Request,
+        status: int,
+        headers: list[tuple[str, str]],
+        length: int,
+        chunks: AsyncIterator[bytes],
+    ) -> None:
+        """Send a response whose ``length`` bytes come from ``chunks``
+        (large files: never held in memory whole)."""
+        keep = self.keep_alive and req.keep_alive
+        self.keep_alive = keep
+        head = build_response(status, headers, b"", content_length=length, keep_alive=keep, version=req.http_version)
+        if not await self.send(head):
+            self.keep_alive = False
+            return
+        if req.method == "HEAD":
+            return
+        sent = 0
+        async for chunk in chunks:
+            if not await self.send(chunk):
+                self.keep_alive = False
+                return
+            sent += len(chunk)
+        if sent != length:  # the file changed under us: the framing is broken
             self.keep_alive = False
 
     async def serve(self) -> None:

@@ -77,12 +77,7 @@ class Router:
 
 
 def _conflict(key: str, a: Handler, other_key: str, b: Handler) -> bool:
-    same_method = a.method == b.method
-    if same_method and key.rstrip("/") == other_key.rstrip("/"):
-        return True
-    # A directory handler owns its whole tree for GET (as NNG's "tree-exclusive").
-    for tree, tkey, other, okey in ((a, key, b, other_key), (b, other_key, a, key)):
-        if getattr(tree, "tree_exclusive", False) and other.method in ("GET", "*") and other is not tree:
-            if okey == tkey or okey.startswith(tkey + "/") or tkey == "":
-                return True
-    return False
+    # Same method (or both "*") on the same path, a trailing slash aside.
+    # Unlike NNG, a directory handler does not own its whole tree: longer
+    # routes under it win by the longest-path rule, which is what users mean.
+    return a.method == b.method and key.rstrip("/") == other_key.rstrip("/")

@@ -289,6 +289,11 @@ class HttpServer:
         if handler.kind == "ws":
             await handler.handle_upgrade(self, conn.transport, req, tail)  # type: ignore[attr-defined]
             return True
+        if req.body and getattr(handler, "rejects_body", False):
+            # As NNG: static handlers take no request body.
+            conn.keep_alive = False
+            await conn.respond(req, 400, [("Content-Type", "text/plain; charset=utf-8")], b"Unexpected body\n")
+            return False
         return await handler.handle_http(self, conn, req)  # type: ignore[attr-defined,no-any-return]
 
 

@@ -8,6 +8,7 @@ through trio's scheduler, so a message that needs none is cheaper.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import trio
@@ -25,10 +26,8 @@ class SocketTransport:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
+            with contextlib.suppress(OSError):  # not every platform has it
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - platform dependent
-                pass
         self.sock = sock
         self._eager = 0
 
@@ -80,10 +79,8 @@ class SocketTransport:
 
     def shutdown_write(self) -> None:
         """Send FIN (half-close) so the peer sees the end of our data."""
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
     async def aclose(self) -> None:
         """Close the socket, waking any task waiting on it."""

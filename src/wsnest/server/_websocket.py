@@ -46,6 +46,7 @@ from ..core import (
     close_payload,
     validate_utf8,
 )
+from ._outbox import Outbox
 
 if TYPE_CHECKING:
     from ._server import HttpServer
@@ -69,7 +70,7 @@ _E_AGAIN = ErrorCode.AGAIN
 _E_SIZE = ErrorCode.MSG_SIZE
 
 
-class WebSocket:
+class WebSocket(Outbox):
     """One WebSocket connection, as seen by ``handler_ws`` callbacks.
 
     Attributes:
@@ -79,25 +80,18 @@ class WebSocket:
     """
 
     __slots__ = (
-        "__weakref__",
+        "_batch",
         "_close_code",
         "_close_deadline",
-        "_dirty",
         "_handler",
-        "_inflight",
         "_limits",
         "_mode",
-        "_out",
         "_parser",
         "_pong_deadline",
         "_queue",
         "_queue_wakeup",
         "_reader_wakeup",
-        "_server",
         "_state",
-        "_batch",
-        "_transport",
-        "_writing",
         "id",
         "subprotocol",
     )
@@ -112,21 +106,16 @@ class WebSocket:
         mode: int,
         subprotocol: str | None = None,
     ) -> None:
+        super().__init__(server, transport)
         self.id = ws_id
         self.subprotocol = subprotocol
-        self._server = server
         self._handler = handler
-        self._transport = transport
         self._limits = limits
         self._mode = mode
         self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES)
-        self._out = bytearray()
-        self._inflight = 0
         self._state = OPEN
         # Until the 101 is written, sends only accumulate (like a batch).
         self._batch = True
-        self._dirty = False
-        self._writing = False
         self._close_code = CLOSE_ABNORMAL
         self._close_deadline = math.inf
         self._pong_deadline = math.inf
@@ -175,15 +164,14 @@ class WebSocket:
             raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
         if self._state != OPEN:
             return _E_CLOSED
-        out = self._out
-        if len(out) + self._inflight > self._limits.send_high_water:
+        if self._buffered() > self._limits.send_high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and len(data) > limit >> 2:
             size = len(data.encode("utf-8")) if type(data) is str else memoryview(data).nbytes
             if size > limit:
                 return _E_SIZE
-        append_frame(out, opcode, data)
+        append_frame(self._out, opcode, data)
         if not self._batch:
             self._schedule_flush()
         return _OK
@@ -192,7 +180,7 @@ class WebSocket:
         """Queue an already encoded frame (``broadcast``); same codes as send."""
         if self._state != OPEN:
             return _E_CLOSED
-        if len(self._out) + self._inflight > self._limits.send_high_water:
+        if self._buffered() > self._limits.send_high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and payload_size > limit:
@@ -245,61 +233,6 @@ class WebSocket:
         """Append a close frame regardless of state (echo, failures)."""
         append_frame(self._out, OP_CLOSE, payload)
 
-    def _schedule_flush(self) -> None:
-        if not self._dirty:
-            self._dirty = True
-            self._server._mark_dirty(self)
-
-    def _flush_nowait(self) -> None:
-        """Called by the server's flusher: write now, or hand the rest to a
-        drain task if the kernel buffer is full."""
-        self._dirty = False
-        if self._writing or not self._out:
-            return
-        out = self._out
-        sent = self._transport.try_send(out)
-        if sent < 0:
-            self._broken()
-            return
-        if sent == len(out):
-            out.clear()
-            return
-        del out[:sent]
-        self._writing = True
-        self._server._spawn(self._drain)
-
-    async def _drain(self) -> None:
-        try:
-            while self._out:
-                data = self._out
-                self._out = bytearray()
-                self._inflight = len(data)
-                ok = await self._transport.send_all(data)
-                self._inflight = 0
-                if not ok:
-                    self._broken()
-                    return
-        finally:
-            self._writing = False
-
-    async def _flush(self) -> None:
-        """Write everything queued; from the session task."""
-        if self._writing:
-            return
-        out = self._out
-        if not out:
-            return
-        sent = self._transport.try_send(out)
-        if sent == len(out):
-            out.clear()
-            return
-        if sent < 0:
-            self._broken()
-            return
-        del out[:sent]
-        self._writing = True
-        await self._drain()
-
     def _broken(self) -> None:
         self._out.clear()
         if self._state != CLOSED:
@@ -335,11 +268,7 @@ class WebSocket:
             self._state = CLOSED
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(self._limits.close_timeout):
-                    while self._writing:  # a drain task holds the rest
-                        await trio.sleep(0.005)
-                    if self._out:
-                        await self._transport.send_all(self._out)
-                        self._out.clear()
+                    await self._final_flush()
                 await self._transport.aclose()
                 log.debug("websocket %d closed (%d)", self.id, self._close_code)
                 await handler.call_on_close(self)
@@ -418,7 +347,7 @@ class WebSocket:
         queue = self._queue
         for event in events:
             kind = event[0]
-            if kind == OP_TEXT or kind == OP_BINARY:
+            if kind in (OP_TEXT, OP_BINARY):
                 if self._state != OPEN:
                     continue
                 data = event[1]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install wsnest (compiled core) with its test dependencies, then run the
+# whole test suite. Extra arguments go to pytest.
+#   bash ci/test.sh            # everything
+#   bash ci/test.sh -k core    # a subset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+"$PY" -m pip install --quiet --disable-pip-version-check ".[test]"
+"$PY" -m wsnest --info
+"$PY" -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,1055 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, embedsignature=True
+"""Compiled WebSocket core (server role): the Cython twin of ``_frames_py``.
+
+Same API, same events, same failure reasons as ``_frames_py`` for every
+input and every split of the input; ``tests/test_core_differential.py``
+holds the two together. What differs is how the work is done:
+
+- payloads are unmasked 8 bytes at a time (a 64-bit mask word rotated for
+  the current mask offset, loads and stores through ``memcpy`` so any
+  alignment is fine), in place when the caller's buffer is writable and the
+  payload is then read from it, else while copying into the destination;
+- UTF-8 is checked by an incremental shift-DFA in C whose state survives
+  across frames and ``feed`` calls, with an ASCII fast path; it rejects at
+  the very byte where the pure twin's incremental decoder (plus
+  ``utf8_partial_ok``) rejects;
+- a message whose single frame is complete in one ``feed`` call is built
+  straight from the input buffer; a first-and-final frame split across
+  calls goes into a result object preallocated at its exact size; other
+  messages go into one C buffer with geometric growth, copied once at the
+  end and freed at once, so an idle parser holds no buffer at all.
+
+Bytes-like arguments of the ordinary types (``bytes``, ``bytearray``,
+``str``, contiguous byte ``memoryview``) take the compiled paths. Anything
+unusual (subclasses, other exporters, non-contiguous views, odd mask or
+offset types) is handed to the pure twin, so its exceptions and results are
+identical by construction.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_IsContiguous, PyBuffer_Release
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, strcmp
+
+from ._common import (
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FAIL,
+    MAX_CONTROL_PAYLOAD,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    R_BAD_UTF8,
+    R_CONT_UNEXPECTED,
+    R_CTL_FRAGMENTED,
+    R_CTL_TOO_LONG,
+    R_DATA_UNEXPECTED,
+    R_LENGTH_MSB,
+    R_NON_MINIMAL,
+    R_OPCODE,
+    R_RSV,
+    R_TOO_BIG,
+    R_UNMASKED,
+    parse_close_payload,
+)
+
+__all__ = ["FrameParser", "append_frame", "apply_mask", "encode_frame", "mask_inplace", "validate_utf8"]
+
+
+cdef extern from "Python.h":
+    # Declared here (not cimported) so that failures can be tested without
+    # raising: a failed buffer request falls back to the pure twin.
+    int _get_buffer "PyObject_GetBuffer"(object obj, Py_buffer* view, int flags)
+    int _get_buffer_exc "PyObject_GetBuffer"(object obj, Py_buffer* view, int flags) except -1
+    void PyErr_Clear()
+    bint PyBytes_CheckExact(object o)
+    bint PyByteArray_CheckExact(object o)
+    bint PyUnicode_CheckExact(object o)
+    bint PyLong_CheckExact(object o)
+    bint PyMemoryView_Check(object o)
+    Py_buffer* PyMemoryView_GET_BUFFER(object o)
+    long PyLong_AsLongAndOverflow(object o, int* overflow) except? -1
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
+
+
+# The hot kernels, in plain C so gcc can vectorize them freely.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    #if defined(_MSC_VER)
+    #define WSN_RESTRICT __restrict
+    #else
+    #define WSN_RESTRICT __restrict__
+    #endif
+
+    #define WSN_HI 0x8080808080808080ULL
+
+    /* The 4-byte mask repeated twice, starting `off` bytes into the cycle,
+       as a native 64-bit word (byte k of its memory image masks byte k). */
+    static inline uint64_t wsn_mask_word(const uint8_t *mask, unsigned off) {
+        uint8_t m[8];
+        uint64_t w;
+        unsigned k;
+        for (k = 0; k < 8; k++) m[k] = mask[(off + k) & 3u];
+        memcpy(&w, m, 8);
+        return w;
+    }
+
+    /* p[0:n] ^= mask (cycle starting at `off`), in place. */
+    static void wsn_unmask_inplace(uint8_t *p, size_t n, const uint8_t *mask, unsigned off) {
+        uint64_t w = wsn_mask_word(mask, off);
+        uint8_t m[8];
+        size_t i, nw = n >> 3;
+        for (i = 0; i < nw; i++) {
+            uint64_t x;
+            memcpy(&x, p + 8 * i, 8);
+            x ^= w;
+            memcpy(p + 8 * i, &x, 8);
+        }
+        memcpy(m, &w, 8);
+        for (i = nw << 3; i < n; i++) p[i] ^= m[i & 7];
+    }
+
+    /* dst[0:n] = src[0:n] ^ mask; dst and src must not overlap. */
+    static void wsn_unmask_copy(uint8_t *WSN_RESTRICT dst, const uint8_t *WSN_RESTRICT src, size_t n,
+                                const uint8_t *mask, unsigned off) {
+        uint64_t w = wsn_mask_word(mask, off);
+        uint8_t m[8];
+        size_t i, nw = n >> 3;
+        for (i = 0; i < nw; i++) {
+            uint64_t x;
+            memcpy(&x, src + 8 * i, 8);
+            x ^= w;
+            memcpy(dst + 8 * i, &x, 8);
+        }
+        memcpy(m, &w, 8);
+        for (i = nw << 3; i < n; i++) dst[i] = src[i] ^ m[i & 7];
+    }
+
+    /* Same as wsn_unmask_copy; returns the OR of all unmasked bytes (so
+       `& 0x80` tells whether the chunk was pure ASCII). */
+    static uint8_t wsn_unmask_copy_or(uint8_t *WSN_RESTRICT dst, const uint8_t *WSN_RESTRICT src, size_t n,
+                                      const uint8_t *mask, unsigned off) {
+        uint64_t w = wsn_mask_word(mask, off), acc = 0;
+        uint8_t m[8], tail = 0;
+        size_t i, nw = n >> 3;
+        for (i = 0; i < nw; i++) {
+            uint64_t x;
+            memcpy(&x, src + 8 * i, 8);
+            x ^= w;
+            acc |= x;
+            memcpy(dst + 8 * i, &x, 8);
+        }
+        memcpy(m, &w, 8);
+        for (i = nw << 3; i < n; i++) {
+            uint8_t b = src[i] ^ m[i & 7];
+            dst[i] = b;
+            tail |= b;
+        }
+        acc |= acc >> 32;
+        acc |= acc >> 16;
+        acc |= acc >> 8;
+        return (uint8_t)acc | tail;
+    }
+
+    /* UTF-8 shift-DFA. A state is a shift (a multiple of 6); row[b] holds,
+       for every state s, the next state in bits s..s+5. ERR is 0 and row[b]
+       has zero low bits, so ERR is absorbing. Rejects exactly what a strict
+       decoder rejects, at the first byte that cannot continue a valid
+       sequence: C0, C1, F5..FF, stray continuations, E0 + <A0 (overlong),
+       ED + >=A0 (surrogate), F0 + <90 (overlong), F4 + >=90 (> U+10FFFF). */
+    #define WSN_U_ERR 0u
+    #define WSN_U_ACC 6u
+    #define WSN_U_T1 12u   /* one continuation byte 80..BF left */
+    #define WSN_U_T2 18u   /* two left */
+    #define WSN_U_T3 24u   /* three left */
+    #define WSN_U_E0 30u   /* after E0: A0..BF, then one more */
+    #define WSN_U_ED 36u   /* after ED: 80..9F, then one more */
+    #define WSN_U_F0 42u   /* after F0: 90..BF, then two more */
+    #define WSN_U_F4 48u   /* after F4: 80..8F, then two more */
+
+    static uint64_t wsn_utf8_row[256];
+
+    static void wsn_utf8_init(void) {
+        unsigned b;
+        for (b = 0; b < 256; b++) {
+            uint64_t row = 0, nx;
+            if (b < 0x80) nx = WSN_U_ACC;
+            else if (b >= 0xC2 && b <= 0xDF) nx = WSN_U_T1;
+            else if (b == 0xE0) nx = WSN_U_E0;
+            else if (b == 0xED) nx = WSN_U_ED;
+            else if (b >= 0xE1 && b <= 0xEF) nx = WSN_U_T2;
+            else if (b == 0xF0) nx = WSN_U_F0;
+            else if (b >= 0xF1 && b <= 0xF3) nx = WSN_U_T3;
+            else if (b == 0xF4) nx = WSN_U_F4;
+            else nx = WSN_U_ERR;
+            row |= nx << WSN_U_ACC;
+            if (b >= 0x80 && b <= 0xBF) {
+                row |= (uint64_t)WSN_U_ACC << WSN_U_T1;
+                row |= (uint64_t)WSN_U_T1 << WSN_U_T2;
+                row |= (uint64_t)WSN_U_T2 << WSN_U_T3;
+            }
+            if (b >= 0xA0 && b <= 0xBF) row |= (uint64_t)WSN_U_T1 << WSN_U_E0;
+            if (b >= 0x80 && b <= 0x9F) row |= (uint64_t)WSN_U_T1 << WSN_U_ED;
+            if (b >= 0x90 && b <= 0xBF) row |= (uint64_t)WSN_U_T2 << WSN_U_F0;
+            if (b >= 0x80 && b <= 0x8F) row |= (uint64_t)WSN_U_T2 << WSN_U_F4;
+            wsn_utf8_row[b] = row;
+        }
+    }
+
+    /* Run the DFA from `state` over p[0:n]; return the new state (WSN_U_ERR
+       as soon as the input can no longer be valid). */
+    static uint32_t wsn_utf8_run(uint32_t state, const uint8_t *p, size_t n) {
+        uint64_t s = state;
+        size_t i = 0;
+        while (i < n) {
+            size_t end;
+            if ((s & 63) == WSN_U_ACC) {
+                /* ASCII fast path, 16 bytes per step, only at a character boundary. */
+                while (n - i >= 16) {
+                    uint64_t a, b;
+                    memcpy(&a, p + i, 8);
+                    memcpy(&b, p + i + 8, 8);
+                    if ((a | b) & WSN_HI) break;
+                    i += 16;
+                }
+            }
+            end = (n - i > 16) ? i + 16 : n;
+            for (; i < end; i++) s = wsn_utf8_row[p[i]] >> (s & 63);
+            if ((s & 63) == WSN_U_ERR) return WSN_U_ERR;
+        }
+        return (uint32_t)(s & 63);
+    }
+
+    /* Frame header: first byte, then the 7-bit length (with the mask bit
+       `mbit`) and the 16- or 64-bit extended length. Returns its size. */
+    static size_t wsn_write_header(uint8_t *h, unsigned first, unsigned mbit, uint64_t len) {
+        h[0] = (uint8_t)first;
+        if (len < 126) {
+            h[1] = (uint8_t)(mbit | len);
+            return 2;
+        }
+        if (len < 65536) {
+            h[1] = (uint8_t)(mbit | 126);
+            h[2] = (uint8_t)(len >> 8);
+            h[3] = (uint8_t)len;
+            return 4;
+        }
+        h[1] = (uint8_t)(mbit | 127);
+        h[2] = (uint8_t)(len >> 56);
+        h[3] = (uint8_t)(len >> 48);
+        h[4] = (uint8_t)(len >> 40);
+        h[5] = (uint8_t)(len >> 32);
+        h[6] = (uint8_t)(len >> 24);
+        h[7] = (uint8_t)(len >> 16);
+        h[8] = (uint8_t)(len >> 8);
+        h[9] = (uint8_t)len;
+        return 10;
+    }
+
+    static inline size_t wsn_header_size(uint64_t len) {
+        return len < 126 ? 2 : (len < 65536 ? 4 : 10);
+    }
+    """
+    void wsn_unmask_inplace(uint8_t* p, size_t n, const uint8_t* mask, unsigned off) nogil
+    void wsn_unmask_copy(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t* mask, unsigned off) nogil
+    uint8_t wsn_unmask_copy_or(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t* mask, unsigned off) nogil
+    void wsn_utf8_init() nogil
+    uint32_t wsn_utf8_run(uint32_t state, const uint8_t* p, size_t n) nogil
+    size_t wsn_write_header(uint8_t* h, unsigned first, unsigned mbit, uint64_t len) nogil
+    size_t wsn_header_size(uint64_t len) nogil
+    uint32_t U_ERR "WSN_U_ERR"
+    uint32_t U_ACC "WSN_U_ACC"
+
+wsn_utf8_init()
+
+
+# Wire constants. The protocol fixes them; the check below keeps them tied
+# to ``_common`` (the single source of truth for both twins).
+cdef enum:
+    C_OP_CONT = 0x0
+    C_OP_TEXT = 0x1
+    C_OP_BINARY = 0x2
+    C_OP_CLOSE = 0x8
+    C_OP_PING = 0x9
+    C_OP_PONG = 0xA
+    C_MAX_CONTROL = 125
+
+if (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, MAX_CONTROL_PAYLOAD) != (
+    C_OP_CONT, C_OP_TEXT, C_OP_BINARY, C_OP_CLOSE, C_OP_PING, C_OP_PONG, C_MAX_CONTROL
+):
+    raise ImportError("wsnest.core._frames_c: constants out of sync with _common")
+
+# Parser states.
+cdef enum:
+    ST_HEADER = 0
+    ST_PAYLOAD = 1
+    ST_DONE = 2
+
+# Failure codes: indexes into _FAILS.
+cdef enum:
+    E_RSV = 1
+    E_OPCODE = 2
+    E_CTL_FRAGMENTED = 3
+    E_CTL_TOO_LONG = 4
+    E_UNMASKED = 5
+    E_CONT_UNEXPECTED = 6
+    E_DATA_UNEXPECTED = 7
+    E_NON_MINIMAL = 8
+    E_LENGTH_MSB = 9
+    E_TOO_BIG = 10
+    E_BAD_UTF8 = 11
+
+# A first-and-final frame split across feed calls gets its result allocated
+# at once up to this size; beyond it (possible only with a large or no
+# max_message_size) the buffer grows as payload arrives, so a header alone
+# cannot make the parser reserve gigabytes.
+cdef enum:
+    PREALLOC_MAX = 16 << 20
+    STACK_TEXT = 512
+
+# Event kinds: the very objects of _common.
+cdef object K_TEXT = OP_TEXT
+cdef object K_BINARY = OP_BINARY
+cdef object K_PING = OP_PING
+cdef object K_PONG = OP_PONG
+cdef object K_FAIL = FAIL
+
+# Failure events are immutable, so each one is built once.
+cdef tuple _FAILS = (
+    None,
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_RSV),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_OPCODE),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_CTL_FRAGMENTED),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_CTL_TOO_LONG),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_UNMASKED),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_CONT_UNEXPECTED),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_DATA_UNEXPECTED),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_NON_MINIMAL),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_LENGTH_MSB),
+    (FAIL, CLOSE_TOO_BIG, R_TOO_BIG),
+    (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8),
+)
+
+
+# -- argument helpers --------------------------------------------------------
+
+cdef object _pure_module = None
+
+
+cdef object _py():
+    """The pure twin, which handles every unusual argument type."""
+    global _pure_module
+    if _pure_module is None:
+        from . import _frames_py
+        _pure_module = _frames_py
+    return _pure_module
+
+
+cdef inline bint _is_byte_view(object obj, bint writable):
+    """A 1-D, C-contiguous memoryview of unsigned bytes (format 'B')."""
+    cdef Py_buffer* v
+    if not PyMemoryView_Check(obj):
+        return False
+    v = PyMemoryView_GET_BUFFER(obj)
+    if v.ndim != 1 or v.itemsize != 1 or v.format == NULL or strcmp(v.format, b"B") != 0:
+        return False
+    if writable and v.readonly:
+        return False
+    return PyBuffer_IsContiguous(v, c"C")
+
+
+cdef inline bint _is_plain_bytes(object obj):
+    return PyBytes_CheckExact(obj) or PyByteArray_CheckExact(obj) or _is_byte_view(obj, False)
+
+
+cdef inline bint _is_mask_type(object mask):
+    return PyBytes_CheckExact(mask) or PyByteArray_CheckExact(mask)
+
+
+cdef inline bint _is_payload_type(object payload):
+    return (
+        PyBytes_CheckExact(payload)
+        or PyUnicode_CheckExact(payload)
+        or PyByteArray_CheckExact(payload)
+        or PyMemoryView_Check(payload)
+    )
+
+
+cdef inline int _copy_mask(object mask, uint8_t* out) except -1:
+    """Check a bytes/bytearray mask and copy its 4 bytes to ``out``."""
+    if len(mask) != 4:
+        raise ValueError("mask: must be exactly 4 bytes")
+    if PyBytes_CheckExact(mask):
+        memcpy(out, PyBytes_AS_STRING(mask), 4)
+    else:
+        memcpy(out, PyByteArray_AS_STRING(mask), 4)
+    return 0
+
+
+cdef inline int _opcode_value(object opcode) except -1:
+    """Range-check an exact ``int`` opcode like ``_frames_py._header``."""
+    cdef int overflow = 0
+    cdef long v = PyLong_AsLongAndOverflow(opcode, &overflow)
+    if overflow or v < 0 or v > 0xF:
+        raise ValueError(f"opcode: {opcode} is not a 4-bit value")
+    return <int>v
+
+
+# -- stateless functions -----------------------------------------------------
+
+def apply_mask(data, mask, offset=0):
+    """Return ``data`` XORed with the 4-byte ``mask``, starting ``offset``
+    bytes into the mask cycle (for payloads that arrive in pieces)."""
+    cdef Py_buffer view
+    cdef uint8_t m[4]
+    cdef bytes out
+    cdef unsigned off
+    if not (_is_mask_type(mask) and _is_plain_bytes(data) and PyLong_CheckExact(offset)):
+        return _py().apply_mask(data, mask, offset)
+    _copy_mask(mask, m)
+    if _get_buffer(data, &view, PyBUF_SIMPLE) != 0:
+        PyErr_Clear()
+        return _py().apply_mask(data, mask, offset)
+    try:
+        if view.len == 0:
+            return b""
+        off = <unsigned>(offset & 3)
+        out = PyBytes_FromStringAndSize(NULL, view.len)
+        wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(out), <const uint8_t*>view.buf, <size_t>view.len, m, off)
+        return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+def mask_inplace(buf, mask, offset=0):
+    """XOR the writable buffer ``buf`` with ``mask`` in place."""
+    cdef Py_buffer view
+    cdef uint8_t m[4]
+    cdef unsigned off
+    if not (
+        _is_mask_type(mask)
+        and (PyByteArray_CheckExact(buf) or _is_byte_view(buf, True))
+        and PyLong_CheckExact(offset)
+    ):
+        return _py().mask_inplace(buf, mask, offset)
+    _copy_mask(mask, m)  # copied first: ``mask`` may be ``buf`` itself
+    if _get_buffer(buf, &view, PyBUF_WRITABLE) != 0:
+        PyErr_Clear()
+        return _py().mask_inplace(buf, mask, offset)
+    try:
+        if view.len:
+            off = <unsigned>(offset & 3)
+            wsn_unmask_inplace(<uint8_t*>view.buf, <size_t>view.len, m, off)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def validate_utf8(data):
+    """Return whether ``data`` is complete, valid UTF-8."""
+    cdef Py_buffer view
+    cdef uint32_t state
+    if _get_buffer(data, &view, PyBUF_SIMPLE) != 0:
+        PyErr_Clear()
+        return _py().validate_utf8(data)
+    state = wsn_utf8_run(U_ACC, <const uint8_t*>view.buf, <size_t>view.len)
+    PyBuffer_Release(&view)
+    return state == U_ACC
+
+
+def encode_frame(opcode, payload=b"", fin=True, mask=None):
+    """Encode one frame. Server frames are unmasked (``mask=None``); pass a
+    4-byte ``mask`` to build a client frame (tests and benchmarks)."""
+    cdef Py_buffer view
+    cdef bint have_view = False
+    cdef const uint8_t* src
+    cdef Py_ssize_t n
+    cdef uint8_t m[4]
+    cdef int op
+    cdef unsigned first
+    cdef size_t hlen
+    cdef bytes out
+    cdef uint8_t* dst
+    if not (PyLong_CheckExact(opcode) and _is_payload_type(payload) and (mask is None or _is_mask_type(mask))):
+        return _py().encode_frame(opcode, payload, fin, mask)
+    if PyBytes_CheckExact(payload):
+        src = <const uint8_t*>PyBytes_AS_STRING(payload)
+        n = PyBytes_GET_SIZE(payload)
+    elif PyUnicode_CheckExact(payload):
+        src = <const uint8_t*>PyUnicode_AsUTF8AndSize(payload, &n)
+    else:
+        if _get_buffer(payload, &view, PyBUF_SIMPLE) != 0:
+            PyErr_Clear()
+            return _py().encode_frame(opcode, payload, fin, mask)
+        have_view = True
+        src = <const uint8_t*>view.buf
+        n = view.len
+    try:
+        if mask is not None:
+            _copy_mask(mask, m)
+        op = _opcode_value(opcode)
+        first = (0x80 if fin else 0) | <unsigned>op
+        hlen = wsn_header_size(<uint64_t>n)
+        if mask is None:
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>hlen + n)
+            dst = <uint8_t*>PyBytes_AS_STRING(out)
+            wsn_write_header(dst, first, 0, <uint64_t>n)
+            if n:
+                memcpy(dst + hlen, src, <size_t>n)
+        else:
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>hlen + 4 + n)
+            dst = <uint8_t*>PyBytes_AS_STRING(out)
+            wsn_write_header(dst, first, 0x80, <uint64_t>n)
+            memcpy(dst + hlen, m, 4)
+            wsn_unmask_copy(dst + hlen + 4, src, <size_t>n, m, 0)
+        return out
+    finally:
+        if have_view:
+            PyBuffer_Release(&view)
+
+
+def append_frame(out, opcode, payload, fin=True):
+    """Append one unmasked (server) frame to ``out``; return the bytes added."""
+    cdef Py_buffer view
+    cdef bint have_view = False
+    cdef const uint8_t* src = NULL
+    cdef Py_ssize_t n, old
+    cdef int op
+    cdef unsigned first
+    cdef size_t hlen
+    cdef uint8_t* dst
+    if not (PyByteArray_CheckExact(out) and PyLong_CheckExact(opcode) and _is_payload_type(payload)):
+        return _py().append_frame(out, opcode, payload, fin)
+    if PyBytes_CheckExact(payload):
+        src = <const uint8_t*>PyBytes_AS_STRING(payload)
+        n = PyBytes_GET_SIZE(payload)
+    elif PyUnicode_CheckExact(payload):
+        src = <const uint8_t*>PyUnicode_AsUTF8AndSize(payload, &n)
+    elif PyByteArray_CheckExact(payload):
+        # No buffer export: ``payload`` may be ``out`` itself. Its pointer is
+        # read after the resize below.
+        n = PyByteArray_GET_SIZE(payload)
+    else:
+        if _get_buffer(payload, &view, PyBUF_SIMPLE) != 0:
+            PyErr_Clear()
+            return _py().append_frame(out, opcode, payload, fin)
+        have_view = True
+        src = <const uint8_t*>view.buf
+        n = view.len
+    try:
+        op = _opcode_value(opcode)
+        first = (0x80 if fin else 0) | <unsigned>op
+        hlen = wsn_header_size(<uint64_t>n)
+        old = PyByteArray_GET_SIZE(out)
+        PyByteArray_Resize(out, old + <Py_ssize_t>hlen + n)
+        if src == NULL:
+            src = <const uint8_t*>PyByteArray_AS_STRING(payload)
+        dst = <uint8_t*>PyByteArray_AS_STRING(out) + old
+        wsn_write_header(dst, first, 0, <uint64_t>n)
+        if n:
+            memcpy(dst + hlen, src, <size_t>n)
+        return <Py_ssize_t>hlen + n
+    finally:
+        if have_view:
+            PyBuffer_Release(&view)
+
+
+cdef object _decode_or_none(const char* s, Py_ssize_t n):
+    """``str`` from UTF-8, or ``None`` when it is not valid UTF-8."""
+    try:
+        return PyUnicode_DecodeUTF8(s, n, NULL)
+    except UnicodeDecodeError:
+        return None
+
+
+# -- the parser --------------------------------------------------------------
+
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class FrameParser:
+    """Incremental parser for frames sent by a WebSocket client.
+
+    ``max_message_size`` bounds a whole (possibly fragmented) message; it is
+    checked against each frame's declared length before any of its payload
+    is buffered. ``None`` removes the bound. With ``decode_text=False`` text
+    messages are still validated but delivered as ``bytes``.
+    """
+
+    cdef int _state
+    cdef int _hdr_len
+    cdef uint8_t _hdr[14]
+    # Current frame.
+    cdef int _opcode
+    cdef bint _fin
+    cdef uint64_t _remaining
+    cdef uint64_t _frame_len
+    cdef uint8_t _mask[4]
+    cdef unsigned _mask_pos
+    # Message being assembled.
+    cdef int _msg_op
+    cdef uint64_t _msg_len
+    cdef bint _text
+    cdef bint _nonascii
+    cdef uint32_t _utf8
+    # Options.
+    cdef bint _has_max
+    cdef uint64_t _max
+    cdef bint _decode_text
+    # Assembly buffer: C-owned (malloc) or the inside of ``_pre``, a bytes
+    # result preallocated at its final size.
+    cdef uint8_t* _buf
+    cdef size_t _buf_len
+    cdef size_t _buf_cap
+    cdef bint _buf_owned
+    cdef object _pre
+    # Control frame payload.
+    cdef int _ctl_len
+    cdef uint8_t _ctl[C_MAX_CONTROL]
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._buf_owned = False
+        self._pre = None
+        self._utf8 = U_ACC
+
+    def __dealloc__(self):
+        if self._buf_owned and self._buf != NULL:
+            free(self._buf)
+        self._buf = NULL
+
+    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True):
+        if max_message_size is not None and max_message_size < 0:
+            raise ValueError("max_message_size: must be >= 0 or None")
+        if max_message_size is None:
+            self._has_max = False
+            self._max = 0
+        else:
+            limit = int(max_message_size)
+            # A bound of 2**64 or more can never be reached: same as none.
+            self._has_max = 0 <= limit < 0x10000000000000000
+            self._max = limit if self._has_max else 0
+        self._decode_text = bool(decode_text)
+        self._drop_message()
+        self._state = ST_HEADER
+        self._hdr_len = 0
+        self._opcode = 0
+        self._fin = False
+        self._remaining = 0
+        self._frame_len = 0
+        self._mask_pos = 0
+        self._ctl_len = 0
+
+    @property
+    def finished(self):
+        """True once a close or a failure has been returned; later input is ignored."""
+        return self._state == ST_DONE
+
+    def feed(self, data):
+        """Consume ``data`` entirely and return the events it completed.
+
+        ``data`` is any C-contiguous bytes-like object. If it is writable
+        (``bytearray``, a writable ``memoryview``, ...), payloads may be
+        unmasked in place inside it: the caller must treat its contents as
+        garbage after the call (a server's reused receive buffer is fine).
+        A read-only ``data`` (``bytes``) is never modified.
+        """
+        cdef list events = []
+        cdef Py_buffer view
+        if self._state == ST_DONE:
+            return events
+        if PyBytes_CheckExact(data):
+            self._run(<uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), False, events)
+            return events
+        if _get_buffer(data, &view, PyBUF_SIMPLE) != 0:
+            PyErr_Clear()
+            # The pure twin's conversion: raises its exception for this input.
+            data = memoryview(data).cast("B")
+            _get_buffer_exc(data, &view, PyBUF_SIMPLE)
+        try:
+            self._run(<uint8_t*>view.buf, view.len, not view.readonly, events)
+        finally:
+            PyBuffer_Release(&view)
+        return events
+
+    # -- internals -------------------------------------------------------
+
+    cdef int _run(self, uint8_t* p, Py_ssize_t n, bint writable, list events) except -1:
+        cdef Py_ssize_t pos = 0
+        cdef size_t take, avail
+        cdef int r
+        while True:
+            if self._state == ST_HEADER:
+                if pos >= n:
+                    return 0
+                r = self._read_header(p, &pos, n)
+                if r == 0:
+                    return 0  # header still incomplete: wait for more bytes
+                if r < 0:
+                    return self._fail(events, -r)
+                if self._remaining == 0:
+                    self._end_frame(events)
+                    if self._state == ST_DONE:
+                        return 0
+                continue
+            if pos >= n:
+                return 0
+            avail = <size_t>(n - pos)
+            take = avail if avail < self._remaining else <size_t>self._remaining
+            if take == self._frame_len:
+                # The whole payload of this frame is here.
+                if self._opcode >= C_OP_CLOSE:
+                    self._control_whole(p + pos, take, events)
+                    pos += take
+                    if self._state == ST_DONE:
+                        return 0
+                    continue
+                if self._fin and self._opcode != C_OP_CONT:
+                    self._message_whole(p + pos, take, writable, events)
+                    pos += take
+                    if self._state == ST_DONE:
+                        return 0
+                    continue
+            if self._opcode >= C_OP_CLOSE:
+                wsn_unmask_copy(self._ctl + self._ctl_len, p + pos, take, self._mask, self._mask_pos)
+                self._ctl_len += <int>take
+            elif self._add_data(p + pos, take):
+                return self._fail(events, E_BAD_UTF8)
+            pos += take
+            self._mask_pos = (self._mask_pos + <unsigned>take) & 3
+            self._remaining -= take
+            if self._remaining == 0:
+                self._end_frame(events)
+                if self._state == ST_DONE:
+                    return 0
+
+    cdef inline int _read_header(self, const uint8_t* p, Py_ssize_t* ppos, Py_ssize_t n):
+        """Read header bytes at ``p[ppos[0]:n]``: 1 when the header is
+        complete, 0 when more bytes are needed, ``-code`` on a failure.
+
+        Each field is checked as soon as its bytes are in (as in the pure
+        twin), so a bad frame fails without waiting for what follows."""
+        cdef Py_ssize_t pos = ppos[0]
+        cdef Py_ssize_t avail = n - pos
+        cdef const uint8_t* h
+        cdef int len7, ext_end, need, take, err
+        if self._hdr_len == 0 and avail >= 2:
+            # Fast path: the whole header is in the input.
+            h = p + pos
+            len7 = h[1] & 0x7F
+            ext_end = 4 if len7 == 126 else (10 if len7 == 127 else 2)
+            need = ext_end + 4
+            if avail >= need:
+                err = self._check_first_two(h[0], h[1])
+                if err == 0:
+                    err = self._check_length(h, len7)
+                if err:
+                    return -err
+                memcpy(self._mask, h + ext_end, 4)
+                self._mask_pos = 0
+                self._state = ST_PAYLOAD
+                ppos[0] = pos + need
+                return 1
+        # Slow path: gather the header in self._hdr.
+        h = self._hdr
+        if self._hdr_len < 2:
+            take = 2 - self._hdr_len
+            if take > n - pos:
+                take = <int>(n - pos)
+            memcpy(self._hdr + self._hdr_len, p + pos, take)
+            self._hdr_len += take
+            pos += take
+            ppos[0] = pos
+            if self._hdr_len < 2:
+                return 0
+            err = self._check_first_two(h[0], h[1])
+            if err == 0 and (h[1] & 0x7F) < 126:
+                err = self._check_length(h, h[1] & 0x7F)
+            if err:
+                return -err
+        len7 = h[1] & 0x7F
+        ext_end = 4 if len7 == 126 else (10 if len7 == 127 else 2)
+        if self._hdr_len < ext_end:
+            take = ext_end - self._hdr_len
+            if take > n - pos:
+                take = <int>(n - pos)
+            memcpy(self._hdr + self._hdr_len, p + pos, take)
+            self._hdr_len += take
+            pos += take
+            ppos[0] = pos
+            if self._hdr_len < ext_end:
+                return 0
+            err = self._check_length(h, len7)
+            if err:
+                return -err
+        need = ext_end + 4
+        if self._hdr_len < need:
+            take = need - self._hdr_len
+            if take > n - pos:
+                take = <int>(n - pos)
+            memcpy(self._hdr + self._hdr_len, p + pos, take)
+            self._hdr_len += take
+            pos += take
+            ppos[0] = pos
+            if self._hdr_len < need:
+                return 0
+        memcpy(self._mask, h + ext_end, 4)
+        self._mask_pos = 0
+        self._hdr_len = 0
+        self._state = ST_PAYLOAD
+        return 1
+
+    cdef inline int _check_first_two(self, uint8_t b0, uint8_t b1):
+        cdef int opcode
+        cdef bint fin
+        if b0 & 0x70:
+            return E_RSV
+        opcode = b0 & 0x0F
+        if not (opcode <= C_OP_BINARY or C_OP_CLOSE <= opcode <= C_OP_PONG):
+            return E_OPCODE
+        fin = (b0 & 0x80) != 0
+        if opcode >= C_OP_CLOSE:
+            if not fin:
+                return E_CTL_FRAGMENTED
+            if (b1 & 0x7F) > C_MAX_CONTROL:
+                return E_CTL_TOO_LONG
+        if not (b1 & 0x80):
+            return E_UNMASKED
+        if opcode == C_OP_CONT:
+            if self._msg_op == 0:
+                return E_CONT_UNEXPECTED
+        elif opcode < C_OP_CLOSE and self._msg_op != 0:
+            return E_DATA_UNEXPECTED
+        self._opcode = opcode
+        self._fin = fin
+        return 0
+
+    cdef inline int _check_length(self, const uint8_t* h, int len7):
+        cdef uint64_t length
+        if len7 == 126:
+            length = (<uint64_t>h[2] << 8) | h[3]
+            if length < 126:
+                return E_NON_MINIMAL
+        elif len7 == 127:
+            length = (
+                (<uint64_t>h[2] << 56) | (<uint64_t>h[3] << 48) | (<uint64_t>h[4] << 40) | (<uint64_t>h[5] << 32)
+                | (<uint64_t>h[6] << 24) | (<uint64_t>h[7] << 16) | (<uint64_t>h[8] << 8) | <uint64_t>h[9]
+            )
+            if length >> 63:
+                return E_LENGTH_MSB
+            if length < 65536:
+                return E_NON_MINIMAL
+        else:
+            length = <uint64_t>len7
+        # msg_len counts bytes actually received and length < 2**63: no overflow.
+        if self._opcode < C_OP_CLOSE and self._has_max and self._msg_len + length > self._max:
+            return E_TOO_BIG
+        self._remaining = length
+        self._frame_len = length
+        if self._opcode != C_OP_CONT and self._opcode < C_OP_CLOSE:
+            self._msg_op = self._opcode
+            if self._opcode == C_OP_TEXT:
+                self._text = True
+                self._utf8 = U_ACC
+                self._nonascii = False
+        return 0
+
+    cdef int _fail(self, list events, int code) except -1:
+        events.append(_FAILS[code])
+        self._state = ST_DONE
+        self._drop_message()
+        self._ctl_len = 0
+        return 0
+
+    cdef void _drop_message(self):
+        """Forget the message being assembled and free its buffer."""
+        if self._buf_owned and self._buf != NULL:
+            free(self._buf)
+        self._buf = NULL
+        self._buf_owned = False
+        self._buf_len = 0
+        self._buf_cap = 0
+        self._pre = None
+        self._msg_op = 0
+        self._msg_len = 0
+        self._text = False
+        self._nonascii = False
+        self._utf8 = U_ACC
+
+    cdef int _control_whole(self, const uint8_t* src, size_t n, list events) except -1:
+        """A control frame whose payload is all in the input."""
+        cdef bytes payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+        wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(payload), src, n, self._mask, 0)
+        self._state = ST_HEADER
+        return self._control_event(payload, events)
+
+    cdef int _control_event(self, bytes payload, list events) except -1:
+        if self._opcode == C_OP_CLOSE:
+            events.append(parse_close_payload(payload))  # a close or a failure
+            self._state = ST_DONE
+            self._drop_message()
+        elif self._opcode == C_OP_PING:
+            events.append((K_PING, payload))
+        else:
+            events.append((K_PONG, payload))
+        return 0
+
+    cdef int _message_whole(self, uint8_t* src, size_t n, bint writable, list events) except -1:
+        """A single-frame message whose payload is all in the input."""
+        cdef object msg
+        cdef uint8_t* tmp
+        cdef uint8_t stack[STACK_TEXT]
+        self._state = ST_HEADER
+        if not self._text:
+            msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+            wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(msg), src, n, self._mask, 0)
+            self._msg_op = 0
+            events.append((K_BINARY, msg))
+            return 0
+        if not self._decode_text:
+            msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+            tmp = <uint8_t*>PyBytes_AS_STRING(msg)
+            wsn_unmask_copy(tmp, src, n, self._mask, 0)
+            if wsn_utf8_run(U_ACC, tmp, n) != U_ACC:
+                return self._fail(events, E_BAD_UTF8)
+        elif writable:
+            # The caller's buffer is ours to scribble on: unmask in place and
+            # decode straight from it.
+            wsn_unmask_inplace(src, n, self._mask, 0)
+            msg = _decode_or_none(<const char*>src, <Py_ssize_t>n)
+        elif n <= STACK_TEXT:
+            wsn_unmask_copy(stack, src, n, self._mask, 0)
+            msg = _decode_or_none(<const char*>stack, <Py_ssize_t>n)
+        else:
+            tmp = <uint8_t*>malloc(n)
+            if tmp == NULL:
+                raise MemoryError()
+            try:
+                wsn_unmask_copy(tmp, src, n, self._mask, 0)
+                msg = _decode_or_none(<const char*>tmp, <Py_ssize_t>n)
+            finally:
+                free(tmp)
+        if msg is None:
+            return self._fail(events, E_BAD_UTF8)
+        self._msg_op = 0
+        self._text = False
+        events.append((K_TEXT, msg))
+        return 0
+
+    cdef int _add_data(self, const uint8_t* src, size_t take) except -1:
+        """Unmask a data chunk into the message buffer and validate it.
+        Returns 1 on invalid UTF-8."""
+        cdef uint8_t* dst
+        cdef uint8_t acc
+        self._msg_len += take
+        if self._buf_cap - self._buf_len < take:
+            self._reserve(take)
+        dst = self._buf + self._buf_len
+        self._buf_len += take
+        if not self._text:
+            wsn_unmask_copy(dst, src, take, self._mask, self._mask_pos)
+            return 0
+        acc = wsn_unmask_copy_or(dst, src, take, self._mask, self._mask_pos)
+        if (acc & 0x80) or self._utf8 != U_ACC:
+            if acc & 0x80:
+                self._nonascii = True
+            self._utf8 = wsn_utf8_run(self._utf8, dst, take)
+            if self._utf8 == U_ERR:
+                return 1
+        return 0
+
+    cdef int _reserve(self, size_t take) except -1:
+        cdef size_t need = self._buf_len + take
+        cdef size_t cap, hint
+        cdef uint8_t* nb
+        if (
+            self._buf == NULL
+            and self._fin
+            and self._opcode != C_OP_CONT
+            and self._remaining == self._frame_len
+            and self._frame_len <= PREALLOC_MAX
+        ):
+            # First and final frame of known length: allocate the result at
+            # its exact size, fill it, no final copy.
+            if self._text and self._decode_text:
+                self._buf = <uint8_t*>malloc(<size_t>self._frame_len)
+                if self._buf == NULL:
+                    raise MemoryError()
+                self._buf_owned = True
+            else:
+                self._pre = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self._frame_len)
+                self._buf = <uint8_t*>PyBytes_AS_STRING(self._pre)
+                self._buf_owned = False
+            self._buf_cap = <size_t>self._frame_len
+            return 0
+        # Geometric growth; reserve the rest of this frame (up to a cap) and
+        # never more than the message bound.
+        hint = self._buf_len + (<size_t>self._remaining if self._remaining < PREALLOC_MAX else PREALLOC_MAX)
+        cap = self._buf_cap * 2
+        if cap < hint:
+            cap = hint
+        if cap < 256:
+            cap = 256
+        if self._has_max and cap > self._max:
+            cap = <size_t>self._max
+        if cap < need:
+            cap = need
+        nb = <uint8_t*>realloc(self._buf, cap)
+        if nb == NULL:
+            raise MemoryError()
+        self._buf = nb
+        self._buf_owned = True
+        self._buf_cap = cap
+        return 0
+
+    cdef int _end_frame(self, list events) except -1:
+        cdef object msg
+        cdef bytes payload
+        self._state = ST_HEADER
+        if self._opcode >= C_OP_CLOSE:
+            payload = PyBytes_FromStringAndSize(<char*>self._ctl, self._ctl_len)
+            self._ctl_len = 0
+            return self._control_event(payload, events)
+        if not self._fin:
+            return 0
+        if self._text:
+            if self._utf8 != U_ACC:
+                return self._fail(events, E_BAD_UTF8)
+            if not self._decode_text:
+                msg = self._take_bytes()
+            elif not self._nonascii and self._buf_len > 1:
+                msg = PyUnicode_New(<Py_ssize_t>self._buf_len, 127)
+                memcpy(PyUnicode_DATA(msg), self._buf, self._buf_len)
+            else:
+                # Already validated by the DFA, so this cannot fail.
+                msg = PyUnicode_DecodeUTF8(<const char*>self._buf, <Py_ssize_t>self._buf_len, NULL)
+            self._drop_message()
+            events.append((K_TEXT, msg))
+        else:
+            msg = self._take_bytes()
+            self._drop_message()
+            events.append((K_BINARY, msg))
+        return 0
+
+    cdef object _take_bytes(self):
+        cdef object msg
+        if self._pre is not None:
+            msg = self._pre
+            self._pre = None
+            self._buf = NULL
+            return msg
+        return PyBytes_FromStringAndSize(<char*>self._buf, <Py_ssize_t>self._buf_len)

@@ -1,0 +1,177 @@
+"""``handler``, ``handler_inline`` and ``handler_redirect``: plain HTTP routes."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..http import Request
+from ..http._response import header_pairs
+from ._base import Handler, call_maybe_async, check_callback, check_path
+
+if TYPE_CHECKING:
+    from ..server._connection import HttpConnection
+    from ..server._server import HttpServer
+
+log = logging.getLogger("wsnest")
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+Response = Mapping[str, Any]
+Callback = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+def check_method(method: object) -> str:
+    """Validate an HTTP method name (``"*"`` means any)."""
+    if not isinstance(method, str) or not method or any(c in method for c in " \t\r\n"):
+        raise ValueError(f"method: expected a method name such as 'GET' or '*', got {method!r}")
+    return method
+
+
+def body_bytes(body: object, name: str = "body") -> bytes:
+    """Normalise a body: ``str`` (UTF-8), bytes-like, or ``None``."""
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"{name}: expected str, bytes or None, got {type(body).__name__}")
+
+
+def _has(headers: list[tuple[str, str]], name: str) -> bool:
+    low = name.lower()
+    return any(k.lower() == low for k, _ in headers)
+
+
+def response_from(result: object) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Turn what a ``handler`` callback returned into (status, headers, body).
+
+    Raises ``TypeError``/``ValueError`` naming the faulty field.
+    """
+    if not isinstance(result, Mapping):
+        raise TypeError(f"handler callback must return a mapping with status/headers/body, got {type(result).__name__}")
+    unknown = set(result) - {"status", "headers", "body"}
+    if unknown:
+        raise ValueError(f"handler response: unknown key(s) {sorted(unknown)}")
+    status = result.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(f"status: expected an int, got {type(status).__name__}")
+    status = int(status)
+    if not 200 <= status <= 599:
+        raise ValueError(f"status: must be within 200-599, got {status}")
+    headers = header_pairs(result.get("headers"))
+    raw = result.get("body")
+    body = body_bytes(raw)
+    if isinstance(raw, str) and not _has(headers, "content-type"):
+        headers.append(("Content-Type", TEXT_PLAIN))
+    return status, headers, body
+
+
+class CallbackHandler(Handler):
+    """A route answered by a user callback; made by :func:`handler`."""
+
+    def __init__(self, path: str, callback: Callback, method: str = "GET", prefix: bool = False) -> None:
+        self.path = check_path(path)
+        self.callback = check_callback("callback", callback)
+        self.method = check_method(method)
+        self.prefix = bool(prefix)
+
+    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+        try:
+            result = await call_maybe_async(self.callback, req)
+            status, headers, body = response_from(result)
+        except Exception:
+            log.exception("wsnest: handler callback for %s %s failed", req.method, req.path)
+            await conn.respond(req, 500, [("Content-Type", TEXT_PLAIN)], b"Internal Server Error\n")
+            return False
+        await conn.respond(req, status, headers, body)
+        return False
+
+
+class InlineHandler(Handler):
+    """Fixed bytes served from memory; made by :func:`handler_inline`."""
+
+    rejects_body = True
+
+    def __init__(self, path: str, data: str | bytes, content_type: str | None, prefix: bool) -> None:
+        self.path = check_path(path)
+        self.data = body_bytes(data, "data")
+        if content_type is not None and not isinstance(content_type, str):
+            raise TypeError(f"content_type: expected str or None, got {type(content_type).__name__}")
+        self.headers = [("Content-Type", content_type or "application/octet-stream")]
+        self.prefix = bool(prefix)
+
+    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+        await conn.respond(req, 200, self.headers, self.data)
+        return False
+
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+class RedirectHandler(Handler):
+    """A redirect; made by :func:`handler_redirect`."""
+
+    method = "*"
+
+    def __init__(self, path: str, location: str, status: int, prefix: bool) -> None:
+        self.path = check_path(path)
+        if not isinstance(location, str) or not location or any(c in location for c in "\r\n"):
+            raise ValueError(f"location: expected a URL, got {location!r}")
+        self.location = location
+        if isinstance(status, bool) or not isinstance(status, int) or int(status) not in REDIRECT_STATUSES:
+            raise ValueError(f"status: must be one of 301, 302, 303, 307, 308, got {status!r}")
+        self.status = int(status)
+        self.prefix = bool(prefix)
+
+    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+        # As NNG: the rest of the request URI after the route path, query
+        # included, is appended to the location.
+        base = "" if self.path == "/" else self.path.rstrip("/")
+        rest = req.raw_path[len(base) :] if req.raw_path.startswith(base) else ""
+        if self.location.endswith("/") and rest.startswith("/"):
+            rest = rest[1:]
+        target = self.location + rest + ("?" + req.query if req.query else "")
+        link = html.escape(target)
+        page = f'<!DOCTYPE html>\n<p>You should be automatically redirected to <a href="{link}">{link}</a>.</p>\n'
+        conn.keep_alive = False
+        await conn.respond(
+            req,
+            self.status,
+            [("Location", target), ("Content-Type", "text/html; charset=utf-8")],
+            page.encode("utf-8"),
+        )
+        return False
+
+
+def handler(path: str, callback: Callback, method: str = "GET", prefix: bool = False) -> CallbackHandler:
+    """Create an HTTP handler whose ``callback(req)`` builds the response.
+
+    ``callback`` (plain or ``async def``) gets a :class:`Request` and
+    returns a mapping with ``status`` (int, default 200), ``headers`` (a
+    mapping or a list of ``(name, value)`` pairs; repeated names allowed)
+    and ``body`` (``str``, bytes-like or ``None``; a ``str`` body defaults
+    to ``text/plain; charset=utf-8``). ``Content-Length`` is always sent.
+    A callback that raises gives a 500; its traceback goes to the log only.
+    ``method`` is matched exactly (``"*"`` for any); ``prefix=True`` also
+    matches sub-paths.
+    """
+    return CallbackHandler(path, callback, method, prefix)
+
+
+def handler_inline(
+    path: str, data: str | bytes, content_type: str | None = None, prefix: bool = False
+) -> InlineHandler:
+    """Serve ``data`` from memory (copied once, now) with ``content_type``
+    (default ``application/octet-stream``)."""
+    return InlineHandler(path, data, content_type, prefix)
+
+
+def handler_redirect(path: str, location: str, status: int = 302, prefix: bool = False) -> RedirectHandler:
+    """Redirect any request on ``path`` to ``location`` with ``status``
+    (301, 302, 303, 307 or 308). As in nanonext, the rest of the request
+    path after ``path`` and the query string are appended to ``location``."""
+    return RedirectHandler(path, location, status, prefix)
