@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._errors import ErrorCode, Reject
 from ._limits import Limits
+from ._tls import CertPair, tls_config, write_cert
 from .core import CORE
 from .handlers import (
     Handler,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CORE",
+    "CertPair",
     "ErrorCode",
     "Handler",
     "Headers",
@@ -55,4 +57,6 @@ __all__ = [
     "handler_stream",
     "handler_ws",
     "http_server",
+    "tls_config",
+    "write_cert",
 ]
