@@ -1,18 +1,85 @@
-"""Command line: ``python -m wsnest [--info]``."""
+"""Command line.
+
+    python -m wsnest                      # the demo: chat at /, WebSocket /ws, SSE clock /events
+    python -m wsnest --info               # version and active core
+    wsnest serve pkg.module:handlers      # serve your own handlers
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class TargetError(Exception):
+    """A ``module:attribute`` target that cannot be served."""
+
+
+def load_handlers(target: str) -> list[Any]:
+    """Import ``module:attribute`` and return its handler list.
+
+    The attribute may be a handler, a sequence of handlers, or a callable
+    returning either. Raises :class:`TargetError` with a one-line reason.
+    """
+    from .handlers import Handler
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"target must look like 'package.module:handlers', got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules beside you are found
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:
+        raise TargetError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(obj) and not isinstance(obj, Handler):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise TargetError(f"calling {target}() failed: {type(exc).__name__}: {exc}") from None
+    handlers = [obj] if isinstance(obj, Handler) else obj
+    if isinstance(handlers, (str, bytes)) or not isinstance(handlers, Sequence):
+        raise TargetError(f"{target} must be a handler or a list of handlers, got {type(obj).__name__}")
+    for h in handlers:
+        if not isinstance(h, Handler):
+            raise TargetError(f"{target} must contain only handlers, found {type(h).__name__}")
+    return list(handlers)
+
+
+def _add_listen_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m wsnest`` and the ``wsnest`` script."""
-    parser = argparse.ArgumentParser(prog="wsnest", description="wsnest: HTTP + WebSocket server for trio")
+    parser = argparse.ArgumentParser(prog="wsnest", description="wsnest: a fast HTTP + WebSocket server for trio")
     parser.add_argument("--info", action="store_true", help="print the version and which core is active")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 = any free)")
+    _add_listen_args(parser)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve the handlers named by module:attribute")
+    serve.add_argument("target", help="e.g. myapp.web:handlers (a handler list, or a function returning one)")
+    _add_listen_args(serve)
+    serve.add_argument("--tls-cert", help="certificate (PEM file) to serve HTTPS/WSS")
+    serve.add_argument("--tls-key", help="private key (PEM file) for --tls-cert")
     args = parser.parse_args(argv)
+
     import wsnest
 
     if args.info:
@@ -20,10 +87,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"core: {wsnest.CORE}")
         print(f"python: {sys.version.split()[0]}")
         return 0
-    from ._demo import demo_handlers
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls = None
+    scheme = "http"
+    if args.command == "serve":
+        try:
+            handlers = load_handlers(args.target)
+        except TargetError as exc:
+            print(f"wsnest: error: {exc}", file=sys.stderr)
+            return 2
+        if bool(args.tls_cert) != bool(args.tls_key):
+            print("wsnest: error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        if args.tls_cert:
+            try:
+                tls = wsnest.tls_config(args.tls_cert, args.tls_key)
+            except (TypeError, ValueError, OSError) as exc:
+                print(f"wsnest: error: {exc}", file=sys.stderr)
+                return 2
+            scheme = "https"
+    else:
+        from ._demo import demo_handlers
 
+        handlers = demo_handlers()
     host = f"[{args.host}]" if ":" in args.host else args.host
-    wsnest.http_server(f"http://{host}:{args.port}", demo_handlers()).run()
+    try:
+        server = wsnest.http_server(f"{scheme}://{host}:{args.port}", handlers, tls=tls)
+        server.run()
+    except (ValueError, TypeError) as exc:
+        print(f"wsnest: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"wsnest: error: cannot listen on {host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -28,9 +28,11 @@ identical by construction.
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_IsContiguous, PyBuffer_Release
+from cpython.buffer cimport PyBUF_RECORDS_RO, PyBUF_SIMPLE, PyBuffer_IsContiguous, PyBuffer_Release
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, strcmp
@@ -76,12 +78,12 @@ cdef extern from "Python.h":
     bint PyUnicode_CheckExact(object o)
     bint PyLong_CheckExact(object o)
     bint PyMemoryView_Check(object o)
-    Py_buffer* PyMemoryView_GET_BUFFER(object o)
     long PyLong_AsLongAndOverflow(object o, int* overflow) except? -1
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void* PyUnicode_DATA(object o)
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
+    void PyObject_GC_UnTrack(object o)
 
 
 # The hot kernels, in plain C so gcc can vectorize them freely.
@@ -211,25 +213,87 @@ cdef extern from *:
         }
     }
 
+    #define WSN_U_STEP(s, b) ((s) = wsn_utf8_row[(b)] >> ((s) & 63))
+
+    #define WSN_U_STEP(s, b) ((s) = wsn_utf8_row[(b)] >> ((s) & 63))
+    #define WSN_U_BLOCK 512
+
+    static inline int wsn_ascii16(const uint8_t *p) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        return ((a | b) & WSN_HI) == 0;
+    }
+
+    /* Plain DFA run: one dependency chain, one byte per step. */
+    static uint32_t wsn_utf8_chain(uint64_t s, const uint8_t *p, size_t n) {
+        size_t i;
+        for (i = 0; i < n; i++) WSN_U_STEP(s, p[i]);
+        return (uint32_t)(s & 63);
+    }
+
+    /* The DFA over p[0:n] (n >= 64) as four independent chains, for text
+       dense in multi-byte characters (a single chain is bound by the latency
+       of its shift). p is cut at three character boundaries near the
+       quarters (bytes that are not continuation bytes); chain 0 starts from
+       `state`, the others from ACC. A chain's start state is the true one
+       exactly when all chains before it end in ACC; if one does not, the
+       non-continuation byte after it makes the input invalid. So: chains
+       0-2 must end in ACC, and the result is chain 3's state. */
+    static uint32_t wsn_utf8_four(uint32_t state, const uint8_t *p, size_t n) {
+        size_t cut[5], len[4], m, i, k, j;
+        uint64_t s0 = state, s1 = WSN_U_ACC, s2 = WSN_U_ACC, s3 = WSN_U_ACC;
+        const uint8_t *p1, *p2, *p3;
+        cut[0] = 0;
+        cut[4] = n;
+        for (k = 1; k < 4; k++) {
+            size_t b = (n / 4) * k;
+            for (j = 0; j < 3 && (p[b] & 0xC0) == 0x80; j++) b--;
+            if ((p[b] & 0xC0) == 0x80) return wsn_utf8_chain(s0, p, n); /* 4 in a row: invalid anyway */
+            cut[k] = b;
+        }
+        m = n;
+        for (k = 0; k < 4; k++) {
+            len[k] = cut[k + 1] - cut[k];
+            if (len[k] < m) m = len[k];
+        }
+        p1 = p + cut[1];
+        p2 = p + cut[2];
+        p3 = p + cut[3];
+        for (i = 0; i < m; i++) {
+            WSN_U_STEP(s0, p[i]);
+            WSN_U_STEP(s1, p1[i]);
+            WSN_U_STEP(s2, p2[i]);
+            WSN_U_STEP(s3, p3[i]);
+        }
+        if (wsn_utf8_chain(s0, p + m, len[0] - m) != WSN_U_ACC) return WSN_U_ERR;
+        if (wsn_utf8_chain(s1, p1 + m, len[1] - m) != WSN_U_ACC) return WSN_U_ERR;
+        if (wsn_utf8_chain(s2, p2 + m, len[2] - m) != WSN_U_ACC) return WSN_U_ERR;
+        return wsn_utf8_chain(s3, p3 + m, len[3] - m);
+    }
+
     /* Run the DFA from `state` over p[0:n]; return the new state (WSN_U_ERR
-       as soon as the input can no longer be valid). */
+       as soon as the input can no longer be valid). At a character boundary
+       ASCII is skipped 16 bytes at a time; where four 16-byte blocks in a
+       row hold non-ASCII bytes (text dense in multi-byte characters) the
+       next WSN_U_BLOCK bytes go through the four-chain DFA; the rest goes
+       one byte per step. */
     static uint32_t wsn_utf8_run(uint32_t state, const uint8_t *p, size_t n) {
         uint64_t s = state;
         size_t i = 0;
         while (i < n) {
             size_t end;
             if ((s & 63) == WSN_U_ACC) {
-                /* ASCII fast path, 16 bytes per step, only at a character boundary. */
-                while (n - i >= 16) {
-                    uint64_t a, b;
-                    memcpy(&a, p + i, 8);
-                    memcpy(&b, p + i + 8, 8);
-                    if ((a | b) & WSN_HI) break;
-                    i += 16;
-                }
+                while (n - i >= 16 && wsn_ascii16(p + i)) i += 16;
             }
-            end = (n - i > 16) ? i + 16 : n;
-            for (; i < end; i++) s = wsn_utf8_row[p[i]] >> (s & 63);
+            if (n - i >= WSN_U_BLOCK && !wsn_ascii16(p + i + 16) && !wsn_ascii16(p + i + 32)
+                && !wsn_ascii16(p + i + 48)) {
+                s = wsn_utf8_four((uint32_t)(s & 63), p + i, WSN_U_BLOCK);
+                i += WSN_U_BLOCK;
+            } else {
+                end = (n - i > 16) ? i + 16 : n;
+                for (; i < end; i++) WSN_U_STEP(s, p[i]);
+            }
             if ((s & 63) == WSN_U_ERR) return WSN_U_ERR;
         }
         return (uint32_t)(s & 63);
@@ -327,7 +391,6 @@ cdef object K_TEXT = OP_TEXT
 cdef object K_BINARY = OP_BINARY
 cdef object K_PING = OP_PING
 cdef object K_PONG = OP_PONG
-cdef object K_FAIL = FAIL
 
 # Failure events are immutable, so each one is built once.
 cdef tuple _FAILS = (
@@ -360,21 +423,34 @@ cdef object _py():
     return _pure_module
 
 
-cdef inline bint _is_byte_view(object obj, bint writable):
-    """A 1-D, C-contiguous memoryview of unsigned bytes (format 'B')."""
-    cdef Py_buffer* v
+cdef bint _byte_buffer(object obj, Py_buffer* view, bint writable):
+    """Acquire ``view`` on ``obj`` if it is plain bytes: ``bytes`` (unless
+    ``writable``), ``bytearray``, or a 1-D C-contiguous memoryview of format
+    'B' (writable if asked), the types for which ``len(obj)`` counts bytes.
+    Returns False, with no exception set and nothing to release, otherwise
+    (the caller then hands the call to the pure twin)."""
+    if PyByteArray_CheckExact(obj) or (PyBytes_CheckExact(obj) and not writable):
+        if _get_buffer(obj, view, PyBUF_SIMPLE) == 0:
+            return True
+        PyErr_Clear()
+        return False
     if not PyMemoryView_Check(obj):
         return False
-    v = PyMemoryView_GET_BUFFER(obj)
-    if v.ndim != 1 or v.itemsize != 1 or v.format == NULL or strcmp(v.format, b"B") != 0:
+    # Acquire first, then inspect: a released view fails here cleanly.
+    if _get_buffer(obj, view, PyBUF_RECORDS_RO) != 0:
+        PyErr_Clear()
         return False
-    if writable and v.readonly:
-        return False
-    return PyBuffer_IsContiguous(v, c"C")
-
-
-cdef inline bint _is_plain_bytes(object obj):
-    return PyBytes_CheckExact(obj) or PyByteArray_CheckExact(obj) or _is_byte_view(obj, False)
+    if (
+        view.ndim == 1
+        and view.itemsize == 1
+        and view.format != NULL
+        and strcmp(view.format, b"B") == 0
+        and PyBuffer_IsContiguous(view, c"C")
+        and not (writable and view.readonly)
+    ):
+        return True
+    PyBuffer_Release(view)
+    return False
 
 
 cdef inline bint _is_mask_type(object mask):
@@ -419,11 +495,10 @@ def apply_mask(data, mask, offset=0):
     cdef uint8_t m[4]
     cdef bytes out
     cdef unsigned off
-    if not (_is_mask_type(mask) and _is_plain_bytes(data) and PyLong_CheckExact(offset)):
+    if not (_is_mask_type(mask) and PyLong_CheckExact(offset)):
         return _py().apply_mask(data, mask, offset)
-    _copy_mask(mask, m)
-    if _get_buffer(data, &view, PyBUF_SIMPLE) != 0:
-        PyErr_Clear()
+    _copy_mask(mask, m)  # the pure twin checks the mask before anything else
+    if not _byte_buffer(data, &view, False):
         return _py().apply_mask(data, mask, offset)
     try:
         if view.len == 0:
@@ -441,15 +516,10 @@ def mask_inplace(buf, mask, offset=0):
     cdef Py_buffer view
     cdef uint8_t m[4]
     cdef unsigned off
-    if not (
-        _is_mask_type(mask)
-        and (PyByteArray_CheckExact(buf) or _is_byte_view(buf, True))
-        and PyLong_CheckExact(offset)
-    ):
+    if not (_is_mask_type(mask) and PyLong_CheckExact(offset)):
         return _py().mask_inplace(buf, mask, offset)
-    _copy_mask(mask, m)  # copied first: ``mask`` may be ``buf`` itself
-    if _get_buffer(buf, &view, PyBUF_WRITABLE) != 0:
-        PyErr_Clear()
+    _copy_mask(mask, m)  # checked first like the pure twin; copied as ``mask`` may be ``buf``
+    if not _byte_buffer(buf, &view, True):
         return _py().mask_inplace(buf, mask, offset)
     try:
         if view.len:
@@ -566,6 +636,20 @@ def append_frame(out, opcode, payload, fin=True):
     finally:
         if have_view:
             PyBuffer_Release(&view)
+
+
+cdef inline tuple _event(object kind, object payload):
+    """A ``(kind, payload)`` event. It holds an int and a bytes or str, so it
+    can never be part of a reference cycle: it is untracked at once (CPython
+    untracks such tuples itself at the first collection), which keeps a feed
+    returning thousands of events from paying for gen-0 passes over them."""
+    cdef tuple t = PyTuple_New(2)
+    Py_INCREF(kind)
+    PyTuple_SET_ITEM(t, 0, kind)
+    Py_INCREF(payload)
+    PyTuple_SET_ITEM(t, 1, payload)
+    PyObject_GC_UnTrack(t)
+    return t
 
 
 cdef object _decode_or_none(const char* s, Py_ssize_t n):
@@ -903,9 +987,9 @@ cdef class FrameParser:
             self._state = ST_DONE
             self._drop_message()
         elif self._opcode == C_OP_PING:
-            events.append((K_PING, payload))
+            events.append(_event(K_PING, payload))
         else:
-            events.append((K_PONG, payload))
+            events.append(_event(K_PONG, payload))
         return 0
 
     cdef int _message_whole(self, uint8_t* src, size_t n, bint writable, list events) except -1:
@@ -918,7 +1002,7 @@ cdef class FrameParser:
             msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
             wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(msg), src, n, self._mask, 0)
             self._msg_op = 0
-            events.append((K_BINARY, msg))
+            events.append(_event(K_BINARY, msg))
             return 0
         if not self._decode_text:
             msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
@@ -947,7 +1031,7 @@ cdef class FrameParser:
             return self._fail(events, E_BAD_UTF8)
         self._msg_op = 0
         self._text = False
-        events.append((K_TEXT, msg))
+        events.append(_event(K_TEXT, msg))
         return 0
 
     cdef int _add_data(self, const uint8_t* src, size_t take) except -1:
@@ -1038,11 +1122,11 @@ cdef class FrameParser:
                 # Already validated by the DFA, so this cannot fail.
                 msg = PyUnicode_DecodeUTF8(<const char*>self._buf, <Py_ssize_t>self._buf_len, NULL)
             self._drop_message()
-            events.append((K_TEXT, msg))
+            events.append(_event(K_TEXT, msg))
         else:
             msg = self._take_bytes()
             self._drop_message()
-            events.append((K_BINARY, msg))
+            events.append(_event(K_BINARY, msg))
         return 0
 
     cdef object _take_bytes(self):

@@ -56,14 +56,18 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 
     bytes into the mask cycle (for payloads that arrive in pieces)."""
     if len(mask) != 4:
         raise ValueError("mask: must be exactly 4 bytes")
-    n = len(data)
+    mask = bytes(mask)
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = memoryview(view.tobytes())  # count bytes, not items
+    n = view.nbytes
     if n == 0:
         return b""
     offset &= 3
     if offset:
         mask = mask[offset:] + mask[:offset]
     full = (mask * ((n >> 2) + 1))[:n]
-    value = int.from_bytes(data, "little") ^ int.from_bytes(full, "little")
+    value = int.from_bytes(view, "little") ^ int.from_bytes(full, "little")
     return value.to_bytes(n, "little")
 
 
@@ -124,6 +128,8 @@ def append_frame(
     fin: bool = True,
 ) -> int:
     """Append one unmasked (server) frame to ``out``; return the bytes added."""
+    if not isinstance(out, bytearray):
+        raise TypeError(f"out: expected a bytearray, got {type(out).__name__}")
     data = _payload_bytes(payload)
     head = _header(opcode, len(data), fin, False)
     out += head

@@ -71,7 +71,7 @@ class WebSocketHandler(Handler):
         try:
             accept, subprotocol = check_upgrade(req, self.subprotocols, self.origins)
         except HTTPError as exc:
-            await server._send_error(transport, exc)
+            await server._send_error(transport, exc, head_only=req.method == "HEAD")
             return False
         limits = server._ws_limits(self)
         ws = WebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 if TYPE_CHECKING:
     from ._server import HttpServer
     from ._transport import Transport
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 class Outbox:
     """Base class: an output buffer with the flush machinery."""
 
-    __slots__ = ("__weakref__", "_dirty", "_inflight", "_out", "_server", "_transport", "_writing")
+    __slots__ = ("__weakref__", "_dirty", "_drained", "_inflight", "_out", "_server", "_transport", "_writing")
 
     def __init__(self, server: HttpServer, transport: Transport) -> None:
         self._server = server
@@ -28,6 +30,7 @@ class Outbox:
         self._inflight = 0  # bytes handed to a drain task, not yet written
         self._dirty = False
         self._writing = False
+        self._drained: trio.Event | None = None
 
     def _buffered(self) -> int:
         return len(self._out) + self._inflight
@@ -70,6 +73,15 @@ class Outbox:
                     return
         finally:
             self._writing = False
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    async def _wait_drained(self) -> None:
+        """Wait until the drain task has written everything (or failed)."""
+        if self._writing:
+            self._drained = event = trio.Event()
+            await event.wait()
 
     async def _flush(self) -> None:
         """Write everything queued, waiting for room (the connection's task)."""
@@ -88,14 +100,8 @@ class Outbox:
 
     async def _final_flush(self) -> None:
         """Before closing: wait for a drain task, then write the rest."""
-        while self._writing:
-            await _tick()
+        await self._wait_drained()
         if self._out:
             await self._transport.send_all(self._out)
             self._out.clear()
 
-
-async def _tick() -> None:
-    import trio
-
-    await trio.sleep(0.005)

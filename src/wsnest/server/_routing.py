@@ -59,6 +59,7 @@ class Router:
             path = "/"
         head_fallback: Handler | None = None
         allowed: list[str] = []
+        get_is_ws = False
         for key, handler in self._routes:
             if not _matches(key, handler.prefix, path):
                 continue
@@ -69,9 +70,10 @@ class Router:
                 head_fallback = handler
             if hm not in allowed:
                 allowed.append(hm)
+                get_is_ws = get_is_ws or (hm == "GET" and handler.kind == "ws")
         if head_fallback is not None:
             return head_fallback, []
-        if "GET" in allowed and "HEAD" not in allowed:
+        if "GET" in allowed and "HEAD" not in allowed and not get_is_ws:
             allowed.append("HEAD")
         return None, allowed
 

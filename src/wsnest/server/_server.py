@@ -265,10 +265,12 @@ class HttpServer:
             for ws in dirty:
                 ws._flush_nowait()
 
-    async def _send_error(self, transport: Transport, exc: HTTPError) -> None:
+    async def _send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
         body = (exc.message + "\n").encode("utf-8")
         headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
-        data = build_response(exc.status, headers, body, keep_alive=False)
+        data = build_response(
+            exc.status, headers, b"" if head_only else body, content_length=len(body), keep_alive=False
+        )
         with trio.move_on_after(self.limits.close_timeout):
             await transport.send_all(data)
 

@@ -45,7 +45,10 @@ class SocketTransport:
                 return 0
         self._eager = 0
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:  # closed under us (shutdown)
+                return 0
             try:
                 return sock.recv_into(buf)
             except BlockingIOError:
@@ -70,7 +73,10 @@ class SocketTransport:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
+                try:
+                    await trio.lowlevel.wait_writable(sock)
+                except trio.ClosedResourceError:  # closed under us (shutdown)
+                    return False
                 continue
             except OSError:
                 return False

@@ -91,6 +91,7 @@ class WebSocket(Outbox):
         "_queue",
         "_queue_wakeup",
         "_reader_wakeup",
+        "_scope",
         "_state",
         "id",
         "subprotocol",
@@ -122,6 +123,10 @@ class WebSocket(Outbox):
         self._queue: deque[str | bytes] | None = None
         self._queue_wakeup: trio.Event | None = None
         self._reader_wakeup: trio.Event | None = None
+        # Cancel scope around the read loop: its deadline becomes the close
+        # deadline once we send a close frame, so a peer that never answers
+        # is hung up on, whoever started the close.
+        self._scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         state = ("open", "closing", "closed")[self._state]
@@ -228,6 +233,8 @@ class WebSocket(Outbox):
         wakeup = self._reader_wakeup
         if wakeup is not None:
             wakeup.set()
+        if self._scope is not None:
+            self._scope.deadline = self._close_deadline
 
     def _queue_close_frame(self, payload: bytes) -> None:
         """Append a close frame regardless of state (echo, failures)."""
@@ -254,11 +261,11 @@ class WebSocket(Outbox):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._dispatch_async)
                     try:
-                        await self._read_loop(tail)
+                        await self._read_loop_scoped(tail)
                     finally:
                         self._wake_dispatcher()
             else:
-                await self._read_loop(tail)
+                await self._read_loop_scoped(tail)
         finally:
             server._websockets.discard(self)
             if self._state == OPEN:
@@ -273,6 +280,15 @@ class WebSocket(Outbox):
                 log.debug("websocket %d closed (%d)", self.id, self._close_code)
                 await handler.call_on_close(self)
 
+    async def _read_loop_scoped(self, tail: bytes) -> None:
+        with trio.CancelScope(deadline=self._close_deadline) as scope:
+            self._scope = scope
+            await self._read_loop(tail)
+        self._scope = None
+        if scope.cancelled_caught:
+            log.debug("websocket %d: no close reply within close_timeout", self.id)
+        self._state = CLOSED
+
     async def _read_loop(self, tail: bytes) -> None:
         transport = self._transport
         parser = self._parser
@@ -282,17 +298,14 @@ class WebSocket(Outbox):
             self._handle(parser.feed(bytearray(tail)))
             await self._flush()
         while self._state != CLOSED:
-            if timed or self._state == CLOSING:
+            if timed:
                 n = await self._receive_timed(view)
                 if n < 0:
                     continue
             else:
                 n = await transport.receive_into(view)
             if n == 0:
-                if self._state != CLOSED:
-                    self._state = CLOSED
-                    if self._close_code != CLOSE_ABNORMAL and not self._parser.finished:
-                        self._close_code = CLOSE_ABNORMAL
+                self._state = CLOSED  # close_code stays: the peer's, ours, or 1006
                 break
             if parser.finished:
                 continue  # after a failure: discard until the peer closes
@@ -307,6 +320,10 @@ class WebSocket(Outbox):
                 # so it cannot see the peer's close reply: send FIN after our
                 # close frame and wait for the peer to hang up.
                 transport.shutdown_write()
+            if self._state != CLOSED and self._writing and self._buffered() > self._limits.send_high_water:
+                # A slow reader: stop reading (pongs would pile up) until
+                # the drain task has caught up.
+                await self._wait_drained()
             if self._queue is not None and len(self._queue) >= self._limits.max_queue:
                 await self._wait_for_queue_room()
 
@@ -314,22 +331,15 @@ class WebSocket(Outbox):
         """Receive with the close and keepalive deadlines; -1 on a timeout
         that did not end the connection."""
         limits = self._limits
+        assert limits.ping_interval is not None
         now = trio.current_time()
-        deadline = self._close_deadline
-        if limits.ping_interval is not None:
-            if self._pong_deadline == math.inf:
-                deadline = min(deadline, now + limits.ping_interval)
-            else:
-                deadline = min(deadline, self._pong_deadline)
+        deadline = now + limits.ping_interval if self._pong_deadline == math.inf else self._pong_deadline
         with trio.move_on_at(deadline):
             n = await self._transport.receive_into(view)
-            if limits.ping_interval is not None and n > 0:
+            if n > 0:
                 self._pong_deadline = math.inf  # any traffic proves liveness
             return n
         now = trio.current_time()
-        if now >= self._close_deadline:
-            self._state = CLOSED  # the peer never answered our close
-            return 0
         if self._pong_deadline != math.inf and now >= self._pong_deadline:
             log.debug("websocket %d: keepalive ping timed out", self.id)
             self._pong_deadline = math.inf

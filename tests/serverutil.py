@@ -1,0 +1,400 @@
+"""Shared helpers for the WebSocket server tests.
+
+- :func:`running_server`: serve a ``wsnest`` server in a trio nursery for the
+  duration of an ``async with`` block (closed with ``aclose()`` on exit).
+- :class:`RawClient`: a raw TCP client on ``trio.open_tcp_stream`` that sends
+  hand-made requests and frames and parses the server's (unmasked) frames.
+- :func:`client_frame`: build a client frame by hand (masked or not, any
+  opcode, RSV bits, declared length), so hostile input is easy to make.
+- :func:`echo_ok`: a quick "the server still works" check.
+- :func:`memory_server` / :func:`memory_connection`: drive a connection over
+  ``trio.testing.memory_stream_pair()`` without any socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+import trio.testing
+
+import wsnest
+from wsnest.core import accept_key
+from wsnest.server._connection import HttpConnection
+from wsnest.server._transport import StreamTransport
+
+# Generous bound for anything that could hang; every test stays far below it.
+TIMEOUT = 10
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+MASK = bytes.fromhex("a1b2c3d4")
+
+
+# -- servers -------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running_server(
+    handlers: Any, url: str = "http://127.0.0.1:0", **limits: Any
+) -> AsyncIterator[tuple[wsnest.HttpServer, str]]:
+    """Serve ``handlers`` for the body of the block; yields ``(server, url)``."""
+    server = wsnest.http_server(url, handlers, **limits)
+    async with trio.open_nursery() as nursery:
+        real_url = await nursery.start(server.serve)
+        try:
+            yield server, real_url
+        finally:
+            with trio.CancelScope(shield=True), trio.fail_after(TIMEOUT):
+                await server.aclose()
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """``("127.0.0.1", 8080)`` from ``"http://127.0.0.1:8080"`` (IPv6 unbracketed)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def ws_url(url: str, path: str = "/ws") -> str:
+    """The ``ws://`` URL of ``path`` on a server whose URL is ``url``."""
+    return "ws" + url[len("http") :] + path
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind a socket to ``::1``."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+# -- frames --------------------------------------------------------------------
+
+
+def client_frame(
+    opcode: int,
+    payload: bytes | str = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = MASK,
+    length: int | None = None,
+) -> bytes:
+    """A client frame built by hand.
+
+    ``mask=None`` leaves it unmasked (illegal from a client); ``rsv`` sets the
+    three RSV bits (0-7); ``length`` declares another payload length than the
+    real one (the payload is then sent as given, possibly truncated).
+    """
+    data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    n = len(data) if length is None else length
+    first = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0x0F)
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        head = bytes((first, mbit | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, mbit | 127, n)
+    if mask is None:
+        return head + data
+    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(data)) if len(data) < 4096 else _mask_fast(data, mask)
+    return head + mask + masked
+
+
+def _mask_fast(data: bytes, mask: bytes) -> bytes:
+    n = len(data)
+    full = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(full, "little")).to_bytes(n, "little")
+
+
+def close_frame(code: int | None = 1000, reason: bytes | str = b"", **kw: Any) -> bytes:
+    """A masked client close frame with ``code`` (None: empty payload) and ``reason``."""
+    raw = reason.encode("utf-8") if isinstance(reason, str) else reason
+    payload = b"" if code is None else struct.pack("!H", code) + raw
+    return client_frame(OP_CLOSE, payload, **kw)
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """``(code, reason)`` of a close payload (``(None, "")`` if empty)."""
+    if not payload:
+        return None, ""
+    assert len(payload) >= 2, f"close payload of {len(payload)} byte(s)"
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8")
+
+
+def new_key() -> str:
+    """A fresh random ``Sec-WebSocket-Key``."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def upgrade_request(
+    path: str = "/ws",
+    host: str = "127.0.0.1",
+    *,
+    method: str = "GET",
+    key: str | None = None,
+    version: str | None = "13",
+    upgrade: str | None = "websocket",
+    connection: str | None = "Upgrade",
+    extra: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """An opening-handshake request; ``None`` omits that header."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    if upgrade is not None:
+        lines.append(f"Upgrade: {upgrade}")
+    if connection is not None:
+        lines.append(f"Connection: {connection}")
+    lines.append(f"Sec-WebSocket-Key: {new_key() if key is None else key}")
+    if version is not None:
+        lines.append(f"Sec-WebSocket-Version: {version}")
+    lines.extend(f"{k}: {v}" for k, v in extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# -- a raw client --------------------------------------------------------------
+
+
+class Response:
+    """A parsed HTTP response head (and whatever body came with it)."""
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(values) if values else None
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.headers!r} {self.body[:80]!r}>"
+
+
+class RawClient:
+    """A byte-level client over a trio TCP stream (or any trio stream)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+        self.eof = False
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        host, port = host_port(url)
+        return cls(await trio.open_tcp_stream(host, port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def _fill(self) -> bool:
+        """Read more bytes into the buffer; False at EOF (or reset)."""
+        if self.eof:
+            return False
+        try:
+            data = await self.stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    async def _exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not await self._fill():
+                raise EOFError(f"connection closed with {len(self.buf)} of {n} bytes")
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def read_head(self, body: bool = True) -> Response:
+        """Read one response head, plus its body if it has a Content-Length
+        (``body=False``: leave the body unread, as for a HEAD request)."""
+        while b"\r\n\r\n" not in self.buf:
+            if not await self._fill():
+                raise EOFError(f"connection closed before a response head: {bytes(self.buf)!r}")
+        end = self.buf.index(b"\r\n\r\n")
+        head = bytes(self.buf[:end]).decode("latin-1")
+        del self.buf[: end + 4]
+        status_line, *lines = head.split("\r\n")
+        _, status, *reason = status_line.split(" ", 2)
+        headers = []
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        resp = Response(int(status), reason[0] if reason else "", headers, b"")
+        length = resp.header("content-length")
+        if body and length is not None and int(status) != 101:
+            resp.body = await self._exactly(int(length))
+        return resp
+
+    async def handshake(self, path: str = "/ws", **kw: Any) -> Response:
+        """Send an upgrade request and check the 101 (with a correct accept)."""
+        key = new_key()
+        await self.send(upgrade_request(path, key=key, **kw))
+        resp = await self.read_head()
+        assert resp.status == 101, resp
+        assert resp.header("sec-websocket-accept") == accept_key(key)
+        return resp
+
+    async def read_frame(self) -> tuple[bool, int, bytes]:
+        """Read one server frame: ``(fin, opcode, payload)``; it must be unmasked."""
+        b0, b1 = await self._exactly(2)
+        assert b0 & 0x70 == 0, f"server set RSV bits: {b0:#x}"
+        assert not b1 & 0x80, "server frame is masked"
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", await self._exactly(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", await self._exactly(8))[0]
+        return bool(b0 & 0x80), b0 & 0x0F, await self._exactly(n)
+
+    async def read_message(self) -> tuple[int, bytes]:
+        """Read frames until a whole data message: ``(opcode, payload)``;
+        control frames are returned as they come."""
+        parts: list[bytes] = []
+        first_op = None
+        while True:
+            fin, op, payload = await self.read_frame()
+            if op >= OP_CLOSE:
+                return op, payload
+            if first_op is None:
+                first_op = op
+            parts.append(payload)
+            if fin:
+                return first_op, b"".join(parts)
+
+    async def read_close(self) -> tuple[int | None, str]:
+        """Skip data frames until the server's close frame; return its code and reason."""
+        while True:
+            _, op, payload = await self.read_frame()
+            if op == OP_CLOSE:
+                return parse_close(payload)
+
+    async def read_until_eof(self) -> bytes:
+        """Everything until the server closes the connection."""
+        while await self._fill():
+            pass
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+    async def abort(self) -> None:
+        """Drop the TCP connection with a RST (no close frame, no FIN)."""
+        stream = self.stream
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await trio.aclose_forcefully(stream)
+
+
+async def connect_slow_reader(url: str, rcvbuf: int = 4096) -> RawClient:
+    """A raw client whose socket has a tiny receive buffer, so that a client
+    that does not read pushes back on the server quickly."""
+    host, port = host_port(url)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect((host, port))
+    return RawClient(trio.SocketStream(sock))
+
+
+@asynccontextmanager
+async def raw_ws(url: str, path: str = "/ws", **kw: Any) -> AsyncIterator[RawClient]:
+    """A raw client already past the opening handshake."""
+    client = await RawClient.connect(url)
+    try:
+        await client.handshake(path, **kw)
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def echo_ok(url: str, path: str = "/ws", text: str = "still alive") -> None:
+    """Assert that a fresh client gets an echo and a clean close (the server
+    is unharmed). The handler at ``path`` must echo."""
+    with trio.fail_after(TIMEOUT):
+        async with raw_ws(url, path) as c:
+            await c.send(client_frame(OP_TEXT, text))
+            _, payload = await c.read_message()
+            assert payload == text.encode("utf-8")
+            await c.send(close_frame(1000))
+            assert await c.read_close() == (1000, "")
+
+
+def echo_handler(path: str = "/ws", textframes: bool | None = None, **kw: Any) -> wsnest.WebSocketHandler:
+    """A handler that sends every message back."""
+    return wsnest.handler_ws(path, lambda ws, data: ws.send(data), textframes=textframes, **kw)
+
+
+def sync_connect(uri: str, **kw: Any) -> Any:
+    """``websockets.sync.client.connect`` entered as a context manager (as
+    websockets 17 wants), for use across several thread calls; close it
+    with ``.close()``. Call it in a worker thread."""
+    import websockets.sync.client
+
+    return websockets.sync.client.connect(uri, **kw).__enter__()
+
+
+async def run_in_thread(fn: Callable[[], Any]) -> Any:
+    """Run a blocking client in a worker thread, bounded by ``TIMEOUT``."""
+    with trio.fail_after(TIMEOUT):
+        return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+# -- in-memory connections (no sockets) -----------------------------------------
+
+
+@asynccontextmanager
+async def memory_server(handlers: Any, **limits: Any) -> AsyncIterator[wsnest.HttpServer]:
+    """A server object prepared as ``serve()`` would (nursery, flusher,
+    events) but with no listener: connections are fed to it by hand with
+    :func:`memory_connection`."""
+    server = wsnest.http_server("http://127.0.0.1:0", handlers, **limits)
+    async with trio.open_nursery() as nursery:
+        server._nursery = nursery
+        server._flush_wakeup = trio.Event()
+        server._stop = trio.Event()
+        server._done = trio.Event()
+        server.state = "started"
+        nursery.start_soon(server._flusher)
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def memory_connection(
+    server: wsnest.HttpServer, client: tuple[str, int] = ("10.0.0.1", 40000)
+) -> tuple[RawClient, Callable[[], Any]]:
+    """A client end over a memory stream and the coroutine function that serves
+    the server end (start it in ``server._nursery``)."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    transport = StreamTransport(server_stream, client)
+
+    async def serve() -> None:
+        await HttpConnection(server, transport, client).serve()
+
+    return RawClient(client_stream), serve
