@@ -49,7 +49,7 @@ def _select() -> tuple[ModuleType, str]:
     if _flag("WSNEST_NO_EXTENSIONS"):
         return _frames_py, "pure"
     try:
-        from . import _frames_c  # type: ignore[attr-defined]
+        from . import _frames_c
     except ImportError:
         if _flag("WSNEST_REQUIRE_EXTENSIONS"):
             raise

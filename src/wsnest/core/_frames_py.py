@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import struct
+from typing import Any
 
 from ._common import (
     CLOSE_INVALID_DATA,
@@ -46,6 +47,9 @@ from ._common import (
     parse_close_payload,
     utf8_partial_ok,
 )
+
+#: An event tuple; see the module docstring.
+Event = tuple[Any, ...]
 
 _KNOWN_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -177,9 +181,9 @@ class FrameParser:
         """True once a close or a failure has been returned; later input is ignored."""
         return self._state == _DONE
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Consume ``data`` entirely and return the events it completed."""
-        events: list[tuple] = []
+        events: list[Event] = []
         if self._state == _DONE:
             return events
         view = memoryview(data).cast("B")
@@ -220,14 +224,14 @@ class FrameParser:
 
     # -- internals ---------------------------------------------------------
 
-    def _fail(self, events: list[tuple], err: tuple) -> list[tuple]:
+    def _fail(self, events: list[Event], err: Event) -> list[Event]:
         events.append(err)
         self._state = _DONE
         self._parts = []
         self._ctl = bytearray()
         return events
 
-    def _read_header(self, view: memoryview, pos: int, n: int) -> tuple[int, tuple | None]:
+    def _read_header(self, view: memoryview, pos: int, n: int) -> tuple[int, Event | None]:
         # Each header field is checked as soon as its bytes are in, so a bad
         # frame fails without waiting for (or buffering) what follows.
         hdr = self._hdr
@@ -266,7 +270,7 @@ class FrameParser:
         self._state = _PAYLOAD
         return pos, None
 
-    def _check_first_two(self, b0: int, b1: int) -> tuple | None:
+    def _check_first_two(self, b0: int, b1: int) -> Event | None:
         if b0 & 0x70:
             return (FAIL, CLOSE_PROTOCOL_ERROR, R_RSV)
         opcode = b0 & 0x0F
@@ -289,7 +293,7 @@ class FrameParser:
         self._fin = fin
         return None
 
-    def _check_length(self, hdr: bytearray, len7: int) -> tuple | None:
+    def _check_length(self, hdr: bytearray, len7: int) -> Event | None:
         if len7 == 126:
             length = (hdr[2] << 8) | hdr[3]
             if length < 126:
@@ -311,7 +315,7 @@ class FrameParser:
                 self._decoder = _Utf8Decoder()
         return None
 
-    def _add_data(self, chunk: bytes) -> tuple | None:
+    def _add_data(self, chunk: bytes) -> Event | None:
         self._msg_len += len(chunk)
         decoder = self._decoder
         if decoder is None:
@@ -326,7 +330,7 @@ class FrameParser:
         self._parts.append(text if self._decode_text else chunk)
         return None
 
-    def _end_frame(self, events: list[tuple]) -> tuple | None:
+    def _end_frame(self, events: list[Event]) -> Event | None:
         self._state = _HEADER
         opcode = self._opcode
         if opcode >= OP_CLOSE:

@@ -21,13 +21,16 @@ def check_path(path: object) -> str:
     return path
 
 
-def check_callback(name: str, fn: object, optional: bool = False) -> Callable[..., Any] | None:
+def check_callback(name: str, fn: object) -> Callable[..., Any]:
     """Validate a callback argument, naming it in the error."""
-    if fn is None and optional:
-        return None
     if not callable(fn):
         raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
     return fn
+
+
+def check_optional_callback(name: str, fn: object) -> Callable[..., Any] | None:
+    """Like :func:`check_callback`, but ``None`` is allowed."""
+    return None if fn is None else check_callback(name, fn)
 
 
 def is_async(fn: Callable[..., Any] | None) -> bool:

@@ -127,7 +127,7 @@ async def serve_file(conn: HttpConnection, req: Request, path: str, st: os.stat_
         if parsed is False:
             await conn.respond(req, 416, [("Content-Range", f"bytes */{size}"), ("Content-Type", TEXT_PLAIN)], b"")
             return
-        if parsed:
+        if isinstance(parsed, tuple):
             first, last = parsed
             status, start, length = 206, first, last - first + 1
             headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))

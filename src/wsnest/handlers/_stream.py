@@ -13,7 +13,7 @@ from .._errors import ErrorCode
 from ..http import Request
 from ..http._response import build_response, header_pairs
 from ..server._outbox import Outbox
-from ._base import Handler, call_maybe_async, check_callback, check_path
+from ._base import Handler, call_maybe_async, check_callback, check_optional_callback, check_path
 from ._http import TEXT_PLAIN, check_method
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class StreamHandler(Handler):
     ) -> None:
         self.path = check_path(path)
         self.on_request = check_callback("on_request", on_request)
-        self.on_close = check_callback("on_close", on_close, optional=True)
+        self.on_close = check_optional_callback("on_close", on_close)
         self.method = check_method(method)
         self.prefix = bool(prefix)
 

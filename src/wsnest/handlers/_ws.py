@@ -11,7 +11,7 @@ from .._limits import WS_FIELDS
 from ..http import Request
 from ..http._upgrade import check_upgrade, switching_protocols
 from ..server._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket
-from ._base import Handler, call_maybe_async, check_callback, check_path, is_async
+from ._base import Handler, call_maybe_async, check_callback, check_optional_callback, check_path, is_async
 
 if TYPE_CHECKING:
     from ..server._server import HttpServer
@@ -38,8 +38,8 @@ class WebSocketHandler(Handler):
     ) -> None:
         self.path = check_path(path)
         self.on_message = check_callback("on_message", on_message)
-        self.on_open = check_callback("on_open", on_open, optional=True)
-        self.on_close = check_callback("on_close", on_close, optional=True)
+        self.on_open = check_optional_callback("on_open", on_open)
+        self.on_close = check_optional_callback("on_close", on_close)
         if textframes not in (True, False, None):
             raise TypeError(f"textframes: expected True, False or None, got {textframes!r}")
         self.textframes = textframes

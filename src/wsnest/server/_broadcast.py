@@ -17,10 +17,12 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
     Connections that are closed, over their send high-water mark, or whose
     message limit is smaller than ``data`` are skipped (not counted).
     """
-    is_str = type(data) is str
-    if not is_str and not isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, str):
+        is_str, payload = True, data.encode("utf-8")
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        is_str, payload = False, bytes(data)
+    else:
         raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
-    payload = data.encode("utf-8") if is_str else bytes(data)  # type: ignore[union-attr]
     frames: dict[int, bytes] = {}
     utf8_ok: bool | None = None
     count = 0

@@ -40,6 +40,7 @@ class Outbox:
         self._out.clear()
 
     def _schedule_flush(self) -> None:
+        # The server's flusher calls _flush_nowait on every dirty outbox.
         if not self._dirty:
             self._dirty = True
             self._server._mark_dirty(self)

@@ -27,6 +27,7 @@ from ._routing import Router
 from ._transport import SocketTransport, StreamTransport, Transport
 
 if TYPE_CHECKING:
+    from ._outbox import Outbox
     from ._websocket import WebSocket
 
 log = logging.getLogger("wsnest")
@@ -70,7 +71,7 @@ class HttpServer:
         self._ids = itertools.count(1)
         self._ws_limit_cache: dict[int, Limits] = {}
         self._websockets: set[WebSocket] = set()
-        self._dirty: list[WebSocket] = []
+        self._dirty: list[Outbox] = []
         self._flush_wakeup: trio.Event | None = None  # created in serve()
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
@@ -202,8 +203,8 @@ class HttpServer:
                 await trio.lowlevel.checkpoint()
 
     async def _handle_socket(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
-        transport: Transport
         try:
+            transport: Transport | None
             if self._tls is None:
                 transport = SocketTransport(sock)
             else:
@@ -244,8 +245,8 @@ class HttpServer:
             self._ws_limit_cache[id(handler)] = cached
         return cached
 
-    def _mark_dirty(self, ws: WebSocket) -> None:
-        self._dirty.append(ws)
+    def _mark_dirty(self, box: Outbox) -> None:
+        self._dirty.append(box)
         wakeup = self._flush_wakeup
         if wakeup is not None:
             wakeup.set()
@@ -262,8 +263,8 @@ class HttpServer:
             await self._flush_wakeup.wait()
             self._flush_wakeup = trio.Event()
             dirty, self._dirty = self._dirty, []
-            for ws in dirty:
-                ws._flush_nowait()
+            for box in dirty:
+                box._flush_nowait()
 
     async def _send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
         body = (exc.message + "\n").encode("utf-8")

@@ -173,7 +173,7 @@ class WebSocket(Outbox):
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and len(data) > limit >> 2:
-            size = len(data.encode("utf-8")) if type(data) is str else memoryview(data).nbytes
+            size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
             if size > limit:
                 return _E_SIZE
         append_frame(self._out, opcode, data)
@@ -350,7 +350,7 @@ class WebSocket(Outbox):
         await self._flush()
         return -1
 
-    def _handle(self, events: list[tuple]) -> None:
+    def _handle(self, events: list[tuple[Any, ...]]) -> None:
         """Act on the events of one read (plain callbacks run inline)."""
         handler = self._handler
         on_message = handler.on_message
