@@ -4,6 +4,7 @@ WebSocket at ``/ws`` and a server clock over server-sent events at
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import trio
@@ -61,17 +62,21 @@ clock.addEventListener("time", (event) => { document.getElementById("clock").tex
 def demo_handlers() -> list[Handler]:
     """The demo's handlers: a chat room over WebSocket, its page, a clock."""
     members: dict[int, WebSocket] = {}
+    names: dict[int, str] = {}
+    # ws.id counts streams too (the clock), so the chat numbers its own users.
+    numbers = itertools.count(1)
 
     def on_open(ws: WebSocket, req: Request) -> None:
         members[ws.id] = ws
-        broadcast(members.values(), f"* user {ws.id} joined")
+        names[ws.id] = f"user {next(numbers)}"
+        broadcast(members.values(), f"* {names[ws.id]} joined")
 
     def on_message(ws: WebSocket, data: str) -> None:
-        broadcast(members.values(), f"user {ws.id}: {data}")
+        broadcast(members.values(), f"{names[ws.id]}: {data}")
 
     def on_close(ws: WebSocket) -> None:
         members.pop(ws.id, None)
-        broadcast(members.values(), f"* user {ws.id} left")
+        broadcast(members.values(), f"* {names.pop(ws.id)} left")
 
     async def clock(conn: StreamConnection, req: Request) -> None:
         conn.set_header("Content-Type", "text/event-stream")

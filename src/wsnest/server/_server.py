@@ -129,13 +129,20 @@ class HttpServer:
 
     async def _run_foreground(self) -> None:
         signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+        error: OSError | None = None
         with trio.open_signal_receiver(*signals) as received:
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(self.serve)
-                print(f"Serving at {url} - press Ctrl+C to stop", flush=True)
-                async for _ in received:
-                    break
-                await self.aclose()
+                try:
+                    url = await nursery.start(self.serve)
+                except OSError as exc:  # cannot listen: raise it bare, not in a group
+                    error = exc
+                else:
+                    print(f"Serving at {url} - press Ctrl+C to stop", flush=True)
+                    async for _ in received:
+                        break
+                    await self.aclose()
+        if error is not None:
+            raise error
 
     async def _shutdown(self, nursery: trio.Nursery) -> None:
         self._close_listener()

@@ -1,0 +1,355 @@
+"""The command line (``python -m wsnest``), run as a real subprocess.
+
+Every subprocess is bounded by a timeout and killed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets.exceptions
+import websockets.sync.client
+
+import wsnest
+from serverutil import has_ipv6_loopback
+
+STARTUP_TIMEOUT = 15.0
+RUN_TIMEOUT = 30.0
+STOP_TIMEOUT = 8.0
+SERVING = re.compile(r"^Serving at (https?://\S+) - press Ctrl\+C to stop$")
+
+MYMOD = textwrap.dedent(
+    """
+    import wsnest
+
+    def _hello(req):
+        return {"status": 200, "headers": {"Content-Type": "text/plain"}, "body": "hello " + req.method}
+
+    def _echo(ws, data):
+        ws.send(data)
+
+    handlers = [
+        wsnest.handler_ws("/ws", _echo, textframes=None),
+        wsnest.handler("/hello", _hello),
+    ]
+
+    def make_handlers():
+        return [
+            wsnest.handler_ws("/ws", _echo, textframes=None),
+            wsnest.handler("/hello", lambda req: {"body": "made by a factory"}),
+        ]
+
+    single = wsnest.handler("/hello", lambda req: {"body": "single"})
+    name = "not handlers"
+    mixed = [wsnest.handler("/hello", _hello), 42]
+    number = 7
+
+    def broken():
+        raise RuntimeError("the factory is broken")
+    """
+)
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "mymod.py").write_text(MYMOD)
+    (tmp_path / "badimport.py").write_text("raise RuntimeError('this module fails on import')\n")
+    return tmp_path
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-u", "-m", "wsnest", *args]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)  # WSNEST_NO_EXTENSIONS is inherited: the subprocess uses the core this process uses
+    # The subprocess must import the wsnest under test, wherever it is.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(wsnest.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(args: Sequence[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (bounded)."""
+    return subprocess.run(
+        _cmd(*args),
+        cwd=cwd,
+        env=_env(**env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+class Served:
+    """A running ``python -m wsnest ...`` subprocess and its URL."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str, stderr_path: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.stderr_path = stderr_path
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http") :] + "/ws"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def interrupt(self) -> int:
+        """Ctrl+C: send SIGINT and return the exit code (bounded)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server did not stop within {STOP_TIMEOUT}s of SIGINT; stderr: {self.stderr()}")
+
+
+@contextmanager
+def serving(args: Sequence[str], cwd: Path) -> Iterator[Served]:
+    """Start the CLI, wait for its startup line, and kill it in the end.
+
+    stderr goes to a file (the log could otherwise fill a pipe nobody reads).
+    """
+    stderr_path = cwd / f"stderr-{len(list(cwd.glob('stderr-*')))}.txt"
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen(
+            _cmd(*args), cwd=cwd, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    try:
+        assert proc.stdout is not None
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(STARTUP_TIMEOUT)
+        line = box[0].strip() if box else ""
+        match = SERVING.match(line)
+        if not match:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+            raise AssertionError(
+                f"no startup line: stdout={line!r} rc={proc.returncode} stderr={stderr_path.read_text()!r}"
+            )
+        yield Served(proc, match.group(1), stderr_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A failed run: non-zero exit, exactly one ``wsnest: error:`` line on stderr."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
+    line = lines[0]
+    assert line.startswith("wsnest: error: "), line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert "Serving at" not in result.stdout, result.stdout
+    return line
+
+
+def _echo_round_trip(uri: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    with websockets.sync.client.connect(uri, ssl=ssl_context, open_timeout=10, close_timeout=5) as ws:
+        ws.send("hello text")
+        assert ws.recv(timeout=10) == "hello text"
+        ws.send(b"\x00\x01 binary")
+        assert ws.recv(timeout=10) == b"\x00\x01 binary"
+
+
+# -- --info ----------------------------------------------------------------------
+
+
+def test_info_prints_core(tmp_path: Path) -> None:
+    result = run_cli(["--info"], tmp_path)
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    assert f"wsnest {wsnest.__version__}" in lines
+    core = [ln for ln in lines if ln.startswith("core:")]
+    assert core in (["core: compiled"], ["core: pure"]), lines
+    assert core == [f"core: {wsnest.CORE}"]  # the same core as this test process
+    assert any(ln.startswith("python: ") for ln in lines), lines
+
+
+def test_info_pure_when_extensions_disabled(tmp_path: Path) -> None:
+    result = run_cli(["--info"], tmp_path, WSNEST_NO_EXTENSIONS="1")  # whatever this process has
+    assert result.returncode == 0, result
+    assert "core: pure" in result.stdout.splitlines(), result.stdout
+
+
+# -- serve -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["mymod:handlers", "mymod:make_handlers"])
+def test_serve_handlers(app_dir: Path, target: str) -> None:
+    with serving(["serve", target, "--port", "0", "--log-level", "warning"], app_dir) as srv:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", srv.url), srv.url
+        assert not srv.url.endswith(":0")
+        with httpx.Client(timeout=10) as client:
+            r = client.get(srv.url + "/hello")
+            assert r.status_code == 200
+            assert r.text == ("hello GET" if target == "mymod:handlers" else "made by a factory")
+            assert client.get(srv.url + "/missing").status_code == 404
+        _echo_round_trip(srv.ws_url)
+
+        # Ctrl+C with a client connected: it gets 1001, the process exits 0.
+        with websockets.sync.client.connect(srv.ws_url, open_timeout=10, close_timeout=5) as ws:
+            ws.send("before shutdown")
+            assert ws.recv(timeout=10) == "before shutdown"
+            box: list[int] = []
+            stopper = threading.Thread(target=lambda: box.append(srv.interrupt()))
+            stopper.start()
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            stopper.join(STOP_TIMEOUT + 2)
+        assert info.value.rcvd is not None, "no close frame from the server"
+        assert info.value.rcvd.code == 1001, info.value
+        assert box == [0], (box, srv.stderr())
+        assert "Traceback" not in srv.stderr(), srv.stderr()
+
+
+def test_serve_single_handler_and_log_level(app_dir: Path) -> None:
+    with serving(["serve", "mymod:single", "--port", "0", "--log-level", "info"], app_dir) as srv:
+        r = httpx.get(srv.url + "/hello", timeout=10)
+        assert (r.status_code, r.text) == (200, "single")
+        assert srv.interrupt() == 0
+        assert "wsnest serving at " + srv.url in srv.stderr()
+
+
+def test_serve_idle_sigterm_exits_zero(app_dir: Path) -> None:
+    with serving(["serve", "mymod:handlers", "--port", "0"], app_dir) as srv:
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=STOP_TIMEOUT) == 0, srv.stderr()
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_ipv6_host(app_dir: Path) -> None:
+    with serving(["serve", "mymod:handlers", "--host", "::1", "--port", "0"], app_dir) as srv:
+        assert re.fullmatch(r"http://\[::1\]:\d+", srv.url), srv.url
+        assert httpx.get(srv.url + "/hello", timeout=10).text == "hello GET"
+        assert srv.interrupt() == 0
+
+
+def test_demo_serves_page_and_stops_on_sigint(tmp_path: Path) -> None:
+    with serving(["--port", "0", "--log-level", "warning"], tmp_path) as srv:
+        r = httpx.get(srv.url + "/", timeout=10)
+        assert r.status_code == 200 and "<title>wsnest demo</title>" in r.text
+        assert srv.interrupt() == 0
+
+
+# -- errors: one line on stderr, no traceback ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["serve", "nosuchmodule_xyz:handlers"], ["cannot import module 'nosuchmodule_xyz'"]),
+        (["serve", "badimport:handlers"], ["importing 'badimport' failed", "RuntimeError"]),
+        (["serve", "mymod:nope"], ["has no attribute 'nope'"]),
+        (["serve", "mymod:name"], ["mymod:name", "str"]),
+        (["serve", "mymod:number"], ["mymod:number", "int"]),
+        (["serve", "mymod:mixed"], ["only handlers", "int"]),
+        (["serve", "mymod:broken"], ["mymod:broken", "RuntimeError", "the factory is broken"]),
+        (["serve", "mymod"], ["package.module:handlers"]),
+        (["serve", "mymod:handlers", "--tls-cert", "cert.pem"], ["--tls-cert and --tls-key go together"]),
+        (["serve", "mymod:handlers", "--tls-key", "key.pem"], ["--tls-cert and --tls-key go together"]),
+        (["serve", "mymod:handlers", "--tls-cert", "nofile.pem", "--tls-key", "nofile.key"], ["cert", "nofile.pem"]),
+    ],
+    ids=[
+        "missing-module",
+        "module-raises",
+        "missing-attribute",
+        "str-attribute",
+        "int-attribute",
+        "non-handler-in-list",
+        "factory-raises",
+        "no-colon",
+        "cert-without-key",
+        "key-without-cert",
+        "missing-cert-file",
+    ],
+)
+def test_serve_errors_are_one_line(app_dir: Path, args: list[str], needles: list[str]) -> None:
+    result = run_cli([*args, "--port", "0"], app_dir)
+    assert_one_line_error(result, *needles)
+    assert result.returncode == 2
+
+
+def test_serve_bad_pem_files_one_line(app_dir: Path) -> None:
+    (app_dir / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    (app_dir / "key.pem").write_text(wsnest.write_cert().key)
+    result = run_cli(["serve", "mymod:handlers", "--tls-cert", "cert.pem", "--tls-key", "key.pem"], app_dir)
+    assert_one_line_error(result, "cert/key")
+    # A key that does not belong to the certificate.
+    (app_dir / "cert.pem").write_text(wsnest.write_cert().cert)
+    result = run_cli(["serve", "mymod:handlers", "--tls-cert", "cert.pem", "--tls-key", "key.pem"], app_dir)
+    assert_one_line_error(result, "cert/key")
+
+
+@pytest.mark.parametrize("where", ["port-in-use", "address-not-local"])
+def test_serve_cannot_listen_one_line(app_dir: Path, where: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # 192.0.2.1 (TEST-NET-1) is not an address of this machine: bind fails at once, nothing is sent.
+        host = "127.0.0.1" if where == "port-in-use" else "192.0.2.1"
+        result = run_cli(["serve", "mymod:handlers", "--host", host, "--port", str(port)], app_dir)
+    assert_one_line_error(result, "cannot listen", f"{host}:{port}")
+    assert result.returncode == 1
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+
+def test_serve_tls(app_dir: Path) -> None:
+    pair = wsnest.write_cert()
+    (app_dir / "cert.pem").write_text(pair.cert)
+    (app_dir / "key.pem").write_text(pair.key)
+    args = ["serve", "mymod:handlers", "--port", "0", "--tls-cert", "cert.pem", "--tls-key", "key.pem"]
+    with serving(args, app_dir) as srv:
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", srv.url), srv.url
+        assert srv.ws_url.startswith("wss://127.0.0.1:")
+        trusted = ssl.create_default_context(cadata=pair.cert)
+
+        r = httpx.get(srv.url + "/hello", verify=trusted, timeout=10)
+        assert (r.status_code, r.text) == (200, "hello GET")
+        assert r.http_version == "HTTP/1.1"
+        _echo_round_trip(srv.ws_url, trusted)
+
+        # Not trusted: the client refuses the self-signed certificate.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            websockets.sync.client.connect(srv.ws_url, ssl=ssl.create_default_context(), open_timeout=10)
+        # ... and the server keeps serving.
+        _echo_round_trip(srv.ws_url, trusted)
+
+        with websockets.sync.client.connect(srv.ws_url, ssl=trusted, open_timeout=10, close_timeout=5) as ws:
+            box: list[int] = []
+            stopper = threading.Thread(target=lambda: box.append(srv.interrupt()))
+            stopper.start()
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            stopper.join(STOP_TIMEOUT + 2)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001, info.value
+        assert box == [0], (box, srv.stderr())
+        assert "Traceback" not in srv.stderr(), srv.stderr()
