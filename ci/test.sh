@@ -7,5 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install --quiet --disable-pip-version-check ".[test]"
+if [ "$(id -u)" = 0 ] || [ -x /usr/bin/chromium ]; then
+    bash ci/install-browser.sh   # Debian chromium + playwright for the demo test
+else
+    echo "note: not root and no /usr/bin/chromium: the browser test of the demo will be skipped"
+fi
 "$PY" -m wsnest --info
 "$PY" -m pytest -p no:cacheprovider "$@"
