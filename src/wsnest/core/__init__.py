@@ -50,9 +50,11 @@ def _select() -> tuple[ModuleType, str]:
         return _frames_py, "pure"
     try:
         from . import _frames_c
-    except ImportError:
+    except ImportError as exc:
         if _flag("WSNEST_REQUIRE_EXTENSIONS"):
-            raise
+            raise ImportError(
+                "WSNEST_REQUIRE_EXTENSIONS is set but the compiled core wsnest.core._frames_c cannot be imported"
+            ) from exc
         return _frames_py, "pure"
     return _frames_c, "compiled"
 
