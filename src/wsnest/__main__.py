@@ -1,8 +1,8 @@
 """Command line.
 
-    python -m wsnest                      # the demo: chat at /, WebSocket /ws, SSE clock /events
-    python -m wsnest --info               # version and active core
-    wsnest serve pkg.module:handlers      # serve your own handlers
+python -m wsnest                      # the demo: chat at /, WebSocket /ws, SSE clock /events
+python -m wsnest --info               # version and active core
+wsnest serve pkg.module:handlers      # serve your own handlers
 """
 
 from __future__ import annotations

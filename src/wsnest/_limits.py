@@ -25,7 +25,9 @@ class Limits:
     #: Largest HTTP request body -> 413.
     max_body_size: int = MiB
     #: Time allowed to receive a whole request head (also bounds the
-    #: WebSocket handshake and a TLS handshake); slowloris clients are dropped.
+    #: WebSocket handshake and a TLS handshake); slowloris clients are
+    #: dropped. A request body may take longer, but never this long
+    #: between two reads.
     handshake_timeout: float = 10.0
     #: Idle time allowed between two requests on a keep-alive connection.
     keepalive_timeout: float = 15.0
@@ -37,7 +39,8 @@ class Limits:
     ping_timeout: float = 20.0
     #: ``ws.send()`` returns 8 while more than this many bytes wait to be sent.
     send_high_water: int = 4 * MiB
-    #: Messages queued for an async ``on_message`` before reading pauses.
+    #: Messages queued for an async ``on_message`` before reading pauses
+    #: (checked after each read, so one read's worth may exceed it).
     max_queue: int = 16
 
     def replace(self, **changes: object) -> Limits:

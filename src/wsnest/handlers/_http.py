@@ -6,6 +6,7 @@ import html
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..http import Request
 from ..http._response import header_pairs
@@ -131,7 +132,10 @@ class RedirectHandler(Handler):
         # As NNG: the rest of the request URI after the route path, query
         # included, is appended to the location.
         base = "" if self.path == "/" else self.path.rstrip("/")
-        rest = req.raw_path[len(base) :] if req.raw_path.startswith(base) else ""
+        if req.raw_path.startswith(base):
+            rest = req.raw_path[len(base) :]
+        else:  # the route part was percent-encoded: re-encode the decoded rest
+            rest = quote(req.path[len(base) :], safe="/:@!$&'()*+,;=~", errors="surrogateescape")
         if self.location.endswith("/") and rest.startswith("/"):
             rest = rest[1:]
         target = self.location + rest + ("?" + req.query if req.query else "")

@@ -14,6 +14,7 @@ import email.utils
 import errno
 import mimetypes
 import os
+import stat
 import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -84,10 +85,10 @@ def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
         end = int(last) if last else size - 1
     except ValueError:
         return None
-    if start < 0 or end < start:
-        return None
     if start >= size:
         return False
+    if start < 0 or end < start:
+        return None
     return start, min(end, size - 1)
 
 
@@ -206,7 +207,7 @@ class DirectoryHandler(Handler):
         not_found = (404, [("Content-Type", TEXT_PLAIN)], b"Not Found\n")
         if rel == "":
             # /dir -> /dir/ so that relative links in its index work.
-            location = req.raw_path + "/" + ("?" + req.query if req.query else "")
+            location = "/" + req.raw_path.lstrip("/") + "/" + ("?" + req.query if req.query else "")
             await conn.respond(req, 301, [("Location", location), ("Content-Type", TEXT_PLAIN)], b"Moved\n")
             return False
         target = self.resolve(rel)
@@ -216,7 +217,7 @@ class DirectoryHandler(Handler):
         try:
             if os.path.isdir(target):
                 if not rel.endswith("/"):
-                    location = req.raw_path + "/" + ("?" + req.query if req.query else "")
+                    location = "/" + req.raw_path.lstrip("/") + "/" + ("?" + req.query if req.query else "")
                     await conn.respond(req, 301, [("Location", location), ("Content-Type", TEXT_PLAIN)], b"Moved\n")
                     return False
                 for name in INDEX_FILES:
@@ -227,6 +228,9 @@ class DirectoryHandler(Handler):
                 await conn.respond(req, *not_found)
                 return False
             st = os.stat(target)
+            if not stat.S_ISREG(st.st_mode):
+                await conn.respond(req, *not_found)
+                return False
             await serve_file(conn, req, target, st)
         except OSError as exc:
             await _error_for(conn, req, exc)

@@ -186,8 +186,16 @@ class StreamHandler(Handler):
             log.exception("wsnest: on_request callback raised on stream %d", stream.id)
             if not stream._headers_sent:
                 stream._headers_sent = True
-                error = build_response(500, [("Content-Type", TEXT_PLAIN)], b"Server Error\n", keep_alive=False)
+                body = b"Server Error\n"
+                error = build_response(
+                    500,
+                    [("Content-Type", TEXT_PLAIN)],
+                    b"" if stream._head_only else body,
+                    content_length=len(body),
+                    keep_alive=False,
+                )
                 stream._out += error
+                stream._mode = "raw"  # the 500 is complete: no terminating chunk
             stream.close()
             return
         if req.method == "HEAD" and not stream._closed:

@@ -66,6 +66,11 @@ class RequestParser:
         """True when no request is partly received."""
         return self._in_head and self._head_size == 0 and not self._url
 
+    @property
+    def receiving_body(self) -> bool:
+        """True while the body of a request is partly received."""
+        return not self._in_head
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Parse ``data``; raise :class:`HTTPError` for a request to refuse."""
         if self.upgrade_tail is not None:

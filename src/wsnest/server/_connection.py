@@ -117,6 +117,11 @@ class HttpConnection:
                 idle_budget = limits.handshake_timeout if first else limits.keepalive_timeout
                 with trio.CancelScope(deadline=trio.current_time() + idle_budget) as scope:
                     while not parser.requests and parser.upgrade_tail is None:
+                        if parser.expect_continue:
+                            # Only now: every earlier response is out.
+                            parser.expect_continue = False
+                            if not await self.send(b"HTTP/1.1 100 Continue\r\n\r\n"):
+                                return
                         n = await transport.receive_into(view)
                         if n == 0:
                             return
@@ -127,12 +132,14 @@ class HttpConnection:
                         try:
                             parser.feed(view[:n])
                         except HTTPError as exc:
+                            if parser.requests and not parser.requests[-1].keep_alive:
+                                break  # bytes after a closing request: answer it, ignore the rest
                             await server._send_error(transport, exc)
                             return
-                        if parser.expect_continue:
-                            parser.expect_continue = False
-                            if not await self.send(b"HTTP/1.1 100 Continue\r\n\r\n"):
-                                return
+                        if parser.receiving_body:
+                            # The head deadline is over; a body gets
+                            # handshake_timeout per read (slow, not stalled).
+                            scope.deadline = trio.current_time() + limits.handshake_timeout
                 if scope.cancelled_caught:
                     log.debug("connection from %s timed out waiting for a request", self.client)
                     return

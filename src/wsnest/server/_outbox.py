@@ -105,4 +105,3 @@ class Outbox:
         if self._out:
             await self._transport.send_all(self._out)
             self._out.clear()
-
