@@ -81,8 +81,9 @@ class Outbox:
     async def _wait_drained(self) -> None:
         """Wait until the drain task has written everything (or failed)."""
         if self._writing:
-            self._drained = event = trio.Event()
-            await event.wait()
+            if self._drained is None:  # one event for every waiter
+                self._drained = trio.Event()
+            await self._drained.wait()
 
     async def _flush(self) -> None:
         """Write everything queued, waiting for room (the connection's task)."""

@@ -205,9 +205,10 @@ class WebSocket(Outbox):
             result = self.send(data)
             if result != _E_AGAIN:
                 return result
-            if not self._dirty and not self._writing:
-                self._schedule_flush()
-            await trio.sleep(0.001)
+            if self._writing:
+                await self._wait_drained()
+            else:
+                await self._flush()  # write the backlog ourselves, waiting for room
 
     def close(self, code: int = 1000, reason: str = "") -> int:
         """Start the closing handshake with ``code`` and ``reason``.
