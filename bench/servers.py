@@ -1,0 +1,310 @@
+"""Echo servers for the end-to-end benchmarks, one process per server.
+
+Run one with ``python bench/servers.py NAME [--host H] [--port P]``. Once it
+listens it prints one line ``READY <port> key=value ...`` (e.g.
+``READY 40123 core=compiled``) and serves until SIGINT or SIGTERM. Port 0
+(the default) picks a free port; read it from the READY line.
+
+Every server echoes each message back with the type it came in, and accepts
+messages up to :data:`MAX_MESSAGE_SIZE` (64 MiB) wherever it has a limit.
+
+Registered servers (:data:`SERVERS`, name -> :class:`ServerSpec`):
+
+``wsnest``
+    ``handler_ws("/ws", echo, textframes=None)`` on ``http_server``. The core
+    is whatever the environment selects: the parent sets
+    ``WSNEST_NO_EXTENSIONS=1`` for the pure core. READY reports ``core=``.
+``trio-raw``
+    A plain trio TCP byte echo (``trio.serve_tcp``, one
+    ``receive_some(256 KiB)`` + one ``send_all`` per read). No WebSocket at
+    all: it cannot answer the handshake, so ``loadclient.py`` talks to it in
+    ``raw`` mode (no handshake; it sends the very same masked client frames
+    and counts echoed bytes). It is the batching ceiling of a server on
+    trio: scheduler and syscalls only, no parsing, no framing. (Not a bound
+    for ping-pong: ``receive_some``/``send_all`` go through the scheduler on
+    every call, which costs more per round trip than trying the socket first
+    as wsnest does.)
+
+To add a server (issue 6: websockets, aiohttp, picows, trio-websocket, ...),
+write ``_run_<name>(host, port, ready)`` that blocks until SIGINT/SIGTERM,
+calls ``ready(port, **info)`` once listening and echoes on ``/ws``; import
+its framework inside the function, so the others need not be installed; then
+register it in :data:`SERVERS`.
+
+The parent side lives here too: :class:`ServerProcess` starts a server as a
+subprocess (optionally pinned to a CPU), waits for READY and stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+MAX_MESSAGE_SIZE = 64 << 20
+RAW_RECV_SIZE = 256 * 1024
+WS_PATH = "/ws"
+
+#: ``ready(port, **info)``: announce that the server listens.
+Ready = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One benchmarkable server.
+
+    ``protocol`` is ``"ws"`` (a WebSocket echo on :data:`WS_PATH`) or
+    ``"raw"`` (a TCP byte echo: clients must skip the handshake).
+    """
+
+    name: str
+    run: Callable[[str, int, Ready], None]
+    protocol: str
+    description: str
+
+
+# -- servers ----------------------------------------------------------------
+
+
+def _ensure_wsnest_importable() -> None:
+    try:
+        import wsnest  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+
+def _run_wsnest(host: str, port: int, ready: Ready) -> None:
+    _ensure_wsnest_importable()
+    import trio
+
+    import wsnest
+
+    def echo(ws: wsnest.WebSocket, data: object) -> None:
+        ws.send(data)  # type: ignore[arg-type]
+
+    handler = wsnest.handler_ws(WS_PATH, echo, textframes=None, max_message_size=MAX_MESSAGE_SIZE)
+    server = wsnest.http_server(f"http://{host}:{port}", [handler], max_message_size=MAX_MESSAGE_SIZE)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(server.serve)
+                ready(int(url.rsplit(":", 1)[1]), core=wsnest.CORE)
+                async for _ in signals:
+                    break
+                await server.aclose()
+
+    trio.run(main)
+
+
+def _run_trio_raw(host: str, port: int, ready: Ready) -> None:
+    import trio
+
+    async def echo(stream: trio.SocketStream) -> None:
+        try:
+            while True:
+                data = await stream.receive_some(RAW_RECV_SIZE)
+                if not data:
+                    break
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                # trio.SocketStream sets TCP_NODELAY on TCP sockets.
+                listeners = await nursery.start(functools.partial(trio.serve_tcp, echo, port, host=host))
+                ready(listeners[0].socket.getsockname()[1], core="none")
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+SERVERS: dict[str, ServerSpec] = {
+    spec.name: spec
+    for spec in [
+        ServerSpec("wsnest", _run_wsnest, "ws", "wsnest handler_ws echo (core from WSNEST_NO_EXTENSIONS)"),
+        ServerSpec("trio-raw", _run_trio_raw, "raw", "trio TCP byte echo, receive_some(256 KiB) + send_all"),
+    ]
+}
+
+
+# -- parent side --------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """A server from :data:`SERVERS` running in a subprocess.
+
+    Use as a context manager, or call :meth:`start` / :meth:`stop`. After
+    start, ``port`` and ``info`` (the READY line's ``key=value`` pairs) are
+    set and ``url`` is the address a client should use (``ws://`` URL for a
+    WebSocket server, ``tcp://host:port`` for a raw one).
+    """
+
+    name: str
+    host: str = "127.0.0.1"
+    env: Mapping[str, str] | None = None
+    cpu: int | None = None
+    start_timeout: float = 20.0
+    stop_timeout: float = 10.0
+    port: int = 0
+    info: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+    _errfile: IO[str] | None = field(default=None, repr=False)
+
+    @property
+    def spec(self) -> ServerSpec:
+        return SERVERS[self.name]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        if self.spec.protocol == "raw":
+            return f"tcp://{self.host}:{self.port}"
+        return f"ws://{self.host}:{self.port}{WS_PATH}"
+
+    def start(self) -> ServerProcess:
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [sys.executable, str(Path(__file__).resolve()), self.name, "--host", self.host, "--port", "0"]
+        # stderr goes to a file: a pipe nobody reads could fill up and stall the server.
+        self._errfile = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=self._errfile, text=True)
+        if self.cpu is not None:
+            set_affinity(self.proc.pid, self.cpu)
+        deadline = time.monotonic() + self.start_timeout
+        assert self.proc.stdout is not None
+        line = _readline_until(self.proc, deadline)
+        if line is None or not line.startswith("READY "):
+            err = self._kill_and_collect()
+            raise RuntimeError(f"server {self.name!r} did not become ready (got {line!r}); stderr:\n{err}")
+        parts = line.split()
+        self.port = int(parts[1])
+        self.info = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+        return self
+
+    def stop(self) -> int | None:
+        """SIGINT, wait up to ``stop_timeout``, then SIGKILL. Returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                print(f"warning: server {self.name} ignored SIGINT for {self.stop_timeout}s; killing", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.returncode not in (0, None):
+            print(f"server {self.name} stderr:\n{self.stderr_text()}", file=sys.stderr)
+        self._close_errfile()
+        self.proc = None
+        return proc.returncode
+
+    def stderr_text(self, limit: int = 4000) -> str:
+        """The last ``limit`` characters the server wrote to stderr."""
+        if self._errfile is None:
+            return ""
+        self._errfile.flush()
+        self._errfile.seek(0)
+        return self._errfile.read()[-limit:]
+
+    def _close_errfile(self) -> None:
+        if self._errfile is not None:
+            self._errfile.close()
+            self._errfile = None
+
+    def _kill_and_collect(self) -> str:
+        proc = self.proc
+        assert proc is not None
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
+        err = self.stderr_text()
+        self._close_errfile()
+        self.proc = None
+        return err
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _readline_until(proc: subprocess.Popen[str], deadline: float) -> str | None:
+    """Read one stdout line, giving up at ``deadline`` or when the process dies."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if sel.select(min(left, 0.2)):
+                line = proc.stdout.readline()
+                return line.strip() if line else None
+            if proc.poll() is not None:
+                return None
+
+
+def set_affinity(pid: int, cpu: int) -> bool:
+    """Pin process ``pid`` to ``cpu``; False if that is impossible here."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        if cpu not in os.sched_getaffinity(0):
+            return False
+        os.sched_setaffinity(pid, {cpu})
+    except OSError:
+        return False
+    return True
+
+
+# -- child side ---------------------------------------------------------------
+
+
+def _print_ready(port: int, **info: object) -> None:
+    extra = "".join(f" {k}={v}" for k, v in info.items())
+    print(f"READY {port}{extra}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=sorted(SERVERS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        SERVERS[args.name].run(args.host, args.port, _print_ready)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
