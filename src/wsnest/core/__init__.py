@@ -34,6 +34,7 @@ from ._common import (
     OP_TEXT,
     accept_key,
     close_payload,
+    frame_header,
     is_valid_close_code,
     parse_close_payload,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "apply_mask",
     "close_payload",
     "encode_frame",
+    "frame_header",
     "is_valid_close_code",
     "mask_inplace",
     "parse_close_payload",

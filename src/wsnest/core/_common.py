@@ -105,6 +105,16 @@ def close_payload(code: int | None = CLOSE_NORMAL, reason: str = "") -> bytes:
     return struct.pack("!H", code) + raw
 
 
+def frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
+    """The header of an unmasked (server) frame carrying ``length`` bytes."""
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
 def accept_key(key: str | bytes) -> str:
     """Compute ``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key``."""
     if isinstance(key, str):

@@ -89,7 +89,7 @@ class WebSocketHandler(Handler):
                 return False
         head = switching_protocols(accept, subprotocol)
         # The 101 and whatever on_open queued leave in one write.
-        ws._out[0:0] = head
+        ws._prepend(head)
         log.debug("websocket %d opened on %s from %s", ws.id, req.path, req.client)
         await ws.run(tail)
         return True

@@ -5,6 +5,11 @@ task writes them after each batch; writes queued from anywhere else mark the
 connection dirty and the server's flusher writes it once per scheduler tick.
 When the kernel buffer is full, a drain task waits for room, so ``send``
 never blocks its caller.
+
+Large payloads are not copied into ``_out``: the bytes written so far move
+to ``_parts`` and the payload follows by reference, and the lot leaves in
+one vectored write (``sendmsg``). Copying a 1 MiB message into the buffer
+(and growing the buffer for it) cost more than unmasking and parsing it.
 """
 
 from __future__ import annotations
@@ -17,27 +22,75 @@ if TYPE_CHECKING:
     from ._server import HttpServer
     from ._transport import Transport
 
+#: Payloads at least this large are queued by reference, not copied.
+BIG_PAYLOAD = 64 * 1024
+
+Chunk = bytes | bytearray | memoryview
+
 
 class Outbox:
     """Base class: an output buffer with the flush machinery."""
 
-    __slots__ = ("__weakref__", "_dirty", "_drained", "_inflight", "_out", "_server", "_transport", "_writing")
+    __slots__ = (
+        "__weakref__",
+        "_dirty",
+        "_drained",
+        "_inflight",
+        "_out",
+        "_parts",
+        "_parts_size",
+        "_server",
+        "_transport",
+        "_writing",
+    )
 
     def __init__(self, server: HttpServer, transport: Transport) -> None:
         self._server = server
         self._transport = transport
         self._out = bytearray()
+        self._parts: list[Chunk] = []  # written before _out; usually empty
+        self._parts_size = 0
         self._inflight = 0  # bytes handed to a drain task, not yet written
         self._dirty = False
         self._writing = False
         self._drained: trio.Event | None = None
 
     def _buffered(self) -> int:
-        return len(self._out) + self._inflight
+        return len(self._out) + self._parts_size + self._inflight
+
+    def _queue_payload(self, payload: bytes) -> None:
+        """Queue ``payload`` after what ``_out`` holds, without copying it."""
+        out = self._out
+        self._parts.append(out)
+        self._parts.append(payload)
+        self._parts_size += len(out) + len(payload)
+        self._out = bytearray()
+
+    def _prepend(self, head: bytes) -> None:
+        """Put ``head`` in front of everything queued (the 101 response)."""
+        if self._parts:
+            first = self._parts[0]
+            assert isinstance(first, bytearray)  # _queue_payload puts _out first
+            first[0:0] = head
+            self._parts_size += len(head)
+        else:
+            self._out[0:0] = head
+
+    def _take(self) -> list[Chunk]:
+        """Everything queued, in order, leaving the outbox empty."""
+        chunks = self._parts
+        if self._out:
+            chunks.append(self._out)
+        self._parts = []
+        self._parts_size = 0
+        self._out = bytearray()
+        return chunks
 
     def _broken(self) -> None:
         """The peer is gone: drop what is queued (subclasses record it)."""
         self._out.clear()
+        self._parts = []
+        self._parts_size = 0
 
     def _schedule_flush(self) -> None:
         # The server's flusher calls _flush_nowait on every dirty outbox.
@@ -45,29 +98,42 @@ class Outbox:
             self._dirty = True
             self._server._mark_dirty(self)
 
-    def _flush_nowait(self) -> None:
-        """Write what the kernel takes now; hand the rest to a drain task."""
-        self._dirty = False
+    def _write_now(self) -> bool:
+        """Write what the kernel takes at once; True if nothing is left."""
         out = self._out
-        if self._writing or not out:
-            return
         sent = self._transport.try_send(out)
         if sent == len(out):
             out.clear()
-        elif sent < 0:
+            return True
+        if sent < 0:
             self._broken()
-        else:
-            del out[:sent]
+            return True
+        del out[:sent]
+        return False
+
+    def _flush_nowait(self) -> None:
+        """Write what the kernel takes now; hand the rest to a drain task."""
+        self._dirty = False
+        if self._writing or not (self._out or self._parts):
+            return
+        if self._parts or not self._write_now():
             self._writing = True
             self._server._spawn(self._drain)
 
+    async def _flush(self) -> None:
+        """Write everything queued, waiting for room (the connection's task)."""
+        if self._writing or not (self._out or self._parts):
+            return
+        if self._parts or not self._write_now():
+            self._writing = True
+            await self._drain()
+
     async def _drain(self) -> None:
         try:
-            while self._out:
-                data = self._out
-                self._out = bytearray()
-                self._inflight = len(data)
-                ok = await self._transport.send_all(data)
+            while self._out or self._parts:
+                chunks = self._take()
+                self._inflight = sum(map(len, chunks))
+                ok = await self._transport.send_all_vec(chunks)
                 self._inflight = 0
                 if not ok:
                     self._broken()
@@ -85,24 +151,8 @@ class Outbox:
                 self._drained = trio.Event()
             await self._drained.wait()
 
-    async def _flush(self) -> None:
-        """Write everything queued, waiting for room (the connection's task)."""
-        out = self._out
-        if self._writing or not out:
-            return
-        sent = self._transport.try_send(out)
-        if sent == len(out):
-            out.clear()
-        elif sent < 0:
-            self._broken()
-        else:
-            del out[:sent]
-            self._writing = True
-            await self._drain()
-
     async def _final_flush(self) -> None:
         """Before closing: wait for a drain task, then write the rest."""
         await self._wait_drained()
-        if self._out:
-            await self._transport.send_all(self._out)
-            self._out.clear()
+        if self._out or self._parts:
+            await self._transport.send_all_vec(self._take())

@@ -44,9 +44,10 @@ from ..core import (
     FrameParser,
     append_frame,
     close_payload,
+    frame_header,
     validate_utf8,
 )
-from ._outbox import Outbox
+from ._outbox import BIG_PAYLOAD, Outbox
 
 if TYPE_CHECKING:
     from ._server import HttpServer
@@ -156,7 +157,10 @@ class WebSocket(Outbox):
         as BINARY; with ``None`` ``str`` goes as TEXT and bytes as BINARY.
         Raises ``TypeError`` for any other type.
         """
-        if type(data) is str:
+        kind = type(data)
+        if kind is bytes and self._mode != MODE_TEXT:
+            opcode = OP_BINARY  # the common case first
+        elif kind is str:
             opcode = OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
         elif isinstance(data, (bytes, bytearray, memoryview)):
             if self._mode == MODE_TEXT:
@@ -169,14 +173,24 @@ class WebSocket(Outbox):
             raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
         if self._state != OPEN:
             return _E_CLOSED
-        if self._buffered() > self._limits.send_high_water:
+        limits = self._limits
+        if len(self._out) + self._parts_size + self._inflight > limits.send_high_water:
             return _E_AGAIN
-        limit = self._limits.max_message_size
-        if limit is not None and len(data) > limit >> 2:
-            size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
-            if size > limit:
+        limit = limits.max_message_size
+        if len(data) < BIG_PAYLOAD:
+            if limit is not None and len(data) > limit >> 2:  # a UTF-8 char is at most 4 bytes
+                size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
+                if size > limit:
+                    return _E_SIZE
+            append_frame(self._out, opcode, data)
+        else:
+            # Large: queue by reference (one copy less; str and mutable
+            # buffers become bytes first).
+            payload = data.encode("utf-8") if isinstance(data, str) else data if kind is bytes else bytes(data)
+            if limit is not None and len(payload) > limit:
                 return _E_SIZE
-        append_frame(self._out, opcode, data)
+            self._out += frame_header(opcode, len(payload))
+            self._queue_payload(payload)  # type: ignore[arg-type]
         if not self._batch:
             self._schedule_flush()
         return _OK
@@ -190,7 +204,10 @@ class WebSocket(Outbox):
         limit = self._limits.max_message_size
         if limit is not None and payload_size > limit:
             return _E_SIZE
-        self._out += frame
+        if len(frame) < BIG_PAYLOAD:
+            self._out += frame
+        else:
+            self._queue_payload(frame)  # shared by every receiver, never copied
         if not self._batch:
             self._schedule_flush()
         return _OK
@@ -242,7 +259,7 @@ class WebSocket(Outbox):
         append_frame(self._out, OP_CLOSE, payload)
 
     def _broken(self) -> None:
-        self._out.clear()
+        super()._broken()
         if self._state != CLOSED:
             self._state = CLOSED
             self._close_code = CLOSE_ABNORMAL
