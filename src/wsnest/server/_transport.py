@@ -16,6 +16,8 @@ import trio
 # After this many reads that succeeded without waiting, yield once so that a
 # client that floods us cannot starve the other tasks.
 _YIELD_EVERY = 32
+# A read at least this large suggests a stream: try the next one at once.
+_EAGER_MIN = 8 * 1024
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 _IOV_MAX = 512
 
@@ -23,7 +25,7 @@ _IOV_MAX = 512
 class SocketTransport:
     """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
 
-    __slots__ = ("_eager", "sock")
+    __slots__ = ("_eager", "_streak", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -31,32 +33,43 @@ class SocketTransport:
             with contextlib.suppress(OSError):  # not every platform has it
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
-        self._eager = 0
+        self._eager = False  # try recv before waiting?
+        self._streak = 0  # reads in a row that did not wait
 
     async def receive_into(self, buf: memoryview) -> int:
-        """Read into ``buf``; 0 means the peer closed or reset the connection."""
+        """Read into ``buf``; 0 means the peer closed or reset the connection.
+
+        After a large read more data is probably waiting, so the next read
+        is tried at once; after a small one (request/response traffic) the
+        socket is almost surely empty and a failing ``recv`` would only cost
+        a syscall, so we wait for readiness first.
+        """
         sock = self.sock
-        if self._eager < _YIELD_EVERY:
+        if self._eager and self._streak < _YIELD_EVERY:
             try:
                 n = sock.recv_into(buf)
-                self._eager += 1
-                return n
             except BlockingIOError:
                 pass
             except OSError:
                 return 0
-        self._eager = 0
+            else:
+                self._streak += 1
+                self._eager = n >= _EAGER_MIN
+                return n
+        self._streak = 0
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:  # closed under us (shutdown)
                 return 0
             try:
-                return sock.recv_into(buf)
+                n = sock.recv_into(buf)
             except BlockingIOError:
                 continue
             except OSError:
                 return 0
+            self._eager = n >= _EAGER_MIN
+            return n
 
     def try_send(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the kernel takes now; -1 if the connection is broken."""
