@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import html
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..http import Request
-from ..http._response import header_pairs
-from ._base import Handler, call_maybe_async, check_callback, check_path
+from ..http._response import build_response, header_pairs
+from ._base import Handler, check_callback, check_path
 
 if TYPE_CHECKING:
     from ..server._connection import HttpConnection
@@ -47,27 +48,37 @@ def _has(headers: list[tuple[str, str]], name: str) -> bool:
     return any(k.lower() == low for k, _ in headers)
 
 
+_RESPONSE_KEYS = frozenset({"status", "headers", "body"})
+
+
 def response_from(result: object) -> tuple[int, list[tuple[str, str]], bytes]:
     """Turn what a ``handler`` callback returned into (status, headers, body).
 
     Raises ``TypeError``/``ValueError`` naming the faulty field.
     """
-    if not isinstance(result, Mapping):
+    if type(result) is not dict and not isinstance(result, Mapping):
         raise TypeError(f"handler callback must return a mapping with status/headers/body, got {type(result).__name__}")
-    unknown = set(result) - {"status", "headers", "body"}
-    if unknown:
+    if not result.keys() <= _RESPONSE_KEYS:
+        unknown = set(result) - _RESPONSE_KEYS
         raise ValueError(f"handler response: unknown key(s) {sorted(unknown)}")
     status = result.get("status", 200)
-    if isinstance(status, bool) or not isinstance(status, int):
-        raise TypeError(f"status: expected an int, got {type(status).__name__}")
-    status = int(status)
+    if type(status) is not int:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError(f"status: expected an int, got {type(status).__name__}")
+        status = int(status)
     if not 200 <= status <= 599:
         raise ValueError(f"status: must be within 200-599, got {status}")
-    headers = header_pairs(result.get("headers"))
+    raw_headers = result.get("headers")
+    headers = [] if raw_headers is None else header_pairs(raw_headers)
     raw = result.get("body")
-    body = body_bytes(raw)
-    if isinstance(raw, str) and not _has(headers, "content-type"):
-        headers.append(("Content-Type", TEXT_PLAIN))
+    if type(raw) is str:
+        body = raw.encode("utf-8")
+        if not headers or not _has(headers, "content-type"):
+            headers.append(("Content-Type", TEXT_PLAIN))
+    else:
+        body = body_bytes(raw)
+        if isinstance(raw, str) and not _has(headers, "content-type"):  # a str subclass
+            headers.append(("Content-Type", TEXT_PLAIN))
     return status, headers, body
 
 
@@ -82,7 +93,9 @@ class CallbackHandler(Handler):
 
     async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
         try:
-            result = await call_maybe_async(self.callback, req)
+            result = self.callback(req)
+            if type(result) is not dict and inspect.isawaitable(result):
+                result = await result
             status, headers, body = response_from(result)
         except Exception:
             log.exception("wsnest: handler callback for %s %s failed", req.method, req.path)
@@ -104,8 +117,14 @@ class InlineHandler(Handler):
             raise TypeError(f"content_type: expected str or None, got {type(content_type).__name__}")
         self.headers = [("Content-Type", content_type or "application/octet-stream")]
         self.prefix = bool(prefix)
+        # The usual answer (GET, HTTP/1.1, keep-alive), built once.
+        self._keep_alive_response = build_response(200, self.headers, self.data)
 
     async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+        if req.method == "GET" and req.http_version == "1.1" and req.keep_alive and conn.keep_alive:
+            if not await conn.send(self._keep_alive_response):
+                conn.keep_alive = False
+            return False
         await conn.respond(req, 200, self.headers, self.data)
         return False
 

@@ -15,6 +15,8 @@ from .._limits import Limits
 from ._headers import Headers
 from ._request import Request
 
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
 
 class RequestParser:
     """Parse pipelined requests from one connection.
@@ -29,6 +31,10 @@ class RequestParser:
     __slots__ = (
         "_body",
         "_client",
+        "_content_length",
+        "_expect",
+        "_has_host",
+        "_head_bytes",
         "_head_size",
         "_headers",
         "_headers_obj",
@@ -37,6 +43,7 @@ class RequestParser:
         "_parser",
         "_pending_error",
         "_url",
+        "_version",
         "expect_continue",
         "requests",
         "upgrade_tail",
@@ -60,6 +67,12 @@ class RequestParser:
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
         self._in_head = True
+        # Facts the parser itself needs, noted as the headers arrive (no
+        # case-insensitive lookups in a Headers object afterwards).
+        self._head_bytes = 0
+        self._has_host = False
+        self._content_length: str | None = None
+        self._expect: str | None = None
 
     @property
     def idle(self) -> bool:
@@ -95,45 +108,55 @@ class RequestParser:
 
     # -- httptools callbacks --------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._reset()
-
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self._headers) >= self._limits.max_headers:
+        headers = self._headers
+        if len(headers) >= self._limits.max_headers:
             self._pending_error = HTTPError(431, "Too Many Headers")
             raise self._pending_error
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        k = name.decode("latin-1")
+        v = value.decode("latin-1")
+        headers.append((k, v))
+        self._head_bytes += len(k) + len(v) + 4
+        n = len(k)
+        if n == 4 or n == 6 or n == 14:
+            low = k.lower()
+            if low == "host":
+                self._has_host = True
+            elif low == "content-length":
+                cl = self._content_length
+                self._content_length = v if cl is None else cl + ", " + v
+            elif low == "expect":
+                ex = self._expect
+                self._expect = v if ex is None else ex + ", " + v
 
     def on_headers_complete(self) -> None:
         limits = self._limits
-        size = len(self._url) + sum(len(k) + len(v) + 4 for k, v in self._headers)
-        if size > limits.max_head_size:
+        if len(self._url) + self._head_bytes > limits.max_head_size:
             self._pending_error = HTTPError(431, "Request Header Fields Too Large")
             raise self._pending_error
         self._in_head = False
-        parser = self._parser
-        version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        version = self._parser.get_http_version()
+        self._version = version
+        if version != "1.1" and version != "1.0":
             self._pending_error = HTTPError(505, "HTTP Version Not Supported")
             raise self._pending_error
-        headers = Headers(self._headers)
-        if version == "1.1" and "host" not in headers:
+        if version == "1.1" and not self._has_host:
             self._pending_error = HTTPError(400, "Missing Host header")
             raise self._pending_error
-        length = headers.get("content-length")
+        length = self._content_length
         if length is not None and length.isdigit() and int(length) > limits.max_body_size:
             self._pending_error = HTTPError(413, "Payload Too Large")
             raise self._pending_error
-        expect = headers.get("expect")
+        expect = self._expect
         if expect is not None:
             if expect.lower() != "100-continue":
                 self._pending_error = HTTPError(417, "Expectation Failed")
                 raise self._pending_error
             self.expect_continue = version == "1.1"
-        self._headers_obj = headers
+        self._headers_obj = Headers(self._headers)
 
     def on_body(self, body: bytes) -> None:
         self.expect_continue = False
@@ -145,13 +168,14 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self.expect_continue = False
         parser = self._parser
+        method = parser.get_method()
         request = Request(
-            parser.get_method().decode("ascii", "replace"),
+            _METHODS.get(method) or method.decode("ascii", "replace"),
             self._url.decode("latin-1"),
             self._headers_obj,
-            b"".join(self._body),
+            b"".join(self._body) if self._body else b"",
             self._client,
-            parser.get_http_version(),
+            self._version,
         )
         request.keep_alive = parser.should_keep_alive()
         self.requests.append(request)

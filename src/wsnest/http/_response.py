@@ -37,6 +37,9 @@ def header_pairs(headers: HeaderInput) -> list[tuple[str, str]]:
     return pairs
 
 
+_STATUS_LINES: dict[tuple[str, int], str] = {}
+
+
 def build_response(
     status: int,
     headers: list[tuple[str, str]] = [],  # noqa: B006 - never mutated
@@ -50,18 +53,24 @@ def build_response(
     (to ``content_length`` if given, e.g. for HEAD), unless ``headers``
     already frame the body with ``Transfer-Encoding`` or the status forbids
     a body (1xx, 204, 304)."""
-    lines = [f"HTTP/{version} {status} {reason_phrase(status)}"]
+    line = _STATUS_LINES.get((version, status))
+    if line is None:
+        line = _STATUS_LINES[(version, status)] = f"HTTP/{version} {status} {reason_phrase(status)}\r\n"
+    parts = [line]
     framed = False
     for name, value in headers:
-        low = name.lower()
-        if low == "content-length":
-            continue  # we always compute it
-        if low == "transfer-encoding":
-            framed = True
-        lines.append(f"{name}: {value}")
-    if not framed and status >= 200 and status not in (204, 304):
-        lines.append(f"Content-Length: {len(body) if content_length is None else content_length}")
+        n = len(name)
+        if n == 14 or n == 17:  # only these lengths can be the two names below
+            low = name.lower()
+            if low == "content-length":
+                continue  # we always compute it
+            if low == "transfer-encoding":
+                framed = True
+        parts.append(f"{name}: {value}\r\n")
+    if not framed and status >= 200 and status != 204 and status != 304:
+        parts.append(f"Content-Length: {len(body) if content_length is None else content_length}\r\n")
     if not keep_alive:
-        lines.append("Connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        parts.append("Connection: close\r\n")
+    parts.append("\r\n")
+    head = "".join(parts).encode("latin-1")
     return head + body if body else head

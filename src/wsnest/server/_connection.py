@@ -13,6 +13,7 @@ Policy (in one place, as h11's example server does it):
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -28,17 +29,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsnest")
 
+_INF = math.inf
+
 
 class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
-    __slots__ = ("client", "keep_alive", "server", "transport")
+    __slots__ = ("client", "deadline", "keep_alive", "scope", "server", "transport")
 
     def __init__(self, server: HttpServer, transport: Transport, client: tuple[str, int] | None) -> None:
         self.server = server
         self.transport = transport
         self.client = client
         self.keep_alive = True
+        self.deadline = _INF
+        self.scope: trio.CancelScope | None = None
 
     async def send(self, data: bytes) -> bool:
         """Write ``data``; False if the client is gone."""
@@ -72,7 +77,9 @@ class HttpConnection:
         )
         if req.http_version == "1.0" and keep:
             data = data.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
-        if not await self.send(data):
+        transport = self.transport
+        sent = transport.try_send(data)
+        if sent != len(data) and (sent < 0 or not await transport.send_all(memoryview(data)[sent:])):
             self.keep_alive = False
 
     async def respond_chunks(
@@ -111,11 +118,18 @@ class HttpConnection:
         transport = self.transport
         first = True
         handed_over = False
+        # Timeouts: one cancel scope for the whole connection, cancelled by
+        # the server's reaper once ``self.deadline`` has passed. ``deadline``
+        # is finite only while waiting for a request, so a handler is never
+        # cancelled by it. (A CancelScope per request costs ~5 us in trio.)
+        scope = self.scope = trio.CancelScope()
+        server._http_conns.add(self)
         try:
-            while self.keep_alive:
-                # Read until a whole request is queued.
-                idle_budget = limits.handshake_timeout if first else limits.keepalive_timeout
-                with trio.CancelScope(deadline=trio.current_time() + idle_budget) as scope:
+            with scope:
+                while self.keep_alive:
+                    # Read until a whole request is queued.
+                    now = trio.current_time()
+                    self.deadline = now + (limits.handshake_timeout if first else limits.keepalive_timeout)
                     while not parser.requests and parser.upgrade_tail is None:
                         if parser.expect_continue:
                             # Only now: every earlier response is out.
@@ -125,43 +139,47 @@ class HttpConnection:
                         n = await transport.receive_into(view)
                         if n == 0:
                             return
-                        if not first and parser.idle:
-                            # First bytes of a new request: the head now has
-                            # handshake_timeout to arrive in full.
-                            scope.deadline = min(scope.deadline, trio.current_time() + limits.handshake_timeout)
+                        was_idle = not first and parser.idle
                         try:
                             parser.feed(view[:n])
                         except HTTPError as exc:
                             if parser.requests and not parser.requests[-1].keep_alive:
                                 break  # bytes after a closing request: answer it, ignore the rest
+                            self.deadline = _INF
                             await server._send_error(transport, exc)
                             return
-                        if parser.receiving_body:
-                            # The head deadline is over; a body gets
-                            # handshake_timeout per read (slow, not stalled).
-                            scope.deadline = trio.current_time() + limits.handshake_timeout
-                if scope.cancelled_caught:
-                    log.debug("connection from %s timed out waiting for a request", self.client)
-                    return
-                first = False
-                while parser.requests:
-                    req = parser.requests.popleft()
-                    tail = parser.upgrade_tail if not parser.requests else None
-                    if tail is not None:
-                        del parser  # the WebSocket session does not need it
-                        handed_over = True
-                        await server._dispatch(self, req, tail)
+                        if not parser.requests:
+                            if parser.receiving_body:
+                                # The head deadline is over; a body gets
+                                # handshake_timeout per read (slow, not stalled).
+                                self.deadline = trio.current_time() + limits.handshake_timeout
+                            elif was_idle:
+                                # First bytes of a new request: the head now has
+                                # handshake_timeout to arrive in full.
+                                self.deadline = min(self.deadline, trio.current_time() + limits.handshake_timeout)
+                    self.deadline = _INF
+                    first = False
+                    while parser.requests:
+                        req = parser.requests.popleft()
+                        tail = parser.upgrade_tail if not parser.requests else None
+                        if tail is not None:
+                            del parser  # the WebSocket session does not need it
+                            handed_over = True
+                            await server._dispatch(self, req, tail)
+                            return
+                        handed_over = await server._dispatch(self, req, b"")
+                        if handed_over:
+                            return
+                        if not self.keep_alive:
+                            return
+                    if parser.upgrade_tail is not None:
+                        # An Upgrade we do not speak on a non-WebSocket route was
+                        # answered above; llhttp cannot resume after it.
                         return
-                    handed_over = await server._dispatch(self, req, b"")
-                    if handed_over:
-                        return
-                    if not self.keep_alive:
-                        return
-                if parser.upgrade_tail is not None:
-                    # An Upgrade we do not speak on a non-WebSocket route was
-                    # answered above; llhttp cannot resume after it.
-                    return
+            if scope.cancelled_caught:
+                log.debug("connection from %s timed out waiting for a request", self.client)
         finally:
+            server._http_conns.discard(self)
             if not handed_over:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()

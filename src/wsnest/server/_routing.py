@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from ..handlers._base import Handler
 
+_CACHE_SIZE = 1024
+
 
 def _key(handler: Handler) -> str:
     path = handler.path
@@ -33,7 +35,7 @@ def _matches(key: str, prefix: bool, path: str) -> bool:
 class Router:
     """An immutable routing table built from a list of handlers."""
 
-    __slots__ = ("_routes",)
+    __slots__ = ("_cache", "_routes")
 
     def __init__(self, handlers: Sequence[Handler]) -> None:
         routes: list[tuple[str, Handler]] = []
@@ -48,6 +50,8 @@ class Router:
         # Stable sort: equal lengths keep their insertion order.
         routes.sort(key=lambda r: -len(r[0]))
         self._routes = tuple(routes)
+        # (path, method) -> result; bounded, as paths come from clients.
+        self._cache: dict[tuple[str, str], tuple[Handler | None, list[str]]] = {}
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return (h for _, h in self._routes)
@@ -55,6 +59,17 @@ class Router:
     def match(self, path: str, method: str) -> tuple[Handler | None, list[str]]:
         """Return ``(handler, [])``, or ``(None, allowed_methods)`` where an
         empty list means 404 and a non-empty one 405."""
+        key = (path, method)
+        hit = self._cache.get(key)
+        if hit is not None:
+            handler, allowed = hit
+            return handler, list(allowed)
+        result = self._match(path, method)
+        if result[0] is not None and len(self._cache) < _CACHE_SIZE:
+            self._cache[key] = result
+        return result
+
+    def _match(self, path: str, method: str) -> tuple[Handler | None, list[str]]:
         if not path:
             path = "/"
         head_fallback: Handler | None = None

@@ -71,6 +71,7 @@ class HttpServer:
         self._ids = itertools.count(1)
         self._ws_limit_cache: dict[int, Limits] = {}
         self._websockets: set[WebSocket] = set()
+        self._http_conns: set[HttpConnection] = set()
         self._dirty: list[Outbox] = []
         self._flush_wakeup: trio.Event | None = None  # created in serve()
         self._nursery: trio.Nursery | None = None
@@ -102,6 +103,7 @@ class HttpServer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._flusher)
+                nursery.start_soon(self._reaper)
                 nursery.start_soon(self._accept_loop, listener)
                 log.info("wsnest serving at %s", self.url)
                 task_status.started(self.url)
@@ -272,6 +274,20 @@ class HttpServer:
             dirty, self._dirty = self._dirty, []
             for box in dirty:
                 box._flush_nowait()
+
+    async def _reaper(self) -> None:
+        # Cancels HTTP connections whose deadline (waiting for a request)
+        # has passed; checked every 1/8 of the shortest timeout (at most 1 s),
+        # so a timeout fires up to 12.5 % late.
+        limits = self.limits
+        timeouts = [t for t in (limits.handshake_timeout, limits.keepalive_timeout) if t > 0]
+        period = min(1.0, max(0.01, min(timeouts) / 8))
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for conn in self._http_conns:
+                if conn.deadline <= now and conn.scope is not None:
+                    conn.scope.cancel()
 
     async def _send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
         body = (exc.message + "\n").encode("utf-8")
