@@ -44,6 +44,28 @@ Scenarios (:data:`SCENARIOS`):
 ``pipelined64``    1 connection, 64 B binary, 256 messages kept in flight; msg/s
 ``binary1m``       1 connection, 1 MiB binary ping-pong; MB/s of echoed payload (1e6 B)
 ``pingpong64x50``  50 connections doing ``pingpong64`` at once; total msg/s
+
+More scenarios for ``bench/bench_suite.py`` (:data:`EXTRA_SCENARIOS`; not in
+:data:`SCENARIOS`, so ``bench_echo.py`` does not run them by default, but
+``--scenario`` accepts them; :data:`ALL_SCENARIOS` holds both):
+
+``text16m``       1 connection, 16 MiB ASCII TEXT ping-pong; MB/s
+``utf8mix16m``    1 connection, 16 MiB TEXT of mixed 1-4 byte UTF-8 characters; MB/s
+``frag1m``        1 connection, 1 MiB BINARY sent as 64 x 16 KiB fragments; MB/s
+                  (the echo may come back in one frame or fragmented)
+``broadcast64``   200 receivers on ``/bcast`` and one trigger on ``/trigger``;
+                  the trigger keeps ``window`` broadcasts of 64 B in flight
+                  (counted from the deliveries at the receivers); deliveries/s
+``idle2000``      RSS per idle connection: open 100 warm-up connections, read the
+                  server's VmRSS (``/proc/PID/status``; needs ``--server-pid``),
+                  open 2,000 more handshaken connections that stay idle, read it
+                  again; KiB per connection = delta / 2,000
+
+The three single-connection message scenarios time completions rather than
+a fixed window: the rate is taken between the first and the last echo that
+completes in the window, and the window is stretched (up to
+``max(4 x duration, 10 s)``) until at least 3 echoes complete, so a message
+that takes 0.5 s does not quantise the rate.
 """
 
 from __future__ import annotations
@@ -72,6 +94,9 @@ class Scenario:
     window: int  # messages in flight per connection (1 = ping-pong)
     unit: str
     description: str
+    kind: str = "echo"  # "echo", "broadcast" or "idle"
+    text: str | None = None  # None: BINARY; "ascii" or "utf8mix": TEXT of that payload
+    fragments: int = 1  # frames per message
 
     @property
     def chunk(self) -> int:
@@ -93,6 +118,26 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("pingpong64x50", 64, 50, 1, "msg/s", "64 B ping-pong, 50 conns"),
     ]
 }
+
+#: Scenarios of the full suite (``bench_suite.py``) beyond :data:`SCENARIOS`.
+EXTRA_SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("text16m", 16 << 20, 1, 1, "MB/s", "16 MiB ASCII text echo, 1 conn", text="ascii"),
+        Scenario("utf8mix16m", 16 << 20, 1, 1, "MB/s", "16 MiB mixed UTF-8 text echo, 1 conn", text="utf8mix"),
+        Scenario("frag1m", 1 << 20, 1, 1, "MB/s", "1 MiB as 64 x 16 KiB fragments, 1 conn", fragments=64),
+        Scenario("broadcast64", 64, 200, 8, "deliveries/s", "broadcast 64 B to 200 clients", kind="broadcast"),
+        Scenario("idle2000", 0, 2000, 0, "KiB/conn", "RSS per idle connection, 2,000 open", kind="idle"),
+    ]
+}
+
+ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **EXTRA_SCENARIOS}
+OP_CONT = 0x0
+OP_TEXT = 0x1
+BCAST_PATH = "/bcast"  # keep in step with servers.py
+TRIGGER_PATH = "/trigger"
+IDLE_WARMUP_CONNECTIONS = 100
+CONNECT_CONCURRENCY = 64
 
 
 # -- frames ---------------------------------------------------------------------
@@ -125,6 +170,50 @@ def client_frame(payload: bytes, key: bytes, opcode: int = OP_BINARY) -> bytes:
         head.append(0x80 | 127)
         head += n.to_bytes(8, "big")
     return bytes(head) + key + mask(payload, key)
+
+
+def make_text_payload(size: int, kind: str) -> bytes:
+    """UTF-8 text of exactly ``size`` bytes: ``"ascii"`` (printable ASCII) or
+    ``"utf8mix"`` (1, 2, 3 and 4 byte characters drawn with equal odds, so
+    most bytes belong to multibyte characters; padded with ASCII at the end)."""
+    if kind == "ascii":
+        pattern = bytes(32 + (i * 131 + 7) % 95 for i in range(251))
+        return (pattern * (size // len(pattern) + 1))[:size]
+    if kind != "utf8mix":
+        raise ValueError(f"unknown text kind {kind!r}")
+    import random
+
+    rng = random.Random(20240601)
+    ranges = [(0x21, 0x7E), (0xA1, 0x7FF), (0x800, 0xD7FF), (0x10000, 0x10FFFF)]
+    chars = []
+    for _ in range(4099):  # prime-ish block: repeats don't align with frames
+        lo, hi = ranges[rng.randrange(4)]
+        chars.append(chr(rng.randint(lo, hi)))
+    block = "".join(chars).encode("utf-8")
+    text = block * (size // len(block) + 1)
+    cut = size
+    while cut > 0 and (text[cut] & 0xC0) == 0x80:  # back up to a character boundary
+        cut -= 1
+    out = text[:cut] + b"x" * (size - cut)
+    out.decode("utf-8")  # must be valid
+    return out
+
+
+def client_message(payload: bytes, key: bytes, opcode: int = OP_BINARY, fragments: int = 1) -> bytes:
+    """A whole masked client message: one frame, or ``fragments`` frames of
+    (nearly) equal size (first ``opcode`` without FIN, CONTINUATION after,
+    FIN on the last)."""
+    if fragments <= 1:
+        return client_frame(payload, key, opcode)
+    step = -(-len(payload) // fragments)
+    out = bytearray()
+    for i in range(fragments):
+        part = payload[i * step : (i + 1) * step]
+        frame = bytearray(client_frame(part, key, opcode if i == 0 else OP_CONT))
+        if i != fragments - 1:
+            frame[0] &= 0x7F  # clear FIN
+        out += frame
+    return bytes(out)
 
 
 # -- clients ------------------------------------------------------------------
@@ -333,6 +422,12 @@ async def run_scenario(
     url: str, scenario: Scenario, duration: float, warmup: float = 0.3, server_pid: int | None = None
 ) -> dict[str, Any]:
     """Connect, warm up, measure for ``duration`` s; returns the result dict."""
+    if scenario.kind == "broadcast":
+        return await run_broadcast(url, scenario, duration, warmup, server_pid)
+    if scenario.kind == "idle":
+        return await run_idle(url, scenario, server_pid)
+    if scenario.text is not None or scenario.fragments > 1:
+        return await run_messages(url, scenario, duration, warmup, server_pid)
     payload = make_payload(scenario.size)
     frame = client_frame(payload, os.urandom(4))
     stats = Stats()
@@ -380,6 +475,446 @@ async def run_scenario(
     if stats.error is not None:
         result["error"] = stats.error
     return result
+
+
+# -- suite scenarios: messages, broadcast, idle connections -----------------------
+
+
+def _ws_url(url: str, path: str) -> str:
+    """``url`` with its path replaced by ``path``."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        raise ValueError(f"this scenario needs a ws:// URL, got {url!r}")
+    return f"ws://{parts.netloc}{path}"
+
+
+def _base_result(scenario: Scenario) -> dict[str, Any]:
+    return {
+        "scenario": scenario.name,
+        "unit": scenario.unit,
+        "mode": "ws",
+        "connections": scenario.connections,
+        "size": scenario.size,
+        "window": scenario.window,
+        "loop": _loop_name(),
+    }
+
+
+def _make_msg_client_class() -> type:
+    from picows import WSListener, WSMsgType
+
+    cont = WSMsgType.CONTINUATION
+
+    class _MsgClient(WSListener):  # type: ignore[misc]
+        """One connection doing ping-pong with whole (maybe fragmented, maybe
+        TEXT) messages; the echo may be one frame or fragmented. Records the
+        time of every completed echo."""
+
+        def __init__(self, stats: Stats, scenario: Scenario, blob: bytes, payload: bytes, opcode: int) -> None:
+            super().__init__()
+            self.stats = stats
+            self.size = scenario.size
+            self.blob = blob
+            self.payload = payload
+            self.msg_type = WSMsgType(opcode)
+            self.parts: list[bytes] | None = []  # payload of the first echo, checked once
+            self.acc = 0  # bytes of the current echo so far
+            self.count = 0
+            self.times: list[float] = []
+            self.raw: Any = None
+            self.running = False
+            self.disconnected = asyncio.get_running_loop().create_future()
+
+        def on_ws_connected(self, transport: Any) -> None:
+            self.raw = transport.underlying_transport
+
+        def start(self) -> None:
+            self.running = True
+            self.raw.write(self.blob)
+
+        def stop(self) -> None:
+            self.running = False
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            msg_type = frame.msg_type
+            expected = cont if self.acc else self.msg_type
+            if msg_type is not expected:
+                if msg_type is WSMsgType.CLOSE:
+                    self._fail(f"server closed: {frame.get_close_code()} {frame.get_close_reason()}")
+                else:
+                    self._fail(f"unexpected {msg_type.name} frame (expected {expected.name})")
+                return
+            if self.parts is not None:
+                self.parts.append(frame.get_payload_as_bytes())
+            n = frame.payload_size
+            if not frame.fin:
+                self.acc += n
+                return
+            total, self.acc = self.acc + n, 0
+            if total != self.size:
+                self._fail(f"echo of {total} B, expected {self.size} B")
+                return
+            if self.parts is not None:
+                if b"".join(self.parts) != self.payload:
+                    self._fail("echoed payload differs from the one sent")
+                    return
+                self.parts = None
+            self.count += 1
+            self.times.append(time.perf_counter())
+            if self.running:
+                self.raw.write(self.blob)
+
+        def on_ws_disconnected(self, transport: Any) -> None:
+            if self.running:
+                self._fail("server disconnected")
+            if not self.disconnected.done():
+                self.disconnected.set_result(None)
+
+        def _fail(self, why: str) -> None:
+            if self.stats.error is None:
+                self.stats.error = why
+            self.running = False
+
+    return _MsgClient
+
+
+async def run_messages(
+    url: str, scenario: Scenario, duration: float, warmup: float, server_pid: int | None
+) -> dict[str, Any]:
+    """Single-connection ping-pong of whole messages, timed by completions."""
+    from picows import ws_connect
+
+    if scenario.connections != 1 or scenario.window != 1:
+        raise ValueError("message scenarios are single-connection ping-pong")
+    opcode = OP_TEXT if scenario.text is not None else OP_BINARY
+    payload = make_text_payload(scenario.size, scenario.text) if scenario.text else make_payload(scenario.size)
+    blob = client_message(payload, os.urandom(4), opcode, scenario.fragments)
+    stats = Stats()
+    cls = _make_msg_client_class()
+    _, client = await ws_connect(
+        lambda: cls(stats, scenario, blob, payload, opcode),
+        _ws_url(url, urlsplit(url).path or "/"),
+        max_frame_size=MAX_FRAME_SIZE,
+        read_buffer_init_size=max(16 * 1024, 2 * len(blob)),
+        enable_auto_pong=True,
+    )
+    cap = max(4 * duration, 10.0)
+    client.start()
+    # Warm up for ``warmup`` s and at least one echo (the one that is checked).
+    t_start = time.perf_counter()
+    await asyncio.sleep(warmup)
+    while client.count < 1 and stats.error is None and time.perf_counter() - t_start < cap:
+        await asyncio.sleep(0.01)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    s0 = proc_cpu_seconds(server_pid) if server_pid else None
+    i0 = len(client.times)
+    await asyncio.sleep(duration)
+    while len(client.times) - i0 < 3 and stats.error is None and time.perf_counter() - t0 < cap:
+        await asyncio.sleep(0.01)
+    t1, c1 = time.perf_counter(), time.process_time()
+    s1 = proc_cpu_seconds(server_pid) if server_pid else None
+    times = client.times[i0:]
+    client.stop()
+    client.raw.close()
+    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+        await asyncio.wait_for(client.disconnected, 2.0)
+
+    seconds = t1 - t0
+    result = _base_result(scenario)
+    if len(times) >= 2:
+        rate = (len(times) - 1) * scenario.size / 1e6 / (times[-1] - times[0])
+    else:
+        rate = len(times) * scenario.size / 1e6 / seconds
+    result.update(
+        rate=rate if stats.error is None and times else None,
+        client_cpu=round((c1 - c0) / seconds, 3),
+        messages=len(times),
+        seconds=round(seconds, 3),
+        fragments=scenario.fragments,
+        text=scenario.text,
+    )
+    if s0 is not None and s1 is not None:
+        result["server_cpu"] = round((s1 - s0) / seconds, 3)
+    if stats.error is None and not times:
+        stats.error = f"no echo completed in {seconds:.1f} s"
+    if stats.error is not None:
+        result["error"] = stats.error
+    return result
+
+
+async def _connect_many(n: int, url: str, factory: Any, stats: Stats, timeout: float = 30.0) -> list[Any]:
+    """Open ``n`` picows client connections to ``url`` (at most
+    :data:`CONNECT_CONCURRENCY` handshakes at a time); returns the listeners."""
+    from picows import ws_connect
+
+    sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one() -> Any:
+        async with sem:
+            _, listener = await asyncio.wait_for(
+                ws_connect(factory, url, max_frame_size=MAX_FRAME_SIZE, enable_auto_pong=True), timeout
+            )
+            return listener
+
+    results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    out = [r for r in results if not isinstance(r, BaseException)]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed and stats.error is None:
+        stats.error = f"{len(failed)} of {n} connections failed: {failed[0]!r}"
+    return out
+
+
+def _make_passive_class() -> type:
+    from picows import WSListener
+
+    class _Passive(WSListener):  # type: ignore[misc]
+        """A connection that only keeps its transport (idle and trigger)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.transport: Any = None
+
+        def on_ws_connected(self, transport: Any) -> None:
+            self.transport = transport
+
+    return _Passive
+
+
+class _Broadcast:
+    """Shared state of one broadcast run."""
+
+    __slots__ = ("base", "delivered", "frame", "n", "running", "sent", "trigger", "window")
+
+    def __init__(self, n: int, window: int, frame: bytes) -> None:
+        self.n = n
+        self.window = window
+        self.frame = frame  # the masked client frame the trigger sends
+        self.trigger: Any = None  # its raw transport
+        self.sent = 0  # broadcasts sent since the flow started
+        self.base = 0  # deliveries when the flow started
+        self.delivered = 0  # deliveries counted at the receivers (all time)
+        self.running = False
+
+    def send(self) -> None:
+        self.sent += 1
+        self.trigger.write(self.frame)
+
+
+def _make_receiver_class() -> type:
+    from picows import WSListener, WSMsgType
+
+    binary = WSMsgType.BINARY
+
+    class _Receiver(WSListener):  # type: ignore[misc]
+        def __init__(self, stats: Stats, shared: _Broadcast, payload: bytes) -> None:
+            super().__init__()
+            self.stats = stats
+            self.shared = shared
+            self.payload = payload
+            self.size = len(payload)
+            self.count = 0
+            self.checked = False
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if (not self.checked or frame.payload_size != self.size) and not self._check(frame):
+                return
+            self.count += 1
+            st = self.shared
+            st.delivered += 1
+            # Flow control: keep ``window`` broadcasts in flight, counting one
+            # as done when ``n`` deliveries (on average) came in for it.
+            if st.running and st.sent * st.n - (st.delivered - st.base) < st.window * st.n:
+                st.send()
+
+        def _check(self, frame: Any) -> bool:
+            msg_type = frame.msg_type
+            if msg_type is WSMsgType.CLOSE:
+                why = f"server closed a receiver: {frame.get_close_code()} {frame.get_close_reason()}"
+            elif msg_type is not binary:
+                why = f"unexpected {msg_type.name} frame"
+            elif frame.get_payload_as_bytes() != self.payload:
+                why = "broadcast payload differs from the one sent"
+            else:
+                self.checked = True
+                return True
+            if self.stats.error is None:
+                self.stats.error = why
+            self.shared.running = False
+            return False
+
+    return _Receiver
+
+
+async def run_broadcast(
+    url: str, scenario: Scenario, duration: float, warmup: float, server_pid: int | None
+) -> dict[str, Any]:
+    """``scenario.connections`` receivers, one trigger; deliveries/s."""
+    payload = make_payload(scenario.size)
+    frame = client_frame(payload, os.urandom(4))
+    stats = Stats()
+    shared = _Broadcast(scenario.connections, scenario.window, frame)
+    receiver_cls = _make_receiver_class()
+    receivers = await _connect_many(
+        scenario.connections, _ws_url(url, BCAST_PATH), lambda: receiver_cls(stats, shared, payload), stats
+    )
+    passive = _make_passive_class()
+    (trigger,) = await _connect_many(1, _ws_url(url, TRIGGER_PATH), passive, stats) or (None,)
+    result = _base_result(scenario)
+    if stats.error is not None or trigger is None:
+        result.update(rate=None, client_cpu=0.0, messages=0, seconds=0.0, error=stats.error or "no trigger")
+        await _close_all([*receivers, trigger])
+        return result
+    shared.trigger = trigger.transport.underlying_transport
+
+    # Registration on the server may lag the handshake: probe until every
+    # receiver got something, then let the probes drain.
+    deadline = time.perf_counter() + 10.0
+    while any(r.count == 0 for r in receivers) and stats.error is None:
+        if time.perf_counter() > deadline:
+            stats.error = f"{sum(r.count == 0 for r in receivers)} receivers got no broadcast in 10 s"
+            break
+        shared.trigger.write(frame)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+
+    stalls = 0
+    if stats.error is None:
+        shared.base, shared.sent, shared.running = shared.delivered, 0, True
+        for _ in range(shared.window):
+            shared.send()
+
+        async def watchdog() -> None:
+            # A server may drop deliveries (e.g. skip a full send buffer);
+            # then the window never refills by itself: nudge it.
+            nonlocal stalls
+            last = -1
+            while shared.running:
+                await asyncio.sleep(0.05)
+                if shared.delivered == last and shared.running:
+                    stalls += 1
+                    shared.send()
+                last = shared.delivered
+
+        dog = asyncio.ensure_future(watchdog())
+        await asyncio.sleep(warmup)
+        n0, t0, c0 = shared.delivered, time.perf_counter(), time.process_time()
+        s0 = proc_cpu_seconds(server_pid) if server_pid else None
+        await asyncio.sleep(duration)
+        n1, t1, c1 = shared.delivered, time.perf_counter(), time.process_time()
+        s1 = proc_cpu_seconds(server_pid) if server_pid else None
+        shared.running = False
+        dog.cancel()
+        # Let the broadcasts still in flight arrive (until nothing moves for 0.2 s, at most 3 s).
+        last, t_end = -1, time.perf_counter() + 3.0
+        while shared.delivered != last and time.perf_counter() < t_end:
+            last = shared.delivered
+            await asyncio.sleep(0.2)
+        missing = shared.sent * shared.n - (shared.delivered - shared.base)
+        seconds = t1 - t0
+        result.update(
+            rate=(n1 - n0) / seconds if stats.error is None else None,
+            client_cpu=round((c1 - c0) / seconds, 3),
+            messages=n1 - n0,
+            seconds=round(seconds, 3),
+            broadcasts=shared.sent,
+            missing_deliveries=missing,
+            stalls=stalls,
+        )
+        if s0 is not None and s1 is not None:
+            result["server_cpu"] = round((s1 - s0) / seconds, 3)
+    else:
+        result.update(rate=None, client_cpu=0.0, messages=0, seconds=0.0)
+    if stats.error is not None:
+        result["error"] = stats.error
+    await _close_all([*receivers, trigger])
+    return result
+
+
+async def _close_all(listeners: list[Any]) -> None:
+    for listener in listeners:
+        transport = getattr(listener, "transport", None)
+        if transport is None:
+            continue
+        with contextlib.suppress(Exception):
+            transport.underlying_transport.close()
+    await asyncio.sleep(0.05)
+
+
+def proc_rss_kib(pid: int) -> int | None:
+    """VmRSS of process ``pid`` in KiB (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+async def _settled_rss(pid: int, settle: float = 0.5, limit: float = 5.0) -> int | None:
+    """VmRSS once it stops moving (two reads ``settle`` s apart within 0.5 %)."""
+    await asyncio.sleep(settle)
+    last = proc_rss_kib(pid)
+    t_end = time.perf_counter() + limit
+    while last is not None and time.perf_counter() < t_end:
+        await asyncio.sleep(settle)
+        now = proc_rss_kib(pid)
+        if now is None or abs(now - last) <= 0.005 * last:
+            return now
+        last = now
+    return last
+
+
+async def run_idle(url: str, scenario: Scenario, server_pid: int | None) -> dict[str, Any]:
+    """RSS per idle connection: the server's VmRSS delta over ``connections``
+    handshaken idle connections, after :data:`IDLE_WARMUP_CONNECTIONS`."""
+    result = _base_result(scenario)
+    if server_pid is None:
+        result.update(rate=None, client_cpu=0.0, messages=0, seconds=0.0, error="idle2000 needs --server-pid")
+        return result
+    stats = Stats()
+    passive = _make_passive_class()
+    ws_url = _ws_url(url, urlsplit(url).path or "/")
+    c0, t0 = time.process_time(), time.perf_counter()
+    warm = await _connect_many(IDLE_WARMUP_CONNECTIONS, ws_url, passive, stats)
+    rss0 = await _settled_rss(server_pid)
+    conns: list[Any] = []
+    if stats.error is None:
+        conns = await _connect_many(scenario.connections, ws_url, passive, stats)
+    t_open = time.perf_counter() - t0
+    rss1 = await _settled_rss(server_pid)
+    seconds = time.perf_counter() - t0
+    ok = stats.error is None and rss0 is not None and rss1 is not None
+    result.update(
+        rate=(rss1 - rss0) / scenario.connections if ok else None,  # type: ignore[operator]
+        client_cpu=round((time.process_time() - c0) / seconds, 3),
+        messages=len(conns),
+        seconds=round(seconds, 3),
+        rss_before_kib=rss0,
+        rss_after_kib=rss1,
+        warmup_connections=len(warm),
+        open_seconds=round(t_open, 3),
+    )
+    if stats.error is None and (rss0 is None or rss1 is None):
+        stats.error = f"cannot read /proc/{server_pid}/status"
+    if stats.error is not None:
+        result["error"] = stats.error
+    await _close_all([*warm, *conns])
+    return result
+
+
+def raise_fd_limit() -> None:
+    """Soft open-file limit up to the hard limit (2,000+ connections)."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _loop_name() -> str:
@@ -440,13 +975,14 @@ def run_loadclient(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="WebSocket echo load client (picows on uvloop)")
     parser.add_argument("--url", required=True, help="ws://host:port/path, or tcp://host:port for a raw byte echo")
-    parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    parser.add_argument("--scenario", required=True, choices=sorted(ALL_SCENARIOS))
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds (default 2)")
     parser.add_argument("--warmup", type=float, default=0.3, help="seconds before measuring (default 0.3)")
     parser.add_argument("--window", type=int, help="messages in flight per connection (overrides the scenario's)")
     parser.add_argument("--server-pid", type=int, help="also report this process's CPU fraction")
     args = parser.parse_args(argv)
-    scenario = SCENARIOS[args.scenario]
+    raise_fd_limit()
+    scenario = ALL_SCENARIOS[args.scenario]
     if args.window is not None:
         if args.window < 1:
             parser.error("--window must be at least 1")

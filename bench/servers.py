@@ -25,8 +25,36 @@ Registered servers (:data:`SERVERS`, name -> :class:`ServerSpec`):
     every call, which costs more per round trip than trying the socket first
     as wsnest does.)
 
-To add a server (issue 6: websockets, aiohttp, picows, trio-websocket, ...),
-write ``_run_<name>(host, port, ready)`` that blocks until SIGINT/SIGTERM,
+``websockets-trio``
+    websockets' trio implementation (``websockets.trio.server.serve``,
+    websockets >= 15), ``compression=None``, ``max_size`` 64 MiB;
+    ``async for msg in ws: await ws.send(msg)`` (text arrives as ``str``).
+``websockets``
+    websockets' asyncio implementation (``websockets.asyncio.server.serve``),
+    same options, on uvloop when installed.
+``trio-websocket``
+    ``trio_websocket.serve_websocket``, ``max_message_size`` 64 MiB, other
+    options at their defaults (``message_queue_size=1``,
+    ``receive_buffer_size=4096``); ``get_message`` / ``send_message``.
+``aiohttp``
+    ``aiohttp.web`` with ``WebSocketResponse(compress=False,
+    max_msg_size=64 MiB)``, ``access_log=None``, on uvloop when installed;
+    ``send_str`` for TEXT (delivered as ``str``), ``send_bytes`` for BINARY.
+``picows``
+    ``picows.ws_create_server`` on uvloop, ``max_frame_size`` 64 MiB. picows
+    hands the application frames, not messages: the echo sends every frame
+    back as it came (same opcode and FIN bit, so a fragmented message is
+    echoed fragmented, with no reassembly), and TEXT payloads are neither
+    decoded nor UTF-8 validated (picows does neither by default).
+
+Besides the echo on ``/ws``, every WebSocket server has a broadcast pair
+(:data:`BCAST_PATH`, :data:`TRIGGER_PATH`): connections on ``/bcast`` are
+receivers (what they send is ignored); every message that arrives on
+``/trigger`` is sent to all current receivers with the server's idiomatic
+broadcast (``wsnest.broadcast``, ``websockets``' ``broadcast``, a loop of
+sends elsewhere).
+
+To add a server, write ``_run_<name>(host, port, ready)`` that blocks until SIGINT/SIGTERM,
 calls ``ready(port, **info)`` once listening and echoes on ``/ws``; import
 its framework inside the function, so the others need not be installed; then
 register it in :data:`SERVERS`.
@@ -49,11 +77,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 MAX_MESSAGE_SIZE = 64 << 20
 RAW_RECV_SIZE = 256 * 1024
 WS_PATH = "/ws"
+BCAST_PATH = "/bcast"  # broadcast receivers
+TRIGGER_PATH = "/trigger"  # every message here goes to all receivers
 
 #: ``ready(port, **info)``: announce that the server listens.
 Ready = Callable[..., None]
@@ -92,8 +122,23 @@ def _run_wsnest(host: str, port: int, ready: Ready) -> None:
     def echo(ws: wsnest.WebSocket, data: object) -> None:
         ws.send(data)  # type: ignore[arg-type]
 
-    handler = wsnest.handler_ws(WS_PATH, echo, textframes=None, max_message_size=MAX_MESSAGE_SIZE)
-    server = wsnest.http_server(f"http://{host}:{port}", [handler], max_message_size=MAX_MESSAGE_SIZE)
+    receivers: set[wsnest.WebSocket] = set()
+
+    def trigger(ws: wsnest.WebSocket, data: object) -> None:
+        wsnest.broadcast(receivers, data)  # type: ignore[arg-type]
+
+    handlers = [
+        wsnest.handler_ws(WS_PATH, echo, textframes=None, max_message_size=MAX_MESSAGE_SIZE),
+        wsnest.handler_ws(
+            BCAST_PATH,
+            lambda ws, data: None,
+            on_open=lambda ws, req: receivers.add(ws),
+            on_close=receivers.discard,
+            textframes=None,
+        ),
+        wsnest.handler_ws(TRIGGER_PATH, trigger, textframes=None),
+    ]
+    server = wsnest.http_server(f"http://{host}:{port}", handlers, max_message_size=MAX_MESSAGE_SIZE)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -135,11 +180,297 @@ def _run_trio_raw(host: str, port: int, ready: Ready) -> None:
     trio.run(main)
 
 
+def _asyncio_run(main: Callable[[Any], Any]) -> str:
+    """Run ``main()`` on uvloop if installed (else asyncio) until SIGINT or
+    SIGTERM; returns the loop's name. ``main`` gets a future to await."""
+    import asyncio
+
+    async def runner() -> None:
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        await main(stop)
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(runner())
+        return "asyncio"
+    uvloop.run(runner())
+    return "uvloop"
+
+
+def _loop_name() -> str:
+    import asyncio
+
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _run_websockets_trio(host: str, port: int, ready: Ready) -> None:
+    import trio
+    from websockets.exceptions import ConnectionClosed
+    from websockets.trio.server import ServerConnection, broadcast, serve
+
+    receivers: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else WS_PATH
+        try:
+            if path == BCAST_PATH:
+                receivers.add(ws)
+                try:
+                    await ws.wait_closed()
+                finally:
+                    receivers.discard(ws)
+            elif path == TRIGGER_PATH:
+                async for msg in ws:
+                    await broadcast(receivers, msg)
+            else:
+                async for msg in ws:
+                    await ws.send(msg)
+        except ConnectionClosed:
+            pass
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    functools.partial(serve, handler, port, host=host, compression=None, max_size=MAX_MESSAGE_SIZE)
+                )
+                ready(server.listeners[0].socket.getsockname()[1], core="none", version=_version("websockets"))
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _run_websockets(host: str, port: int, ready: Ready) -> None:
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+    from websockets.exceptions import ConnectionClosed
+
+    receivers: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else WS_PATH
+        try:
+            if path == BCAST_PATH:
+                receivers.add(ws)
+                try:
+                    await ws.wait_closed()
+                finally:
+                    receivers.discard(ws)
+            elif path == TRIGGER_PATH:
+                async for msg in ws:
+                    broadcast(receivers, msg)
+            else:
+                async for msg in ws:
+                    await ws.send(msg)
+        except ConnectionClosed:
+            pass
+
+    async def main(stop: Any) -> None:
+        async with serve(handler, host, port, compression=None, max_size=MAX_MESSAGE_SIZE) as server:
+            ready(
+                next(iter(server.sockets)).getsockname()[1],
+                core="none",
+                loop=_loop_name(),
+                version=_version("websockets"),
+            )
+            await stop
+
+    _asyncio_run(main)
+
+
+def _run_trio_websocket(host: str, port: int, ready: Ready) -> None:
+    import trio
+    from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+    receivers: set[WebSocketConnection] = set()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            if request.path == BCAST_PATH:
+                receivers.add(ws)
+                try:
+                    while True:
+                        await ws.get_message()
+                finally:
+                    receivers.discard(ws)
+            elif request.path == TRIGGER_PATH:
+                while True:
+                    msg = await ws.get_message()
+                    for other in list(receivers):
+                        with contextlib.suppress(ConnectionClosed):
+                            await other.send_message(msg)
+            else:
+                while True:
+                    await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    functools.partial(serve_websocket, handler, host, port, None, max_message_size=MAX_MESSAGE_SIZE)
+                )
+                ready(server.port, core="none", version=_version("trio-websocket"))
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _run_aiohttp(host: str, port: int, ready: Ready) -> None:
+    from aiohttp import WSMsgType, web
+
+    receivers: set[web.WebSocketResponse] = set()
+
+    def new_ws() -> web.WebSocketResponse:
+        return web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_SIZE)
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = new_ws()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    async def bcast(request: web.Request) -> web.WebSocketResponse:
+        ws = new_ws()
+        await ws.prepare(request)
+        receivers.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            receivers.discard(ws)
+        return ws
+
+    async def trigger(request: web.Request) -> web.WebSocketResponse:
+        ws = new_ws()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            for other in list(receivers):
+                if other.closed:
+                    continue
+                with contextlib.suppress(ConnectionError):
+                    if msg.type is WSMsgType.TEXT:
+                        await other.send_str(msg.data)
+                    else:
+                        await other.send_bytes(msg.data)
+        return ws
+
+    async def main(stop: Any) -> None:
+        app = web.Application()
+        app.router.add_get(WS_PATH, echo)
+        app.router.add_get(BCAST_PATH, bcast)
+        app.router.add_get(TRIGGER_PATH, trigger)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        try:
+            sock_port = runner.addresses[0][1]
+            ready(sock_port, core="none", loop=_loop_name(), version=_version("aiohttp"))
+            await stop
+        finally:
+            await runner.cleanup()
+
+    _asyncio_run(main)
+
+
+def _run_picows(host: str, port: int, ready: Ready) -> None:
+    from picows import WSListener, WSMsgType, WSUpgradeRequest, ws_create_server
+
+    close = WSMsgType.CLOSE
+    ping = WSMsgType.PING
+    pong = WSMsgType.PONG
+    binary = WSMsgType.BINARY
+    receivers: set[Any] = set()
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            msg_type = frame.msg_type
+            if msg_type is close:
+                transport.send_close(frame.get_close_code(), frame.get_close_reason())
+                transport.disconnect()
+            elif msg_type is not ping and msg_type is not pong:  # auto-pong answers pings
+                transport.send(msg_type, frame.get_payload_as_memoryview(), frame.fin)
+
+    class Receiver(WSListener):  # type: ignore[misc]
+        def on_ws_connected(self, transport: Any) -> None:
+            self.transport = transport
+            receivers.add(transport)
+
+        def on_ws_disconnected(self, transport: Any) -> None:
+            receivers.discard(transport)
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type is close:
+                transport.send_close(frame.get_close_code(), frame.get_close_reason())
+                transport.disconnect()
+
+    class Trigger(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            msg_type = frame.msg_type
+            if msg_type is close:
+                transport.send_close(frame.get_close_code(), frame.get_close_reason())
+                transport.disconnect()
+            elif msg_type is binary or msg_type is WSMsgType.TEXT:
+                payload = frame.get_payload_as_bytes()
+                for other in receivers:
+                    other.send(msg_type, payload)
+
+    bcast_path, trigger_path = BCAST_PATH.encode(), TRIGGER_PATH.encode()
+
+    def factory(request: WSUpgradeRequest) -> WSListener:
+        path = request.path  # bytes in picows
+        if path == bcast_path:
+            return Receiver()
+        if path == trigger_path:
+            return Trigger()
+        return Echo()
+
+    async def main(stop: Any) -> None:
+        server = await ws_create_server(factory, host, port, max_frame_size=MAX_MESSAGE_SIZE)
+        try:
+            ready(server.sockets[0].getsockname()[1], core="none", loop=_loop_name(), version=_version("picows"))
+            await stop
+        finally:
+            server.close()
+
+    _asyncio_run(main)
+
+
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in [
         ServerSpec("wsnest", _run_wsnest, "ws", "wsnest handler_ws echo (core from WSNEST_NO_EXTENSIONS)"),
         ServerSpec("trio-raw", _run_trio_raw, "raw", "trio TCP byte echo, receive_some(256 KiB) + send_all"),
+        ServerSpec("websockets-trio", _run_websockets_trio, "ws", "websockets.trio.server.serve, compression=None"),
+        ServerSpec("websockets", _run_websockets, "ws", "websockets.asyncio.server.serve, compression=None (uvloop)"),
+        ServerSpec("trio-websocket", _run_trio_websocket, "ws", "trio_websocket.serve_websocket"),
+        ServerSpec("aiohttp", _run_aiohttp, "ws", "aiohttp.web WebSocketResponse(compress=False) (uvloop)"),
+        ServerSpec("picows", _run_picows, "ws", "picows.ws_create_server on uvloop, frame-by-frame echo"),
     ]
 }
 
@@ -274,6 +605,19 @@ def _readline_until(proc: subprocess.Popen[str], deadline: float) -> str | None:
                 return None
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard limit; returns the new soft limit."""
+    try:
+        import resource
+    except ImportError:
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def set_affinity(pid: int, cpu: int) -> bool:
     """Pin process ``pid`` to ``cpu``; False if that is impossible here."""
     if not hasattr(os, "sched_setaffinity"):
@@ -301,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
+    raise_fd_limit()
     with contextlib.suppress(KeyboardInterrupt):
         SERVERS[args.name].run(args.host, args.port, _print_ready)
     return 0

@@ -262,7 +262,16 @@ class HttpServer:
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    @staticmethod
+    async def _guarded(fn: Any, *args: Any) -> None:
+        # A helper task runs in the server's nursery: an unexpected error in
+        # it must cost one connection at most, never the server.
+        try:
+            await fn(*args)
+        except Exception:
+            log.exception("wsnest: background task %s failed", getattr(fn, "__qualname__", fn))
 
     async def _flusher(self) -> None:
         # Writes every connection that got frames outside its own batch,
