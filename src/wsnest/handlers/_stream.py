@@ -168,7 +168,7 @@ class StreamHandler(Handler):
         finally:
             stream._cancel = None
             stream._closed = True
-            with trio.CancelScope(shield=True):
+            with server._finalizing():
                 with trio.move_on_after(server.limits.close_timeout):
                     await stream._final_flush()
                 await transport.aclose()

@@ -40,6 +40,7 @@ class Outbox:
         "_parts",
         "_parts_size",
         "_server",
+        "_torn",
         "_transport",
         "_writing",
     )
@@ -54,6 +55,9 @@ class Outbox:
         self._dirty = False
         self._writing = False
         self._drained: trio.Event | None = None
+        # A write was cut off mid-way (cancelled): the byte stream is torn,
+        # nothing more may follow it (a close frame would be read as payload).
+        self._torn = False
 
     def _buffered(self) -> int:
         return len(self._out) + self._parts_size + self._inflight
@@ -129,6 +133,7 @@ class Outbox:
             await self._drain()
 
     async def _drain(self) -> None:
+        done = False
         try:
             while self._out or self._parts:
                 chunks = self._take()
@@ -137,8 +142,11 @@ class Outbox:
                 self._inflight = 0
                 if not ok:
                     self._broken()
-                    return
+                    break
+            done = True
         finally:
+            if not done:
+                self._torn = True
             self._writing = False
             if self._drained is not None:
                 self._drained.set()
@@ -154,5 +162,10 @@ class Outbox:
     async def _final_flush(self) -> None:
         """Before closing: wait for a drain task, then write the rest."""
         await self._wait_drained()
-        if self._out or self._parts:
-            await self._transport.send_all_vec(self._take())
+        if (self._out or self._parts) and not self._torn:
+            done = False
+            try:
+                await self._transport.send_all_vec(self._take())
+                done = True
+            finally:
+                self._torn = not done

@@ -6,13 +6,14 @@ accept loop, the flusher, and one task per connection; nothing outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
 import signal
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -72,6 +73,8 @@ class HttpServer:
         self._ws_limit_cache: dict[int, Limits] = {}
         self._websockets: set[WebSocket] = set()
         self._http_conns: set[HttpConnection] = set()
+        self._finalizers: set[trio.CancelScope] = set()
+        self._stopping = False
         self._dirty: list[Outbox] = []
         self._flush_wakeup: trio.Event | None = None  # created in serve()
         self._nursery: trio.Nursery | None = None
@@ -107,8 +110,11 @@ class HttpServer:
                 nursery.start_soon(self._accept_loop, listener)
                 log.info("wsnest serving at %s", self.url)
                 task_status.started(self.url)
-                await self._stop.wait()
-                await self._shutdown(nursery)
+                try:
+                    await self._stop.wait()
+                    await self._shutdown(nursery)
+                finally:
+                    self._bound_finalizers()  # also when serve() itself is cancelled
         finally:
             self._close_listener()
             self.state = "closed"
@@ -146,7 +152,28 @@ class HttpServer:
         if error is not None:
             raise error
 
+    @contextlib.contextmanager
+    def _finalizing(self) -> Iterator[trio.CancelScope]:
+        """A shielded scope for a connection's last words (final flush,
+        on_close): never cancelled by the connection's end, but bounded by
+        ``close_timeout`` once the server is shutting down."""
+        with trio.CancelScope(shield=True) as scope:
+            if self._stopping:
+                scope.deadline = trio.current_time() + self.limits.close_timeout
+            self._finalizers.add(scope)
+            try:
+                yield scope
+            finally:
+                self._finalizers.discard(scope)
+
+    def _bound_finalizers(self) -> None:
+        self._stopping = True
+        deadline = trio.current_time() + self.limits.close_timeout
+        for scope in self._finalizers:
+            scope.deadline = min(scope.deadline, deadline)
+
     async def _shutdown(self, nursery: trio.Nursery) -> None:
+        self._bound_finalizers()
         self._close_listener()
         for ws in list(self._websockets):
             ws.close(1001, "server shutting down")

@@ -291,12 +291,16 @@ class WebSocket(Outbox):
                 self._close_code = CLOSE_GOING_AWAY
                 self._queue_close_frame(close_payload(CLOSE_GOING_AWAY, "server shutting down"))
             self._state = CLOSED
-            with trio.CancelScope(shield=True):
+            # Shielded so that on_close runs even when we are cancelled; the
+            # server bounds the scope once it shuts down (see _finalizing).
+            with server._finalizing() as scope:
                 with trio.move_on_after(self._limits.close_timeout):
                     await self._final_flush()
                 await self._transport.aclose()
                 log.debug("websocket %d closed (%d)", self.id, self._close_code)
                 await handler.call_on_close(self)
+            if scope.cancelled_caught:
+                log.warning("wsnest: on_close of websocket %d was cut short by the shutdown", self.id)
 
     async def _read_loop_scoped(self, tail: bytes) -> None:
         with trio.CancelScope(deadline=self._close_deadline) as scope:
