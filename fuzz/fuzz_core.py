@@ -390,12 +390,7 @@ def check_parser(stream: bytes, kwargs: dict[str, Any], chunks: list[bytes], kin
     # (Small streams only: a third parse of a 64 KiB stream costs more than
     # it finds.)
     split_events = _events(pure)
-    if (
-        split_events is not None
-        and len(chunks) > 1
-        and len(stream) <= SPLIT_CHECK_MAX
-        and kind not in SPLIT_CHECK_SKIP
-    ):
+    if split_events is not None and len(chunks) > 1 and len(stream) <= SPLIT_CHECK_MAX and kind not in SPLIT_CHECK_SKIP:
         whole = _events(run_parser(P, kwargs, [stream], "bytes"))
         if whole != split_events:
             raise AssertionError(
