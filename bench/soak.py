@@ -1279,6 +1279,7 @@ class Soak:
         lorises: list[dict[str, Any]] = []
         holders: list[Child] = []
         still_open = []
+        gc_full: list[tuple[float, float, float]] = []
         for rnd in range(a.rounds):
             tag = f"round {rnd + 1}/{a.rounds}"
             self.log(f"A ({tag}): {a.echo} echo clients, no other load, {a.duration}s")
@@ -1331,8 +1332,12 @@ class Soak:
                 {"port": self.port, "count": a.slowloris, "duration": a.duration + 3.0 + a.handshake_timeout},
             )
             time.sleep(1.5 + a.handshake_timeout)  # let the slowloris population churn first
+            gc0 = self.stats()["gc"]["2"]
             with RssSampler(self.server.pid) as sampler:
                 b_runs.append(self.echo_window("under load"))
+            gc1 = self.stats()["gc"]["2"]
+            # Full collections in the server during this window (the max is since start).
+            gc_full.append((gc1[0] - gc0[0], gc1[1] - gc0[1], gc1[2]))
             lorises.append(slow.expect("result", a.duration + 60))
             slow.wait(10)
             self.numbers["rss_peak_b_kib"] = max(self.numbers.get("rss_peak_b_kib", 0), sampler.peak)
@@ -1347,12 +1352,27 @@ class Soak:
         ratio = rate_b / rate_a
         self.numbers.update(echo_a=a_runs, echo_b=b_runs, echo_ratio=round(ratio, 3))
         per_round = ", ".join(f"{b['rate']:.0f}/{x['rate']:.0f}" for x, b in zip(a_runs, b_runs, strict=True))
-        self.check(
+        measured = f"{rate_b:.0f} / {rate_a:.0f} msg/s = {ratio:.1%} (rounds, B/A: {per_round})"
+        if a.short:
+            # The CI-sized run is a smoke test on a shared machine: a rate
+            # is reported, never asserted (no timing assertions in CI).
+            self.info("B", "echo rate under load vs baseline (target >= 90% in the full run)", measured)
+        else:
+            self.check("B", "echo rate under load vs baseline", measured, ">= 90%", ratio >= 0.9)
+        n_gc = sum(g[0] for g in gc_full)
+        ms_gc = sum(g[1] for g in gc_full)
+        seconds = sum(r["seconds"] for r in b_runs)
+        self.numbers["gc_full_under_load"] = {
+            "collections": n_gc,
+            "total_ms": round(ms_gc, 1),
+            "max_pause_ms": max(g[2] for g in gc_full),
+            "seconds": round(seconds, 1),
+        }
+        self.info(
             "B",
-            "echo rate under load vs baseline",
-            f"{rate_b:.0f} / {rate_a:.0f} msg/s = {ratio:.1%} (rounds, B/A: {per_round})",
-            ">= 90%",
-            ratio >= 0.9,
+            "server full (gen-2) GC collections during the load windows",
+            f"{int(n_gc)} in {seconds:.0f} s, {ms_gc:.0f} ms in all ({ms_gc / 10 / seconds:.1f}% of the time),"
+            f" longest full-collection pause since start {max(g[2] for g in gc_full):.0f} ms",
         )
         us_a = statistics.mean(r["server_us_per_msg"] for r in a_runs)
         us_b = statistics.mean(r["server_us_per_msg"] for r in b_runs)
@@ -1957,6 +1977,14 @@ def write_doc(soak: Soak, table: str) -> None:
             + (f" with {a.idle:,} idle connections held {rates([idle_only])} msg/s;" if idle_only else "")
             + f" with {a.idle:,} idle + {a.slowloris:,} slowloris {rates(n['echo_b'])} msg/s:"
             f" **{n['echo_ratio']:.1%}** of the unloaded rate (us/msg: server CPU time per echoed message)."
+        )
+    if "gc_full_under_load" in n:
+        g = n["gc_full_under_load"]
+        key.append(
+            f"- Server garbage collector during the load windows: {g['collections']:.0f} full (gen-2) collections in"
+            f" {g['seconds']} s, {g['total_ms']:.0f} ms in all; the longest full-collection pause since the server"
+            f" started was {g['max_pause_ms']:.0f} ms (every connection stalls for that long: a full collection"
+            " walks the objects of every open connection)."
         )
     if "kib_per_idle" in n:
         key.append(
