@@ -99,6 +99,9 @@ FEED_KINDS = ("bytes", "bytearray", "memoryview-rw", "memoryview-ro", "bytes-sub
 #: which both twins must refuse with the same exception).
 ODD_FEED_KINDS = ("bytearray", "memoryview-H", "memoryview-strided", "str")
 READ_ONLY_KINDS = frozenset({"bytes", "memoryview-ro", "bytes-sub", "memoryview-H", "memoryview-strided", "str"})
+#: Kinds whose ``flat`` bytes are not the chunk itself (a strided view shows
+#: every other byte, a str its repr): their "before" is taken with ``flat``.
+FLAT_DIFFERS = frozenset({"memoryview-strided", "str"})
 
 
 def make_obj(kind: str, data: bytes) -> Any:
@@ -335,15 +338,19 @@ def run_parser(mod: ModuleType, kwargs: dict[str, Any], chunks: list[bytes], kin
     if made[0] == "raise":
         return trace
     parser = made[1]
+    # Only read-only inputs (either twin) and the pure twin's inputs must come
+    # back unchanged; writable ones may be unmasked in place by the compiled
+    # core, so they are not compared (that copy was most of the harness' time).
+    check = kind in READ_ONLY_KINDS or mod is P
+    same_bytes = kind not in FLAT_DIFFERS
     for i, chunk in enumerate(chunks):
         obj = make_obj(kind, chunk)
-        before = flat(obj)
+        before = (chunk if same_bytes else flat(obj)) if check else None
         res = outcome(lambda obj=obj: parser.feed(obj))  # type: ignore[misc]
         trace.append((i, typed_outcome(res), parser.finished))
-        if kind in READ_ONLY_KINDS and flat(obj) != before:
-            raise AssertionError(f"{mod.__name__}: feed modified a read-only {kind} input (feed {i})")
-        if mod is P and flat(obj) != before:
-            raise AssertionError(f"pure core: feed modified its {kind} input (feed {i})")
+        if check and flat(obj) != before:
+            who = "pure core" if mod is P else mod.__name__
+            raise AssertionError(f"{who}: feed modified its {kind} input (feed {i}; read-only: {kind in READ_ONLY_KINDS})")
         if res[0] == "raise":
             break
     return trace
