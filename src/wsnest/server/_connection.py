@@ -163,7 +163,7 @@ class HttpConnection:
                         req = parser.requests.popleft()
                         tail = parser.upgrade_tail if not parser.requests else None
                         if tail is not None:
-                            del parser  # the WebSocket session does not need it
+                            parser.close()  # the WebSocket session does not need it
                             handed_over = True
                             await server._dispatch(self, req, tail)
                             return
@@ -179,6 +179,7 @@ class HttpConnection:
             if scope.cancelled_caught:
                 log.debug("connection from %s timed out waiting for a request", self.client)
         finally:
+            parser.close()
             server._http_conns.discard(self)
             if not handed_over:
                 with trio.CancelScope(shield=True):
