@@ -6,6 +6,7 @@
   hand-made requests and frames and parses the server's (unmasked) frames.
 - :func:`client_frame`: build a client frame by hand (masked or not, any
   opcode, RSV bits, declared length), so hostile input is easy to make.
+- :class:`Tracker`: records on_open / on_close and lets a test wait for them.
 - :func:`echo_ok`: a quick "the server still works" check.
 - :func:`memory_server` / :func:`memory_connection`: drive a connection over
   ``trio.testing.memory_stream_pair()`` without any socket.
@@ -167,6 +168,47 @@ def upgrade_request(
         lines.append(f"Sec-WebSocket-Version: {version}")
     lines.extend(f"{k}: {v}" for k, v in extra)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# -- callback recorder ---------------------------------------------------------
+
+
+class Tracker:
+    """Counts on_open / on_close and lets a test wait for them."""
+
+    def __init__(self) -> None:
+        self.opened: list[wsnest.WebSocket] = []
+        self.closed: list[tuple[int, int]] = []  # (id, close_code)
+        self.messages = 0
+        self._changed = trio.Event()
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def on_open(self, ws: wsnest.WebSocket, req: wsnest.Request) -> None:
+        self.opened.append(ws)
+        self._poke()
+
+    def on_close(self, ws: wsnest.WebSocket) -> None:
+        self.closed.append((ws.id, ws.close_code))
+        self._poke()
+
+    async def wait_opened(self, n: int) -> None:
+        while len(self.opened) < n:
+            await self._changed.wait()
+
+    async def wait_closed(self, n: int) -> None:
+        while len(self.closed) < n:
+            await self._changed.wait()
+
+    def assert_balanced(self) -> None:
+        opened = sorted(ws.id for ws in self.opened)
+        closed = sorted(ws_id for ws_id, _ in self.closed)
+        assert closed == opened, f"on_open ran for {opened}, on_close for {closed}"
+
+    def codes(self) -> list[int]:
+        return sorted(code for _, code in self.closed)
 
 
 # -- a raw client --------------------------------------------------------------

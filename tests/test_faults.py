@@ -32,6 +32,7 @@ from serverutil import (
     OP_TEXT,
     TIMEOUT,
     RawClient,
+    Tracker,
     client_frame,
     close_frame,
     connect_slow_reader,
@@ -41,44 +42,6 @@ from serverutil import (
 )
 
 GiB = 1 << 30
-
-
-class Tracker:
-    """Counts on_open / on_close and lets a test wait for them."""
-
-    def __init__(self) -> None:
-        self.opened: list[wsnest.WebSocket] = []
-        self.closed: list[tuple[int, int]] = []  # (id, close_code)
-        self.messages = 0
-        self._changed = trio.Event()
-
-    def _poke(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def on_open(self, ws: wsnest.WebSocket, req: wsnest.Request) -> None:
-        self.opened.append(ws)
-        self._poke()
-
-    def on_close(self, ws: wsnest.WebSocket) -> None:
-        self.closed.append((ws.id, ws.close_code))
-        self._poke()
-
-    async def wait_opened(self, n: int) -> None:
-        while len(self.opened) < n:
-            await self._changed.wait()
-
-    async def wait_closed(self, n: int) -> None:
-        while len(self.closed) < n:
-            await self._changed.wait()
-
-    def assert_balanced(self) -> None:
-        opened = sorted(ws.id for ws in self.opened)
-        closed = sorted(ws_id for ws_id, _ in self.closed)
-        assert closed == opened, f"on_open ran for {opened}, on_close for {closed}"
-
-    def codes(self) -> list[int]:
-        return sorted(code for _, code in self.closed)
 
 
 def _echo(ws: wsnest.WebSocket, data: Any) -> None:

@@ -20,6 +20,7 @@ from serverutil import (
     OP_TEXT,
     TIMEOUT,
     RawClient,
+    Tracker,
     client_frame,
     close_frame,
     connect_slow_reader,
@@ -32,35 +33,6 @@ from serverutil import (
     upgrade_request,
     ws_url,
 )
-
-
-class Tracker:
-    """Records on_open / on_close calls and lets a test wait for them."""
-
-    def __init__(self) -> None:
-        self.opened: list[wsnest.WebSocket] = []
-        self.closed: list[tuple[int, int]] = []  # (id, close_code)
-        self._changed = trio.Event()
-
-    def _poke(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def on_open(self, ws: wsnest.WebSocket, req: wsnest.Request) -> None:
-        self.opened.append(ws)
-        self._poke()
-
-    def on_close(self, ws: wsnest.WebSocket) -> None:
-        self.closed.append((ws.id, ws.close_code))
-        self._poke()
-
-    async def wait_opened(self, n: int) -> None:
-        while len(self.opened) < n:
-            await self._changed.wait()
-
-    async def wait_closed(self, n: int) -> None:
-        while len(self.closed) < n:
-            await self._changed.wait()
 
 
 def _scripted_on_message(ws: wsnest.WebSocket, data: bytes) -> None:
