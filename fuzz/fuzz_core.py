@@ -23,8 +23,9 @@ mode (``mode % 8``):
 
 For the parser modes the next bytes are: options (max_message_size
 selector in bits 0-2, ``decode_text=False`` in bit 3, input type in bits
-4-6), the max_message_size value byte, then the split (mode, parameter,
-pattern sizes; ``_harness.read_split``).
+4-6, ``deflate=True`` in bit 7: RSV1 then marks a compressed message), the
+max_message_size value byte, then the split (mode, parameter, pattern
+sizes; ``_harness.read_split``).
 """
 
 from __future__ import annotations
@@ -326,6 +327,8 @@ def parser_kwargs(opts: int, value: int) -> dict[str, Any]:
         kwargs["max_message_size"] = float(value)
     if opts & 8:
         kwargs["decode_text"] = False
+    if opts & 0x80:
+        kwargs["deflate"] = True  # permessage-deflate: RSV1 allowed on a message's first frame
     return kwargs
 
 
@@ -350,7 +353,9 @@ def run_parser(mod: ModuleType, kwargs: dict[str, Any], chunks: list[bytes], kin
         trace.append((i, typed_outcome(res), parser.finished))
         if check and flat(obj) != before:
             who = "pure core" if mod is P else mod.__name__
-            raise AssertionError(f"{who}: feed modified its {kind} input (feed {i}; read-only: {kind in READ_ONLY_KINDS})")
+            raise AssertionError(
+                f"{who}: feed modified its {kind} input (feed {i}; read-only: {kind in READ_ONLY_KINDS})"
+            )
         if res[0] == "raise":
             break
     return trace

@@ -85,9 +85,11 @@ def frame(
     return raw_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask, form=form)
 
 
-def header(opcode: int, length: int, *, fin: bool = True, masked: bool = True, form: str = "min") -> bytes:
+def header(
+    opcode: int, length: int, *, fin: bool = True, rsv: int = 0, masked: bool = True, form: str = "min"
+) -> bytes:
     """A header without masking key (the declared length is not followed)."""
-    head = raw_frame(opcode, b"", fin=fin, mask=b"\0\0\0\0" if masked else None, form=form, length=length)
+    head = raw_frame(opcode, b"", fin=fin, rsv=rsv, mask=b"\0\0\0\0" if masked else None, form=form, length=length)
     return head[:-4] if masked else head
 
 
@@ -97,6 +99,15 @@ def text(payload: bytes | str, fin: bool = True) -> bytes:
 
 def cont(payload: bytes | str, fin: bool = True) -> bytes:
     return frame(OP_CONT, payload, fin=fin)
+
+
+def ztext(payload: bytes | str, fin: bool = True) -> bytes:
+    """First frame of a compressed text message (RSV1; any bytes as payload)."""
+    return frame(OP_TEXT, payload, fin=fin, rsv=4)
+
+
+def zbinary(payload: bytes | str, fin: bool = True) -> bytes:
+    return frame(OP_BINARY, payload, fin=fin, rsv=4)
 
 
 def close(code: int | None = None, reason: bytes | str = b"") -> bytes:
@@ -247,6 +258,62 @@ def edge_cases() -> list[Case]:
     case("order-continuation-before-length", header(OP_CONT, 5, form="16"))
     case("order-top-bit-before-limit", header(OP_BINARY, 1 << 63, form="raw64"))
     case("order-non-minimal-before-limit", header(OP_BINARY, 100, form="16"), max_message_size=1)
+    c.extend(deflate_cases())
+    return c
+
+
+def deflate_cases() -> list[Case]:
+    """The permessage-deflate cases of ``tests/test_core.py`` (``deflate=True``)."""
+    c: list[Case] = []
+
+    def case(name: str, stream: bytes, **kwargs: object) -> None:
+        c.append((f"deflate-{name}", stream, {"deflate": True, **kwargs}))
+
+    case("text", ztext(b"\xf2H\xcd\xc9\xc9\x07\x00"))
+    case("binary", zbinary(b"\x00\xff"))
+    case("text-empty", ztext(b""))
+    case("binary-empty", zbinary(b""))
+    case("text-not-utf8-not-checked", ztext(b"ab\xff\xed\xa0"))
+    case("text-raw", ztext(b"\xff"), decode_text=False)
+    case(
+        "text-fragmented",
+        ztext(b"\xf0\x9f", fin=False)
+        + frame(OP_PING, b"p")
+        + cont(b"\xff", fin=False)
+        + cont(b"", fin=False)
+        + cont(b"z"),
+    )
+    case("binary-fragmented", zbinary(b"ab", fin=False) + cont(b"cd"))
+    case("text-16bit", ztext(b"\xe2" * 600))
+    case("binary-64bit", zbinary(b"\x01" * 65536))
+    case("text-64bit-unlimited", ztext(b"\xff" * 70000), max_message_size=None)
+    case("plain-text", text("héllo"))
+    case("plain-text-bad-utf8", text(b"ab\xff"))
+    case("plain-text-raw", text("é"), decode_text=False)
+    case("plain-binary", frame(OP_BINARY, b"\x00"))
+    case(
+        "mixed",
+        ztext(b"\xff") + text("plain") + zbinary(b"z", fin=False) + cont(b"y") + frame(OP_BINARY, b"b") + ztext(b"t"),
+    )
+    case("rsv1-on-continuation", ztext(b"a", fin=False) + frame(OP_CONT, b"b", rsv=4))
+    case("rsv1-on-continuation-of-plain", text("a", fin=False) + frame(OP_CONT, b"b", rsv=4))
+    case("rsv1-on-lone-continuation", frame(OP_CONT, b"b", rsv=4))
+    for name, op, payload in [("ping", OP_PING, b"p"), ("pong", OP_PONG, b""), ("close", OP_CLOSE, b"\x03\xe8")]:
+        case(f"rsv1-on-{name}", frame(op, payload, rsv=4))
+    case("rsv1-on-ping-inside-compressed", ztext(b"a", fin=False) + frame(OP_PING, b"", rsv=4))
+    case("rsv1-on-unknown-opcode", frame(0x3, b"", rsv=4))
+    for rsv in (1, 2, 3, 5, 6, 7):
+        case(f"rsv-{rsv}", frame(OP_TEXT, "hi", rsv=rsv))
+    case("rsv2-on-binary", frame(OP_BINARY, b"x", rsv=2))
+    case("compressed-inside-fragmented", frame(OP_BINARY, b"a", fin=False) + ztext(b"b"))
+    case("rsv1-unmasked", frame(OP_TEXT, b"x", rsv=4, mask=None))
+    case("limit-exact", zbinary(b"0123456789"), max_message_size=10)
+    case("limit-over", ztext(b"0123456789A"), max_message_size=10)
+    case("limit-over-header-only", header(OP_TEXT, 11, rsv=4)[:2], max_message_size=10)
+    case("limit-over-fragments-header-only", ztext(b"012345", fin=False) + header(OP_CONT, 5)[:2], max_message_size=10)
+    case("limit-zero-empty-ok", zbinary(b""), max_message_size=0)
+    case("length-2**40-header-only", header(OP_BINARY, 1 << 40, rsv=4))
+    case("incomplete", ztext(b"abc")[:-1])
     return c
 
 
@@ -324,6 +391,24 @@ def stream_cases() -> list[Case]:
         ),
         ("huge-limit", text("ok") + header(OP_BINARY, 1 << 62), {"max_message_size": 1 << 64}),
         ("close-after-fragment", text("a", fin=False) + close(), {}),
+        # permessage-deflate: compressed and plain messages interleaved; a
+        # compressed message with RSV1 where it is refused.
+        (
+            "deflate-chunk-stream",
+            ztext(b"\xf0\x9f", fin=False)
+            + frame(OP_PING, b"p1")
+            + cont(b"\xff" * 130, fin=False)
+            + cont(b"")
+            + zbinary(bytes(range(200)))
+            + text("plain é")
+            + ztext(b"\xed\xa0")
+            + frame(OP_BINARY, b"b")
+            + ztext(b"")
+            + close(1000),
+            {"max_message_size": 400, "deflate": True},
+        ),
+        ("deflate-long-compressed-text", ztext(euro.encode()[:401] + b"\xff" * 300), {"deflate": True}),
+        ("deflate-off-rsv1", ztext(b"x") + text("y"), {}),
     ]
 
 
@@ -334,6 +419,8 @@ def core_cases() -> list[Case]:
 def encode_max(kwargs: dict) -> tuple[int, int]:
     """The (selector, value) bytes of ``fuzz_core.parser_kwargs`` for these kwargs."""
     opts = 0 if kwargs.get("decode_text", True) else 8
+    if kwargs.get("deflate", False):
+        opts |= 0x80
     if "max_message_size" not in kwargs:
         return opts, 0
     m = kwargs["max_message_size"]
@@ -394,8 +481,28 @@ def core_seeds() -> dict[str, bytes]:
         "close-code": bytes([0x05, 0xC0 | 3]) + b"bye" + bytes([2, 0x00]) + MASK,
         "big-binary": bytes([0x01, 0x04]) + b"abcd" + bytes([0xC0]) + MASK,
     }
+    # With deflate=True (options bit 7): control byte 0xF0 | op reads the RSV
+    # bits from the next byte (4: RSV1). A compressed fragmented text with a
+    # ping inside, then RSV1 on a continuation.
+    deflate_programs = {
+        "deflate-text-ping-cont": bytes([0xF8 | 0, 4, 0x03])
+        + b"\xff\x00a"
+        + b"\x00"
+        + MASK
+        + bytes([0x03, 0x01])
+        + b"p"
+        + b"\x00"
+        + MASK
+        + bytes([0x02, 0x02])
+        + b"de"
+        + b"\x00"
+        + MASK,
+        "deflate-rsv1-on-cont": bytes([0xF8 | 1, 4, 0x01]) + b"b" + b"\x00" + MASK + bytes([0xF2, 4, 0x01]) + b"c",
+    }
     for name, program in programs.items():
         seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0, 0, *split_trailer(SPLIT_FIXED, (100,)))
+    for name, program in deflate_programs.items():
+        seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0x80, 0, *split_trailer(SPLIT_FIXED, (5,)))
     # Function mode: t[0..5], 4 mask bytes, then the data.
     funcs = {
         "ascii": (b"Hello, world", [0, 0, 1, OP_TEXT, 1, 4 | 1, *MASK]),

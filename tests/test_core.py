@@ -7,6 +7,7 @@ so parser tests do not depend on the encoder and can be malformed at will.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from types import ModuleType
 
@@ -20,11 +21,13 @@ from wsnest.core._common import (
     CLOSE_TOO_BIG,
     FAIL,
     OP_BINARY,
+    OP_BINARY_DEFLATED,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    OP_TEXT_DEFLATED,
     R_BAD_UTF8,
     R_CLOSE_1_BYTE,
     R_CLOSE_CODE,
@@ -41,6 +44,7 @@ from wsnest.core._common import (
     R_UNMASKED,
     accept_key,
     close_payload,
+    frame_header,
     parse_close_payload,
 )
 
@@ -161,6 +165,97 @@ BAD_SEQUENCES = {
 def _case(id: str, stream: bytes, expected: list[tuple], **kwargs: object):
     return pytest.param(stream, kwargs, expected, id=id)
 
+
+def _dcase(id: str, stream: bytes, expected: list[tuple], **kwargs: object):
+    return _case(f"deflate-{id}", stream, expected, deflate=True, **kwargs)
+
+
+def ztext(payload: bytes | str, fin: bool = True) -> bytes:
+    """The first frame of a compressed text message (RSV1). The core does not
+    inflate, so any bytes do as its payload."""
+    return frame(OP_TEXT, payload, fin=fin, rsv=4)
+
+
+def zbinary(payload: bytes | str, fin: bool = True) -> bytes:
+    return frame(OP_BINARY, payload, fin=fin, rsv=4)
+
+
+# A parser with deflate=True (RFC 7692): RSV1 on the first frame of a data
+# message marks it compressed; it comes out as raw bytes, never validated.
+DEFLATE_CASES = [
+    _dcase("text", ztext(b"\xf2H\xcd\xc9\xc9\x07\x00"), [(OP_TEXT_DEFLATED, b"\xf2H\xcd\xc9\xc9\x07\x00")]),
+    _dcase("binary", zbinary(b"\x00\xff"), [(OP_BINARY_DEFLATED, b"\x00\xff")]),
+    _dcase("text-empty", ztext(b""), [(OP_TEXT_DEFLATED, b"")]),
+    _dcase("binary-empty", zbinary(b""), [(OP_BINARY_DEFLATED, b"")]),
+    _dcase("text-not-utf8-not-checked", ztext(b"ab\xff\xed\xa0"), [(OP_TEXT_DEFLATED, b"ab\xff\xed\xa0")]),
+    _dcase("text-raw", ztext(b"\xff"), [(OP_TEXT_DEFLATED, b"\xff")], decode_text=False),
+    _dcase(
+        "text-fragmented",
+        ztext(b"\xf0\x9f", fin=False)
+        + frame(OP_PING, b"p")
+        + cont(b"\xff", fin=False)
+        + cont(b"", fin=False)
+        + cont(b"z"),
+        [(OP_PING, b"p"), (OP_TEXT_DEFLATED, b"\xf0\x9f\xffz")],
+    ),
+    _dcase(
+        "binary-fragmented",
+        zbinary(b"ab", fin=False) + cont(b"cd"),
+        [(OP_BINARY_DEFLATED, b"abcd")],
+    ),
+    _dcase("text-16bit", ztext(b"\xe2" * 600), [(OP_TEXT_DEFLATED, b"\xe2" * 600)]),
+    _dcase("binary-64bit", zbinary(b"\x01" * 65536), [(OP_BINARY_DEFLATED, b"\x01" * 65536)]),
+    _dcase(
+        "text-64bit-unlimited", ztext(b"\xff" * 70000), [(OP_TEXT_DEFLATED, b"\xff" * 70000)], max_message_size=None
+    ),
+    # Uncompressed messages on a deflate parser: exactly as without deflate.
+    _dcase("plain-text", text("héllo"), [(OP_TEXT, "héllo")]),
+    _dcase("plain-text-bad-utf8", text(b"ab\xff"), [BAD_UTF8]),
+    _dcase("plain-text-raw", text("é"), [(OP_TEXT, "é".encode())], decode_text=False),
+    _dcase("plain-binary", frame(OP_BINARY, b"\x00"), [(OP_BINARY, b"\x00")]),
+    _dcase(
+        "mixed",
+        ztext(b"\xff") + text("plain") + zbinary(b"z", fin=False) + cont(b"y") + frame(OP_BINARY, b"b") + ztext(b"t"),
+        [
+            (OP_TEXT_DEFLATED, b"\xff"),
+            (OP_TEXT, "plain"),
+            (OP_BINARY_DEFLATED, b"zy"),
+            (OP_BINARY, b"b"),
+            (OP_TEXT_DEFLATED, b"t"),
+        ],
+    ),
+    # RSV1 anywhere but the first frame of a data message; RSV2, RSV3.
+    _dcase("rsv1-on-continuation", ztext(b"a", fin=False) + frame(OP_CONT, b"b", rsv=4), [proto(R_RSV)]),
+    _dcase("rsv1-on-continuation-of-plain", text("a", fin=False) + frame(OP_CONT, b"b", rsv=4), [proto(R_RSV)]),
+    _dcase("rsv1-on-lone-continuation", frame(OP_CONT, b"b", rsv=4), [proto(R_RSV)]),
+    *[
+        _dcase(f"rsv1-on-{name}", frame(op, payload, rsv=4), [proto(R_RSV)])
+        for name, op, payload in [("ping", OP_PING, b"p"), ("pong", OP_PONG, b""), ("close", OP_CLOSE, b"\x03\xe8")]
+    ],
+    _dcase("rsv1-on-ping-inside-compressed", ztext(b"a", fin=False) + frame(OP_PING, b"", rsv=4), [proto(R_RSV)]),
+    _dcase("rsv1-on-unknown-opcode", frame(0x3, b"", rsv=4), [proto(R_RSV)]),
+    *[_dcase(f"rsv-{rsv}", frame(OP_TEXT, "hi", rsv=rsv), [proto(R_RSV)]) for rsv in (1, 2, 3, 5, 6, 7)],
+    _dcase("rsv2-on-binary", frame(OP_BINARY, b"x", rsv=2), [proto(R_RSV)]),
+    _dcase(
+        "compressed-inside-fragmented",
+        frame(OP_BINARY, b"a", fin=False) + ztext(b"b"),
+        [proto(R_DATA_UNEXPECTED)],
+    ),
+    _dcase("rsv1-unmasked", frame(OP_TEXT, b"x", rsv=4, mask=None), [proto(R_UNMASKED)]),
+    # The size limit counts the compressed (wire) bytes, decided from the header.
+    _dcase("limit-exact", zbinary(b"0123456789"), [(OP_BINARY_DEFLATED, b"0123456789")], max_message_size=10),
+    _dcase("limit-over", ztext(b"0123456789A"), [TOO_BIG], max_message_size=10),
+    _dcase("limit-over-header-only", header(OP_TEXT, 11, rsv=4)[:2], [TOO_BIG], max_message_size=10),
+    _dcase(
+        "limit-over-fragments-header-only",
+        ztext(b"012345", fin=False) + header(OP_CONT, 5)[:2],
+        [TOO_BIG],
+        max_message_size=10,
+    ),
+    _dcase("limit-zero-empty-ok", zbinary(b""), [(OP_BINARY_DEFLATED, b"")], max_message_size=0),
+    _dcase("length-2**40-header-only", header(OP_BINARY, 1 << 40, rsv=4), [TOO_BIG]),
+    _dcase("incomplete", ztext(b"abc")[:-1], []),
+]
 
 EDGE_CASES = [
     # Framing.
@@ -321,6 +416,7 @@ EDGE_CASES = [
     _case(
         "order-non-minimal-before-limit", header(OP_BINARY, 100, form="16"), [proto(R_NON_MINIMAL)], max_message_size=1
     ),
+    *DEFLATE_CASES,
 ]
 
 
@@ -406,6 +502,76 @@ def test_feed_does_not_keep_reference_to_input(core: ModuleType) -> None:
     assert parser.feed(buf) == []
     buf[:] = b"\x00" * len(buf)  # the caller reuses its buffer
     assert_events(parser.feed(text("abc", fin=False)[-1:] + cont("d")), [(OP_TEXT, "abcd")])
+
+
+# -- permessage-deflate framing (deflate=True) ------------------------------------
+
+DEFLATE_CHUNK_STREAM = (
+    ztext(b"\xf0\x9f", fin=False)
+    + frame(OP_PING, b"p1")
+    + cont(b"\xff" * 130, fin=False)
+    + cont(b"")
+    + zbinary(bytes(range(200)))
+    + text("plain é")
+    + ztext(b"\xed\xa0")
+    + frame(OP_BINARY, b"b")
+    + ztext(b"")
+    + close(1000)
+)
+
+
+def test_deflate_chunking_gives_same_events(core: ModuleType) -> None:
+    kwargs = {"max_message_size": 400, "deflate": True}
+    expected = [
+        (OP_PING, b"p1"),
+        (OP_TEXT_DEFLATED, b"\xf0\x9f" + b"\xff" * 130),
+        (OP_BINARY_DEFLATED, bytes(range(200))),
+        (OP_TEXT, "plain é"),
+        (OP_TEXT_DEFLATED, b"\xed\xa0"),
+        (OP_BINARY, b"b"),
+        (OP_TEXT_DEFLATED, b""),
+        (OP_CLOSE, 1000, ""),
+    ]
+    stream = DEFLATE_CHUNK_STREAM
+    assert_events(feed_all(core, [stream], **kwargs), expected)
+    assert_events(feed_all(core, bytewise(stream), **kwargs), expected)
+    for cut in range(len(stream) + 1):
+        assert_events(feed_all(core, [stream[:cut], stream[cut:]], **kwargs), expected)
+        assert_events(feed_all(core, [bytearray(stream[:cut]), bytearray(stream[cut:])], **kwargs), expected)
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+@pytest.mark.parametrize("size", [0, 5, 600, 70000])
+def test_deflate_payload_is_bytes(core: ModuleType, kind: type, size: int) -> None:
+    # Whole single frames, first-and-final frames split after their header
+    # (preallocated result) and fragments: always exactly bytes, never str.
+    payload = bytes((i * 31 + 7) & 0xFF for i in range(size))  # not UTF-8
+    half = size // 2
+    stream = ztext(payload) + zbinary(payload) + ztext(payload[:half], fin=False) + cont(payload[half:])
+    expected = [(OP_TEXT_DEFLATED, payload), (OP_BINARY_DEFLATED, payload), (OP_TEXT_DEFLATED, payload)]
+    head = len(ztext(payload)) - size
+    for cuts in ([], [2], [head], [head + half], [head, len(stream) - 3]):
+        bounds = [0, *cuts, len(stream)]
+        chunks = [kind(stream[a:b]) for a, b in itertools.pairwise(bounds)]
+        for decode_text in (True, False):
+            events = feed_all(core, chunks, max_message_size=None, decode_text=decode_text, deflate=True)
+            assert_events(events, expected)
+
+
+def test_deflate_is_keyword_only_and_off_by_default(core: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        core.FrameParser(None, True, True)
+    assert_events(core.FrameParser().feed(ztext(b"x")), [proto(R_RSV)])
+    assert_events(core.FrameParser(deflate=False).feed(ztext(b"x")), [proto(R_RSV)])
+    assert_events(core.FrameParser(deflate=1).feed(ztext(b"x")), [(OP_TEXT_DEFLATED, b"x")])
+
+
+def test_frame_header_rsv1() -> None:
+    for length in (0, 5, 125, 126, 65535, 65536):
+        plain = frame_header(OP_TEXT, length)
+        assert frame_header(OP_TEXT, length, rsv1=True) == bytes((plain[0] | 0x40,)) + plain[1:]
+    assert frame_header(OP_BINARY, 3, rsv1=True) == b"\xc2\x03"
+    assert frame_header(OP_TEXT, 3, fin=False, rsv1=True) == b"\x41\x03"
 
 
 # -- encoder ---------------------------------------------------------------------

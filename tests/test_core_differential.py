@@ -19,7 +19,12 @@ behaviour of the cores:
   valid UTF-8, so an invalid fragment fails before any later control frame
   is delivered; an incomplete sequence only fails at the end of the message;
 - close frames are validated once complete; nothing follows a close or a
-  failure.
+  failure;
+- with ``deflate=True`` (RFC 7692 negotiated), RSV1 is allowed on the first
+  frame of a text or binary message only; such a message is delivered as
+  ``OP_TEXT_DEFLATED``/``OP_BINARY_DEFLATED`` with its raw (still
+  compressed) bytes, neither validated nor decoded, and the size limit
+  counts those bytes.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ from wsnest.core._common import (
     CLOSE_TOO_BIG,
     FAIL,
     OP_BINARY,
+    OP_BINARY_DEFLATED,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    OP_TEXT_DEFLATED,
     R_BAD_UTF8,
     R_CLOSE_1_BYTE,
     R_CLOSE_CODE,
@@ -132,7 +139,9 @@ def ref_close_event(payload: bytes) -> tuple:
     return (OP_CLOSE, code, payload[2:].decode("utf-8"))
 
 
-def reference_events(stream: bytes, max_message_size: int | None = 1 << 20, decode_text: bool = True) -> list[tuple]:
+def reference_events(
+    stream: bytes, max_message_size: int | None = 1 << 20, decode_text: bool = True, deflate: bool = False
+) -> list[tuple]:
     """Events a server must produce for the client byte stream ``stream``."""
     events: list[tuple] = []
 
@@ -143,6 +152,7 @@ def reference_events(stream: bytes, max_message_size: int | None = 1 << 20, deco
     pos, n = 0, len(stream)
     msg_op = 0  # opcode of the message being assembled, 0 if none
     msg = b""  # its unmasked data so far
+    compressed = False  # RSV1 on its first frame (RFC 7692 section 6)
     while True:
         # First two bytes: FIN, RSV1-3, opcode; MASK, 7-bit length.
         if n - pos < 2:
@@ -151,7 +161,10 @@ def reference_events(stream: bytes, max_message_size: int | None = 1 << 20, deco
         fin, rsv, opcode = b0 >> 7, (b0 >> 4) & 7, b0 & 0xF
         masked, len7 = b1 >> 7, b1 & 0x7F
         control = opcode >= 8
-        if rsv:
+        # RFC 7692 section 6: with the extension, RSV1 marks a compressed
+        # message on its first frame; it is not allowed on control frames
+        # or continuations. RSV2/RSV3 are never ours.
+        if rsv and not (deflate and rsv == 4 and opcode in (OP_TEXT, OP_BINARY)):
             return proto(R_RSV)
         if opcode not in (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
             return proto(R_OPCODE)
@@ -191,9 +204,9 @@ def reference_events(stream: bytes, max_message_size: int | None = 1 << 20, deco
         complete = len(payload) == length
         if not control:
             if opcode != OP_CONT:
-                msg_op, msg = opcode, b""
+                msg_op, msg, compressed = opcode, b"", bool(rsv)
             msg += payload
-            if msg_op == OP_TEXT and not utf8_scan(msg)[0]:
+            if msg_op == OP_TEXT and not compressed and not utf8_scan(msg)[0]:
                 events.append((FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8))
                 return events
         if not complete:
@@ -205,7 +218,9 @@ def reference_events(stream: bytes, max_message_size: int | None = 1 << 20, deco
         if control:
             events.append((opcode, payload))
         elif fin:
-            if msg_op == OP_TEXT:
+            if compressed:
+                events.append((OP_TEXT_DEFLATED if msg_op == OP_TEXT else OP_BINARY_DEFLATED, msg))
+            elif msg_op == OP_TEXT:
                 if not utf8_scan(msg)[1]:
                     events.append((FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8))
                     return events
@@ -224,6 +239,10 @@ def test_reference_model_sanity() -> None:
     assert utf8_scan("aé€😀".encode()) == (True, True)
     assert utf8_scan(b"\xf0\x9f") == (True, False)
     assert utf8_scan(b"\xed\xa0") == (False, False)
+    # RFC 7692 section 7.2.3.1: "Hello" compressed, in one frame with RSV1.
+    compressed = bytes((0xC1, 0x87)) + b"\x00\x00\x00\x00" + bytes.fromhex("f248cdc9c90700")
+    assert reference_events(compressed) == [(FAIL, CLOSE_PROTOCOL_ERROR, R_RSV)]
+    assert reference_events(compressed, deflate=True) == [(OP_TEXT_DEFLATED, bytes.fromhex("f248cdc9c90700"))]
 
 
 # -- frame strategies --------------------------------------------------------------
@@ -343,9 +362,11 @@ def control_frames(draw: st.DrawFn) -> Frame:
 
 
 @st.composite
-def data_messages(draw: st.DrawFn) -> list[Frame]:
-    """One text or binary message, maybe fragmented, with interleaved pings and pongs."""
+def data_messages(draw: st.DrawFn, deflate: bool = False) -> list[Frame]:
+    """One text or binary message, maybe fragmented, with interleaved pings and
+    pongs; with ``deflate``, often marked compressed (RSV1 on its first frame)."""
     opcode = draw(st.sampled_from([OP_TEXT, OP_BINARY]))
+    rsv = 4 if deflate and draw(st.booleans()) else 0
     if opcode == OP_TEXT:
         data, cut = draw(text_bytes())
     else:
@@ -362,7 +383,16 @@ def data_messages(draw: st.DrawFn) -> list[Frame]:
     frames: list[Frame] = []
     for i, piece in enumerate(pieces):
         last = i == len(pieces) - 1
-        frames.append(Frame(opcode if i == 0 else OP_CONT, piece, fin=last and not cut_here, mask=draw(masks)))
+        first = i == 0
+        frames.append(
+            Frame(
+                opcode if first else OP_CONT,
+                piece,
+                fin=last and not cut_here,
+                rsv=rsv if first else 0,
+                mask=draw(masks),
+            )
+        )
         if last:
             break
         interleave = 0 if cut_here else draw(st.integers(0, 23))
@@ -407,11 +437,13 @@ def boundary_headers(draw: st.DrawFn) -> Frame:
 def corrupt(draw: st.DrawFn, frame: Frame) -> Frame:
     how = draw(
         st.sampled_from(
-            ["rsv", "opcode", "unmask", "fin", "form16", "form64", "msb", "length", "swap-opcode", "payload"]
+            ["rsv", "rsv1", "opcode", "unmask", "fin", "form16", "form64", "msb", "length", "swap-opcode", "payload"]
         )
     )
     if how == "rsv":
         return replace(frame, rsv=draw(st.integers(1, 7)))
+    if how == "rsv1":  # the permessage-deflate bit, on any frame
+        return replace(frame, rsv=4)
     if how == "opcode":
         return replace(frame, opcode=draw(st.sampled_from(UNKNOWN_OPCODES)))
     if how == "unmask":
@@ -437,24 +469,30 @@ def _one(strategy: st.SearchStrategy[Frame]) -> st.SearchStrategy[list[Frame]]:
     return strategy.map(lambda frame: [frame])
 
 
-junk_frames = st.builds(Frame, st.sampled_from([OP_TEXT, OP_BINARY, OP_CONT]), st.binary(max_size=8))
-# Weighted by repetition: mostly whole messages and control frames.
-stream_items = st.one_of(
-    data_messages(),
-    data_messages(),
-    data_messages(),
-    _one(control_frames()),
-    _one(control_frames()),
-    utf8_probes(),
-    _one(boundary_headers()),
-    big_messages(),
-    _one(junk_frames),
+junk_frames = st.builds(
+    Frame, st.sampled_from([OP_TEXT, OP_BINARY, OP_CONT]), st.binary(max_size=8), rsv=st.sampled_from([0, 0, 0, 4])
 )
 
 
+def stream_items(deflate: bool) -> st.SearchStrategy[list[Frame]]:
+    # Weighted by repetition: mostly whole messages and control frames.
+    return st.one_of(
+        data_messages(deflate),
+        data_messages(deflate),
+        data_messages(deflate),
+        _one(control_frames()),
+        _one(control_frames()),
+        utf8_probes(),
+        _one(boundary_headers()),
+        big_messages(),
+        _one(junk_frames),
+    )
+
+
 @st.composite
-def streams(draw: st.DrawFn) -> bytes:
-    frames = [frame for item in draw(st.lists(stream_items, min_size=1, max_size=5)) for frame in item]
+def streams(draw: st.DrawFn, deflate: bool = False) -> bytes:
+    """A client byte stream; with ``deflate``, many messages are compressed."""
+    frames = [frame for item in draw(st.lists(stream_items(deflate), min_size=1, max_size=5)) for frame in item]
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2]))):
         at = draw(st.integers(0, len(frames) - 1))
         frames[at] = draw(corrupt(frames[at]))
@@ -469,9 +507,12 @@ def streams(draw: st.DrawFn) -> bytes:
 max_sizes = st.one_of(st.none(), st.integers(0, 16), st.integers(0, 400), st.just(1 << 16), st.just(1 << 20))
 
 
-def max_sizes_for(stream: bytes) -> st.SearchStrategy[int | None]:
+DATA_KINDS = (OP_TEXT, OP_BINARY, OP_TEXT_DEFLATED, OP_BINARY_DEFLATED)
+
+
+def max_sizes_for(stream: bytes, deflate: bool = False) -> st.SearchStrategy[int | None]:
     """Limits that often sit right at the size of one of the messages in ``stream``."""
-    sizes = [len(e[1]) for e in reference_events(stream, None, False) if e[0] in (OP_TEXT, OP_BINARY)]
+    sizes = [len(e[1]) for e in reference_events(stream, None, False, deflate) if e[0] in DATA_KINDS]
     near = [max(size + delta, 0) for size in sizes for delta in (-1, 0, 1)]
     if not near:
         return st.one_of(max_sizes, st.integers(0, len(stream) + 8))
@@ -485,8 +526,10 @@ def shape(events: list[tuple]) -> list[tuple]:
     return [tuple(type(field) for field in event) for event in events]
 
 
-def run(core: ModuleType, chunks: list[bytes], max_message_size: int | None, decode_text: bool) -> list[tuple]:
-    parser = core.FrameParser(max_message_size=max_message_size, decode_text=decode_text)
+def run(
+    core: ModuleType, chunks: list[bytes], max_message_size: int | None, decode_text: bool, deflate: bool = False
+) -> list[tuple]:
+    parser = core.FrameParser(max_message_size=max_message_size, decode_text=decode_text, deflate=deflate)
     events: list[tuple] = []
     for chunk in chunks:
         events.extend(parser.feed(chunk))
@@ -502,58 +545,81 @@ def check_same(actual: list[tuple], expected: list[tuple]) -> None:
 
 
 @SETTINGS
-@given(stream=streams(), decode_text=st.booleans(), data=st.data())
-def test_cores_match_reference(core: ModuleType, stream: bytes, decode_text: bool, data: st.DataObject) -> None:
-    max_message_size = data.draw(max_sizes_for(stream), label="max_message_size")
-    expected = reference_events(stream, max_message_size, decode_text)
+@given(deflate=st.booleans(), decode_text=st.booleans(), data=st.data())
+def test_cores_match_reference(core: ModuleType, deflate: bool, decode_text: bool, data: st.DataObject) -> None:
+    # deflate: a parser for a connection with permessage-deflate, fed streams
+    # where many messages carry RSV1 (and RSV1 lands on other frames too).
+    stream = data.draw(streams(deflate), label="stream")
+    max_message_size = data.draw(max_sizes_for(stream, deflate), label="max_message_size")
+    expected = reference_events(stream, max_message_size, decode_text, deflate)
     chunkings = [[stream], data.draw(split(stream, max_parts=12), label="chunks")]
     if len(stream) <= 64:
         chunkings.append([stream[i : i + 1] for i in range(len(stream))])
     for chunks in chunkings:
-        check_same(run(core, chunks, max_message_size, decode_text), expected)
+        check_same(run(core, chunks, max_message_size, decode_text, deflate), expected)
         if core is not _frames_py:
-            check_same(run(_frames_py, chunks, max_message_size, decode_text), expected)
+            check_same(run(_frames_py, chunks, max_message_size, decode_text, deflate), expected)
+        if deflate:
+            # The same bytes as writable buffers (the compiled core unmasks in place).
+            check_same(run(core, [bytearray(c) for c in chunks], max_message_size, decode_text, deflate), expected)
 
 
 @SETTINGS
-@given(stream=st.binary(max_size=60), max_message_size=max_sizes, decode_text=st.booleans(), data=st.data())
+@given(
+    stream=st.binary(max_size=60),
+    max_message_size=max_sizes,
+    decode_text=st.booleans(),
+    deflate=st.booleans(),
+    data=st.data(),
+)
 def test_cores_match_reference_on_noise(
-    core: ModuleType, stream: bytes, max_message_size: int | None, decode_text: bool, data: st.DataObject
+    core: ModuleType,
+    stream: bytes,
+    max_message_size: int | None,
+    decode_text: bool,
+    deflate: bool,
+    data: st.DataObject,
 ) -> None:
-    # Random bytes, forced masked so parsing gets past the first checks now and then.
+    # Random bytes, forced masked so parsing gets past the first checks now
+    # and then (keeping RSV1 as it is, so deflate parsers see it).
     if stream and data.draw(st.booleans(), label="masked"):
-        stream = bytes((stream[0] & 0x8F,)) + bytes((stream[1] | 0x80,) if len(stream) > 1 else ()) + stream[2:]
-    expected = reference_events(stream, max_message_size, decode_text)
+        stream = bytes((stream[0] & 0xCF,)) + bytes((stream[1] | 0x80,) if len(stream) > 1 else ()) + stream[2:]
+    expected = reference_events(stream, max_message_size, decode_text, deflate)
     chunks = data.draw(split(stream, max_parts=8), label="chunks")
-    check_same(run(core, [stream], max_message_size, decode_text), expected)
-    check_same(run(core, chunks, max_message_size, decode_text), expected)
+    check_same(run(core, [stream], max_message_size, decode_text, deflate), expected)
+    check_same(run(core, chunks, max_message_size, decode_text, deflate), expected)
 
 
 @st.composite
-def valid_messages(draw: st.DrawFn) -> list[Frame]:
-    """A valid text or binary message, maybe fragmented, maybe with a ping inside."""
+def valid_messages(draw: st.DrawFn, deflate: bool = False) -> list[Frame]:
+    """A valid text or binary message, maybe fragmented, maybe with a ping
+    inside; with ``deflate``, maybe compressed (any bytes, RSV1 first)."""
     opcode = draw(st.sampled_from([OP_TEXT, OP_BINARY]))
-    data = draw(texts).encode("utf-8") if opcode == OP_TEXT else draw(st.binary(max_size=40))
+    rsv = 4 if deflate and draw(st.booleans()) else 0
+    data = draw(st.binary(max_size=40)) if rsv or opcode == OP_BINARY else draw(texts).encode("utf-8")
     pieces = draw(split(data, max_parts=3))
-    frames = [Frame(OP_CONT if i else opcode, p, fin=i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    frames = [
+        Frame(OP_CONT if i else opcode, p, fin=i == len(pieces) - 1, rsv=0 if i else rsv) for i, p in enumerate(pieces)
+    ]
     if len(frames) > 1 and draw(st.booleans()):
         frames.insert(1, Frame(OP_PING, b"!"))
     return frames
 
 
 @SETTINGS
-@given(messages=st.lists(valid_messages(), min_size=2, max_size=5), decode_text=st.booleans(), data=st.data())
+@given(deflate=st.booleans(), decode_text=st.booleans(), data=st.data())
 def test_cores_match_reference_on_message_sequences(
-    core: ModuleType, messages: list[list[Frame]], decode_text: bool, data: st.DataObject
+    core: ModuleType, deflate: bool, decode_text: bool, data: st.DataObject
 ) -> None:
-    # The size limit applies to each message on its own, across its fragments.
+    # The size limit applies to each message on its own, across its fragments
+    # (compressed ones included: their wire size).
+    messages = data.draw(st.lists(valid_messages(deflate), min_size=2, max_size=5), label="messages")
     stream = b"".join(f.encode() for frames in messages for f in frames)
-    max_message_size = data.draw(max_sizes_for(stream), label="max_message_size")
-    expected = reference_events(stream, max_message_size, decode_text)
-    check_same(run(core, [stream], max_message_size, decode_text), expected)
-    check_same(
-        run(core, data.draw(split(stream, max_parts=6), label="chunks"), max_message_size, decode_text), expected
-    )
+    max_message_size = data.draw(max_sizes_for(stream, deflate), label="max_message_size")
+    expected = reference_events(stream, max_message_size, decode_text, deflate)
+    check_same(run(core, [stream], max_message_size, decode_text, deflate), expected)
+    chunks = data.draw(split(stream, max_parts=6), label="chunks")
+    check_same(run(core, chunks, max_message_size, decode_text, deflate), expected)
 
 
 # Bytes at the edges of the RFC 3629 ranges, mixed with whole characters.
@@ -570,22 +636,26 @@ utf8_ish = st.lists(
 
 
 @SETTINGS
-@given(raw=utf8_ish, decode_text=st.booleans(), data=st.data())
+@given(raw=utf8_ish, decode_text=st.booleans(), deflate=st.sampled_from([None, False, True]), data=st.data())
 def test_cores_match_reference_on_fragmented_text(
-    core: ModuleType, raw: bytes, decode_text: bool, data: st.DataObject
+    core: ModuleType, raw: bytes, decode_text: bool, deflate: bool | None, data: st.DataObject
 ) -> None:
     # One text message in fragments with pings between them, maybe unfinished.
+    # deflate None: a plain parser; False: a deflate parser, message not
+    # compressed (validated as usual); True: compressed (never validated).
     pieces = data.draw(split(raw, max_parts=5), label="fragments")
     finished = data.draw(st.booleans(), label="finished")
     frames: list[Frame] = []
     for i, piece in enumerate(pieces):
         last = i == len(pieces) - 1
-        frames.append(Frame(OP_CONT if i else OP_TEXT, piece, fin=last and finished, mask=b"\x5a\xa5\x0f\xf0"))
+        rsv = 4 if deflate and i == 0 else 0
+        frames.append(Frame(OP_CONT if i else OP_TEXT, piece, fin=last and finished, rsv=rsv, mask=b"\x5a\xa5\x0f\xf0"))
         frames.append(Frame(OP_PING, bytes((i,))))
     stream = b"".join(f.encode() for f in frames)
-    expected = reference_events(stream, None, decode_text)
-    check_same(run(core, [stream], None, decode_text), expected)
-    check_same(run(core, data.draw(split(stream, max_parts=8), label="chunks"), None, decode_text), expected)
+    on = deflate is not None
+    expected = reference_events(stream, None, decode_text, on)
+    check_same(run(core, [stream], None, decode_text, on), expected)
+    check_same(run(core, data.draw(split(stream, max_parts=8), label="chunks"), None, decode_text, on), expected)
 
 
 @SETTINGS

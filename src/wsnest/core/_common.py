@@ -20,6 +20,11 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 FAIL = -1
+# Event kinds of a parser made with ``deflate=True``: a message whose first
+# frame had RSV1 set (RFC 7692), still compressed. Outside 0..15, so they can
+# never be mistaken for an opcode; each is its opcode | 0x10.
+OP_TEXT_DEFLATED = 0x11
+OP_BINARY_DEFLATED = 0x12
 
 # Close codes (RFC 6455 section 7.4.1) that wsnest sends or checks.
 CLOSE_NORMAL = 1000
@@ -105,9 +110,13 @@ def close_payload(code: int | None = CLOSE_NORMAL, reason: str = "") -> bytes:
     return struct.pack("!H", code) + raw
 
 
-def frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
-    """The header of an unmasked (server) frame carrying ``length`` bytes."""
-    first = (0x80 if fin else 0) | opcode
+def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False) -> bytes:
+    """The header of an unmasked (server) frame carrying ``length`` bytes.
+
+    ``rsv1=True`` sets RSV1: the first frame of a message compressed with
+    permessage-deflate (RFC 7692 section 6).
+    """
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     if length < 126:
         return bytes((first, length))
     if length < 65536:

@@ -45,11 +45,13 @@ from ._common import (
     FAIL,
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
+    OP_BINARY_DEFLATED,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    OP_TEXT_DEFLATED,
     R_BAD_UTF8,
     R_CONT_UNEXPECTED,
     R_CTL_FRAGMENTED,
@@ -391,6 +393,8 @@ cdef object K_TEXT = OP_TEXT
 cdef object K_BINARY = OP_BINARY
 cdef object K_PING = OP_PING
 cdef object K_PONG = OP_PONG
+cdef object K_TEXT_DEFLATED = OP_TEXT_DEFLATED
+cdef object K_BINARY_DEFLATED = OP_BINARY_DEFLATED
 
 # Failure events are immutable, so each one is built once.
 cdef tuple _FAILS = (
@@ -672,6 +676,12 @@ cdef class FrameParser:
     checked against each frame's declared length before any of its payload
     is buffered. ``None`` removes the bound. With ``decode_text=False`` text
     messages are still validated but delivered as ``bytes``.
+
+    ``deflate=True`` (permessage-deflate was negotiated): RSV1 on the first
+    frame of a text or binary message marks it compressed; such a message is
+    delivered as ``OP_TEXT_DEFLATED``/``OP_BINARY_DEFLATED`` with its raw
+    bytes, and ``max_message_size`` bounds those compressed bytes. RSV1
+    anywhere else, and RSV2/RSV3 always, is still a protocol error.
     """
 
     cdef int _state
@@ -680,6 +690,7 @@ cdef class FrameParser:
     # Current frame.
     cdef int _opcode
     cdef bint _fin
+    cdef bint _rsv1
     cdef uint64_t _remaining
     cdef uint64_t _frame_len
     cdef uint8_t _mask[4]
@@ -687,6 +698,9 @@ cdef class FrameParser:
     # Message being assembled.
     cdef int _msg_op
     cdef uint64_t _msg_len
+    # A compressed message (RSV1 on its first frame) is assembled like a
+    # binary one: _text stays False, so no UTF-8 check and no decoding.
+    cdef bint _deflated
     cdef bint _text
     cdef bint _nonascii
     cdef uint32_t _utf8
@@ -694,6 +708,7 @@ cdef class FrameParser:
     cdef bint _has_max
     cdef uint64_t _max
     cdef bint _decode_text
+    cdef bint _deflate
     # Assembly buffer: C-owned (malloc) or the inside of ``_pre``, a bytes
     # result preallocated at its final size.
     cdef uint8_t* _buf
@@ -716,7 +731,7 @@ cdef class FrameParser:
             free(self._buf)
         self._buf = NULL
 
-    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True):
+    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True, *, deflate=False):
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size: must be >= 0 or None")
         if max_message_size is None:
@@ -728,11 +743,13 @@ cdef class FrameParser:
             self._has_max = 0 <= limit < 0x10000000000000000
             self._max = limit if self._has_max else 0
         self._decode_text = bool(decode_text)
+        self._deflate = bool(deflate)
         self._drop_message()
         self._state = ST_HEADER
         self._hdr_len = 0
         self._opcode = 0
         self._fin = False
+        self._rsv1 = False
         self._remaining = 0
         self._frame_len = 0
         self._mask_pos = 0
@@ -900,8 +917,13 @@ cdef class FrameParser:
     cdef inline int _check_first_two(self, uint8_t b0, uint8_t b1):
         cdef int opcode
         cdef bint fin
+        cdef bint rsv1 = False
         if b0 & 0x70:
-            return E_RSV
+            # Only RSV1, only with deflate, only on a text or binary frame
+            # (whether it starts a message is checked below, as for any frame).
+            if (b0 & 0x70) != 0x40 or not self._deflate or not (C_OP_TEXT <= (b0 & 0x0F) <= C_OP_BINARY):
+                return E_RSV
+            rsv1 = True
         opcode = b0 & 0x0F
         if not (opcode <= C_OP_BINARY or C_OP_CLOSE <= opcode <= C_OP_PONG):
             return E_OPCODE
@@ -920,6 +942,7 @@ cdef class FrameParser:
             return E_DATA_UNEXPECTED
         self._opcode = opcode
         self._fin = fin
+        self._rsv1 = rsv1
         return 0
 
     cdef inline int _check_length(self, const uint8_t* h, int len7):
@@ -946,7 +969,8 @@ cdef class FrameParser:
         self._frame_len = length
         if self._opcode != C_OP_CONT and self._opcode < C_OP_CLOSE:
             self._msg_op = self._opcode
-            if self._opcode == C_OP_TEXT:
+            self._deflated = self._rsv1
+            if self._opcode == C_OP_TEXT and not self._rsv1:
                 self._text = True
                 self._utf8 = U_ACC
                 self._nonascii = False
@@ -970,9 +994,16 @@ cdef class FrameParser:
         self._pre = None
         self._msg_op = 0
         self._msg_len = 0
+        self._deflated = False
         self._text = False
         self._nonascii = False
         self._utf8 = U_ACC
+
+    cdef inline object _bytes_kind(self):
+        """Event kind of a message assembled as bytes (binary or compressed)."""
+        if not self._deflated:
+            return K_BINARY
+        return K_TEXT_DEFLATED if self._msg_op == C_OP_TEXT else K_BINARY_DEFLATED
 
     cdef int _control_whole(self, const uint8_t* src, size_t n, list events) except -1:
         """A control frame whose payload is all in the input."""
@@ -1001,8 +1032,9 @@ cdef class FrameParser:
         if not self._text:
             msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
             wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(msg), src, n, self._mask, 0)
+            events.append(_event(self._bytes_kind(), msg))
             self._msg_op = 0
-            events.append(_event(K_BINARY, msg))
+            self._deflated = False
             return 0
         if not self._decode_text:
             msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
@@ -1102,6 +1134,7 @@ cdef class FrameParser:
 
     cdef int _end_frame(self, list events) except -1:
         cdef object msg
+        cdef object kind
         cdef bytes payload
         self._state = ST_HEADER
         if self._opcode >= C_OP_CLOSE:
@@ -1125,8 +1158,9 @@ cdef class FrameParser:
             events.append(_event(K_TEXT, msg))
         else:
             msg = self._take_bytes()
+            kind = self._bytes_kind()
             self._drop_message()
-            events.append(_event(K_BINARY, msg))
+            events.append(_event(kind, msg))
         return 0
 
     cdef object _take_bytes(self):

@@ -12,6 +12,10 @@ Events are plain tuples, cheap to build on the hot path:
 - ``(OP_BINARY, bytes)``, ``(OP_PING, bytes)``, ``(OP_PONG, bytes)``
 - ``(OP_CLOSE, code, reason)``: the peer's close; nothing follows it
 - ``(FAIL, close_code, reason)``: a protocol failure; nothing follows it
+- with ``deflate=True`` only: ``(OP_TEXT_DEFLATED, bytes)`` and
+  ``(OP_BINARY_DEFLATED, bytes)``, a message whose first frame had RSV1 set
+  (RFC 7692), reassembled but still compressed: neither validated nor
+  decoded (that happens after inflating, outside the core)
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from ._common import (
     FAIL,
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
+    OP_BINARY_DEFLATED,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    OP_TEXT_DEFLATED,
     R_BAD_UTF8,
     R_CONT_UNEXPECTED,
     R_CTL_FRAGMENTED,
@@ -52,6 +58,7 @@ from ._common import (
 Event = tuple[Any, ...]
 
 _KNOWN_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+_DEFLATED_KIND = {OP_TEXT: OP_TEXT_DEFLATED, OP_BINARY: OP_BINARY_DEFLATED}
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -154,22 +161,37 @@ class FrameParser:
     checked against each frame's declared length before any of its payload
     is buffered. ``None`` removes the bound. With ``decode_text=False`` text
     messages are still validated but delivered as ``bytes``.
+
+    ``deflate=True`` (permessage-deflate was negotiated): RSV1 on the first
+    frame of a text or binary message marks it compressed; such a message is
+    delivered as ``OP_TEXT_DEFLATED``/``OP_BINARY_DEFLATED`` with its raw
+    bytes, and ``max_message_size`` bounds those compressed bytes. RSV1
+    anywhere else, and RSV2/RSV3 always, is still a protocol error.
     """
 
-    def __init__(self, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE, decode_text: bool = True) -> None:
+    def __init__(
+        self,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        decode_text: bool = True,
+        *,
+        deflate: bool = False,
+    ) -> None:
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size: must be >= 0 or None")
         self._max = -1 if max_message_size is None else int(max_message_size)
         self._decode_text = bool(decode_text)
+        self._deflate = bool(deflate)
         self._state = _HEADER
         self._hdr = bytearray()
         # Current frame.
         self._opcode = 0
         self._fin = False
+        self._rsv1 = False
         self._remaining = 0
         self._mask = b""
         self._mask_pos = 0
-        # Message being assembled (data frames), control payload.
+        # Message being assembled (data frames), control payload. _msg_op is
+        # the event kind: the opcode, or its _DEFLATED kind.
         self._msg_op = 0
         self._msg_len = 0
         self._parts: list[bytes | str] = []
@@ -271,8 +293,13 @@ class FrameParser:
         return pos, None
 
     def _check_first_two(self, b0: int, b1: int) -> Event | None:
+        rsv1 = False
         if b0 & 0x70:
-            return (FAIL, CLOSE_PROTOCOL_ERROR, R_RSV)
+            # Only RSV1, only with deflate, only on a text or binary frame
+            # (whether it starts a message is checked below, as for any frame).
+            if (b0 & 0x70) != 0x40 or not self._deflate or (b0 & 0x0F) not in _DEFLATED_KIND:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_RSV)
+            rsv1 = True
         opcode = b0 & 0x0F
         if opcode not in _KNOWN_OPCODES:
             return (FAIL, CLOSE_PROTOCOL_ERROR, R_OPCODE)
@@ -291,6 +318,7 @@ class FrameParser:
             return (FAIL, CLOSE_PROTOCOL_ERROR, R_DATA_UNEXPECTED)
         self._opcode = opcode
         self._fin = fin
+        self._rsv1 = rsv1
         return None
 
     def _check_length(self, hdr: bytearray, len7: int) -> Event | None:
@@ -310,9 +338,13 @@ class FrameParser:
             return (FAIL, CLOSE_TOO_BIG, R_TOO_BIG)
         self._remaining = length
         if self._opcode != OP_CONT and self._opcode < OP_CLOSE:
-            self._msg_op = self._opcode
-            if self._opcode == OP_TEXT:
-                self._decoder = _Utf8Decoder()
+            if self._rsv1:
+                # Compressed: reassembled as bytes, validated after inflating.
+                self._msg_op = _DEFLATED_KIND[self._opcode]
+            else:
+                self._msg_op = self._opcode
+                if self._opcode == OP_TEXT:
+                    self._decoder = _Utf8Decoder()
         return None
 
     def _add_data(self, chunk: bytes) -> Event | None:
