@@ -272,7 +272,7 @@ def test_deflate_inputs_and_sizes() -> None:
         payload = deflater.compress(data)
         assert type(payload) is bytes
         assert inflater.decompress(payload, None) == bytes(data)
-    assert len(Deflater().compress(bytes(1 << 20))) < 2000
+    assert len(Deflater().compress(bytes(1 << 20))) < 8000  # about 230:1 at level 1
 
 
 def test_memory_per_connection() -> None:
