@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import HTTPError, Reject
 from .._limits import WS_FIELDS
+from ..core._deflate import negotiate
 from ..http import Request
 from ..http._upgrade import check_upgrade, switching_protocols
-from ..server._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket
+from ..server._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, DeflateWebSocket, WebSocket
 from ._base import Handler, call_maybe_async, check_callback, check_optional_callback, check_path, is_async
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class WebSocketHandler(Handler):
         subprotocols: Sequence[str] = (),
         origins: Sequence[str | None] | None = None,
         limits: dict[str, Any] | None = None,
+        permessage_deflate: bool = False,
     ) -> None:
         self.path = check_path(path)
         self.on_message = check_callback("on_message", on_message)
@@ -50,6 +52,9 @@ class WebSocketHandler(Handler):
         if isinstance(origins, str):
             raise TypeError("origins: expected a list of origins, got a single str")
         self.origins = None if origins is None else tuple(origins)
+        if not isinstance(permessage_deflate, bool):
+            raise TypeError(f"permessage_deflate: expected True or False, got {permessage_deflate!r}")
+        self.permessage_deflate = permessage_deflate
         limits = dict(limits or {})
         unknown = set(limits) - WS_FIELDS
         if unknown:
@@ -74,7 +79,13 @@ class WebSocketHandler(Handler):
             await server._send_error(transport, exc, head_only=req.method == "HEAD")
             return False
         limits = server._ws_limits(self)
-        ws = WebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol)
+        # Offers the client cannot be answered with are declined: no
+        # extension, never an error.
+        deflate = negotiate(req.headers.getall("sec-websocket-extensions")) if self.permessage_deflate else None
+        if deflate is None:
+            ws = WebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol)
+        else:
+            ws = DeflateWebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol, deflate)
         if self.on_open is not None:
             try:
                 result = await call_maybe_async(self.on_open, ws, req)
@@ -87,7 +98,7 @@ class WebSocketHandler(Handler):
             if isinstance(result, Reject):
                 await server._send_error(transport, HTTPError(result.status, result.reason or "Rejected"))
                 return False
-        head = switching_protocols(accept, subprotocol)
+        head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
         # The 101 and whatever on_open queued leave in one write.
         ws._prepend(head)
         log.debug("websocket %d opened on %s from %s", ws.id, req.path, req.client)
@@ -113,6 +124,7 @@ def handler_ws(
     *,
     subprotocols: Sequence[str] = (),
     origins: Sequence[str | None] | None = None,
+    permessage_deflate: bool = False,
     **limits: Any,
 ) -> WebSocketHandler:
     """Create a WebSocket handler for :func:`http_server`.
@@ -134,8 +146,14 @@ def handler_ws(
             client offers (in its order) is chosen, none if no match.
         origins: allowed ``Origin`` values (``None`` in the list allows
             clients that send no Origin); others get 403.
+        permessage_deflate: ``True`` accepts a client's permessage-deflate
+            offer (RFC 7692): messages are then compressed both ways
+            (``ws.permessage_deflate`` tells). Off by default; a compressed
+            message still may not inflate past ``max_message_size`` (1009).
         **limits: per-handler WebSocket limits (``max_message_size``,
             ``close_timeout``, ``ping_interval``, ``ping_timeout``,
             ``send_high_water``, ``max_queue``); see :class:`Limits`.
     """
-    return WebSocketHandler(path, on_message, on_open, on_close, textframes, subprotocols, origins, limits)
+    return WebSocketHandler(
+        path, on_message, on_open, on_close, textframes, subprotocols, origins, limits, permessage_deflate
+    )

@@ -61,8 +61,9 @@ def check_upgrade(
     return accept_key(key), chosen
 
 
-def switching_protocols(accept: str, subprotocol: str | None) -> bytes:
-    """The ``101 Switching Protocols`` response head."""
+def switching_protocols(accept: str, subprotocol: str | None, extensions: str | None = None) -> bytes:
+    """The ``101 Switching Protocols`` response head; ``extensions`` is the
+    ``Sec-WebSocket-Extensions`` value of the agreed extensions, if any."""
     head = (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
@@ -71,4 +72,6 @@ def switching_protocols(accept: str, subprotocol: str | None) -> bytes:
     )
     if subprotocol is not None:
         head += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+    if extensions is not None:
+        head += f"Sec-WebSocket-Extensions: {extensions}\r\n"
     return (head + "\r\n").encode("latin-1")

@@ -12,7 +12,9 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
     """Queue ``data`` to every connection; return how many accepted it.
 
     Server frames are not masked, so each frame type is encoded once and
-    the same bytes are queued to every receiver. The frame type follows
+    the same bytes are queued to every receiver; a receiver with
+    permessage-deflate compresses the payload again with its own context
+    (``DeflateWebSocket._enqueue_frame``). The frame type follows
     each connection's ``textframes`` mode exactly as ``ws.send`` does.
     Connections that are closed, over their send high-water mark, or whose
     message limit is smaller than ``data`` are skipped (not counted).

@@ -15,6 +15,9 @@ Design notes (why it is shaped like this):
   when the deque is full, reading pauses (TCP backpressure, bounded memory).
 - ``on_close`` runs exactly once for every connection that was upgraded,
   whatever ended it.
+- permessage-deflate lives in a subclass, :class:`DeflateWebSocket`, made
+  only when the extension was negotiated, so a plain connection's ``send``
+  and message dispatch do not pay a single extra check for it.
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ from ..core import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    OP_TEXT_DEFLATED,
     FrameParser,
     append_frame,
     close_payload,
     frame_header,
     validate_utf8,
 )
+from ..core._common import CLOSE_PROTOCOL_ERROR, R_BAD_UTF8
+from ..core._deflate import MIN_COMPRESS_SIZE, DeflateError, DeflateParams, Deflater, Inflater
 from ._outbox import BIG_PAYLOAD, Outbox
 
 if TYPE_CHECKING:
@@ -146,6 +152,13 @@ class WebSocket(Outbox):
         connection dropped without a close frame (meaningful once closed)."""
         return self._close_code
 
+    @property
+    def permessage_deflate(self) -> bool:
+        """True if permessage-deflate (RFC 7692) was negotiated: messages may
+        arrive compressed and ours are sent compressed. Needs
+        ``handler_ws(..., permessage_deflate=True)`` and a client offering it."""
+        return False
+
     def send(self, data: str | bytes | bytearray | memoryview) -> int:
         """Queue ``data`` as one message and return at once.
 
@@ -196,7 +209,8 @@ class WebSocket(Outbox):
         return _OK
 
     def _enqueue_frame(self, frame: bytes, payload_size: int) -> int:
-        """Queue an already encoded frame (``broadcast``); same codes as send."""
+        """Queue an already encoded frame (``broadcast``); same codes as send.
+        The frame's payload is its last ``payload_size`` bytes."""
         if self._state != OPEN:
             return _E_CLOSED
         if self._buffered() > self._limits.send_high_water:
@@ -411,6 +425,12 @@ class WebSocket(Outbox):
                 self._state = CLOSED
             elif kind == FAIL:
                 self._fail(event[1], event[2])
+            else:  # OP_TEXT_DEFLATED, OP_BINARY_DEFLATED: from a deflate parser only
+                self._inflate_event(kind, event[1])
+
+    def _inflate_event(self, kind: int, payload: bytes) -> None:
+        """A compressed message; only :class:`DeflateWebSocket` parses any."""
+        self._fail(CLOSE_PROTOCOL_ERROR, "compressed message without permessage-deflate")
 
     def _fail(self, code: int, reason: str) -> None:
         log.debug("websocket %d: failing with %d (%s)", self.id, code, reason)
@@ -460,3 +480,124 @@ class WebSocket(Outbox):
             if queue or self._state == CLOSED:
                 continue
             await self._queue_wakeup.wait()
+
+
+class DeflateWebSocket(WebSocket):
+    """A connection that negotiated permessage-deflate (RFC 7692).
+
+    Received: the parser hands compressed messages over still compressed;
+    they are inflated (bounded by ``max_message_size``), checked and then
+    dispatched exactly like the others. Sent: text and binary messages of
+    ``MIN_COMPRESS_SIZE`` bytes or more are compressed (RSV1 set), smaller
+    ones and control frames go as they are.
+    """
+
+    __slots__ = ("_deflater", "_inflater")
+
+    def __init__(
+        self,
+        server: HttpServer,
+        handler: Any,
+        transport: Transport,
+        ws_id: int,
+        limits: Limits,
+        mode: int,
+        subprotocol: str | None,
+        params: DeflateParams,
+    ) -> None:
+        super().__init__(server, handler, transport, ws_id, limits, mode, subprotocol)
+        self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES, deflate=True)
+        self._inflater = Inflater(params.client_no_context_takeover)
+        self._deflater = Deflater(params.window_bits, params.server_no_context_takeover)
+
+    @property
+    def permessage_deflate(self) -> bool:
+        """True: permessage-deflate was negotiated on this connection."""
+        return True
+
+    def _inflate_event(self, kind: int, payload: bytes) -> None:
+        if self._state != OPEN:
+            return  # closing: the rest of the peer's messages are dropped unread
+        try:
+            raw = self._inflater.decompress(payload, self._limits.max_message_size)
+        except DeflateError as exc:
+            self._fail(exc.code, exc.reason)  # 1009 or 1007, as the parser's failures
+            return
+        if kind != OP_TEXT_DEFLATED:
+            self._handle([(OP_BINARY, raw)])
+            return
+        # Text is checked as strictly as uncompressed text, then delivered the
+        # same way (bytes on a textframes=False handler, else str).
+        data: str | bytes = raw
+        if self._mode == MODE_BYTES:
+            ok = validate_utf8(raw)
+        else:
+            try:
+                data = raw.decode("utf-8")
+                ok = True
+            except UnicodeDecodeError:
+                ok = False
+        if not ok:
+            self._fail(CLOSE_INVALID_DATA, R_BAD_UTF8)
+            return
+        self._handle([(OP_TEXT, data)])
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> int:
+        """Queue ``data`` as one message, compressed; same contract and
+        return codes as :meth:`WebSocket.send` (the size limit applies to
+        the uncompressed message)."""
+        # The checks mirror WebSocket.send (keep them in step); only the
+        # framing differs.
+        kind = type(data)
+        if kind is bytes and self._mode != MODE_TEXT:
+            opcode = OP_BINARY
+        elif kind is str:
+            opcode = OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            if self._mode == MODE_TEXT:
+                if not validate_utf8(data):
+                    raise ValueError("data: bytes sent on a textframes=True handler must be valid UTF-8")
+                opcode = OP_TEXT
+            else:
+                opcode = OP_BINARY
+        else:
+            raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+        if self._state != OPEN:
+            return _E_CLOSED
+        limits = self._limits
+        if len(self._out) + self._parts_size + self._inflight > limits.send_high_water:
+            return _E_AGAIN
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        limit = limits.max_message_size
+        if limit is not None and memoryview(payload).nbytes > limit:
+            return _E_SIZE
+        self._queue_message(opcode, payload)
+        return _OK
+
+    def _enqueue_frame(self, frame: bytes, payload_size: int) -> int:
+        """``broadcast``'s shared frame, compressed again for this connection
+        (its compression context is its own)."""
+        if self._state != OPEN:
+            return _E_CLOSED
+        if self._buffered() > self._limits.send_high_water:
+            return _E_AGAIN
+        limit = self._limits.max_message_size
+        if limit is not None and payload_size > limit:
+            return _E_SIZE
+        self._queue_message(frame[0] & 0x0F, memoryview(frame)[len(frame) - payload_size :])
+        return _OK
+
+    def _queue_message(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
+        """Queue one checked message, compressed unless it is small."""
+        view = memoryview(payload)
+        if view.nbytes < MIN_COMPRESS_SIZE:
+            append_frame(self._out, opcode, payload)
+        else:
+            compressed = self._deflater.compress(view if view.c_contiguous else view.tobytes())
+            self._out += frame_header(opcode, len(compressed), rsv1=True)
+            if len(compressed) < BIG_PAYLOAD:
+                self._out += compressed
+            else:
+                self._queue_payload(compressed)
+        if not self._batch:
+            self._schedule_flush()
