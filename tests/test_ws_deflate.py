@@ -626,6 +626,49 @@ async def test_aiohttp_compress() -> None:
     assert got == ["hello", TEXT_KB * 10, b"\x00" * MiB, "é" * 3000, b"bin"]
 
 
+# -- a browser -----------------------------------------------------------------------
+
+
+async def test_chromium() -> None:
+    """Headless Chromium offers permessage-deflate; skipped without a browser
+    (as the demo test, whose helpers it uses)."""
+    from test_demo_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    sync_api = _require_browser()
+    offers: list[tuple[str | None, bool]] = []
+
+    def on_open(ws: wsnest.WebSocket, req: wsnest.Request) -> None:
+        offers.append((req.headers.get("sec-websocket-extensions"), ws.permessage_deflate))
+
+    h = [
+        wsnest.handler_ws("/ws", lambda ws, d: ws.send(d * 100), on_open, textframes=None, permessage_deflate=True),
+        wsnest.handler_inline("/", "<!doctype html><title>deflate</title>", content_type="text/html"),
+    ]
+    script = """(url) => new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => ws.send("hello compressed world ");
+        ws.onmessage = (e) => { resolve([ws.extensions, e.data]); ws.close(); };
+        ws.onerror = () => reject(new Error("websocket error"));
+    })"""
+    async with running_server(h) as (_, url):
+
+        def scenario() -> Any:
+            with sync_api.sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page()
+                    page.goto(url + "/")
+                    return page.evaluate(script, ws_url(url, "/ws"))
+                finally:
+                    browser.close()
+
+        with trio.fail_after(60):
+            extensions, echoed = await trio.to_thread.run_sync(scenario, abandon_on_cancel=True)
+    assert extensions == PMD
+    assert echoed == "hello compressed world " * 100
+    assert offers and offers[0][1] is True and PMD in (offers[0][0] or "")
+
+
 # -- broadcast ------------------------------------------------------------------------
 
 
