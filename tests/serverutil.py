@@ -28,7 +28,6 @@ import trio.testing
 
 import wsnest
 from wsnest.core import accept_key
-from wsnest.server._connection import HttpConnection
 from wsnest.server._transport import StreamTransport
 
 # Generous bound for anything that could hang; every test stays far below it.
@@ -437,6 +436,6 @@ def memory_connection(
     transport = StreamTransport(server_stream, client)
 
     async def serve() -> None:
-        await HttpConnection(server, transport, client).serve()
+        await server._serve_transport(transport, client)
 
     return RawClient(client_stream), serve

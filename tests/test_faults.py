@@ -508,14 +508,13 @@ async def test_shutdown_never_writes_the_close_frame_into_a_torn_frame(autojump_
     would parse the close frame as the rest of the torn frame's payload and
     its tail as a bogus frame header). Whatever reaches the peer must be a
     prefix of the frames queued followed by the close frame."""
-    from wsnest.server._connection import HttpConnection
 
     t = Tracker()
     handler = _tracked(t, send_high_water=1 << 20)
     async with running_server([handler], close_timeout=1.0) as (server, _url):
         fake = StalledSocketTransport()
         assert server._nursery is not None
-        server._nursery.start_soon(HttpConnection(server, fake, fake.peer()).serve)  # type: ignore[arg-type]
+        server._nursery.start_soon(server._serve_transport, fake, fake.peer())
         fake.feed(upgrade_request())
         await t.wait_opened(1)
         await trio.testing.wait_all_tasks_blocked()

@@ -62,22 +62,29 @@ class WebSocketHandler(Handler):
         self.limit_overrides = limits
         self.message_is_async = is_async(self.on_message)
 
-    async def handle_upgrade(self, server: HttpServer, transport: Transport, req: Request, tail: bytes) -> None:
-        """Answer an upgrade request routed here and serve the connection
-        (which this call always consumes and closes)."""
-        served = False
+    async def accept_upgrade(
+        self, server: HttpServer, transport: Transport, req: Request, tail: bytes
+    ) -> tuple[WebSocket, bytes] | None:
+        """Answer an upgrade request routed here: check it, run ``on_open``
+        and queue the 101. Returns ``(ws, tail)`` for the caller to run
+        (``ws.run(tail)``), or None when the upgrade was refused (the error
+        response is sent and the transport closed)."""
+        accepted: tuple[WebSocket, bytes] | None = None
         try:
-            served = await self._upgrade(server, transport, req, tail)
+            accepted = await self._accept(server, transport, req, tail)
         finally:
-            if not served:
+            if accepted is None:
                 await transport.aclose()
+        return accepted
 
-    async def _upgrade(self, server: HttpServer, transport: Transport, req: Request, tail: bytes) -> bool:
+    async def _accept(
+        self, server: HttpServer, transport: Transport, req: Request, tail: bytes
+    ) -> tuple[WebSocket, bytes] | None:
         try:
             accept, subprotocol = check_upgrade(req, self.subprotocols, self.origins)
         except HTTPError as exc:
             await server._send_error(transport, exc, head_only=req.method == "HEAD")
-            return False
+            return None
         limits = server._ws_limits(self)
         # Offers the client cannot be answered with are declined: no
         # extension, never an error.
@@ -94,16 +101,15 @@ class WebSocketHandler(Handler):
             except Exception:
                 log.exception("wsnest: on_open callback raised for %s", req.path)
                 await server._send_error(transport, HTTPError(500, "Internal Server Error"))
-                return False
+                return None
             if isinstance(result, Reject):
                 await server._send_error(transport, HTTPError(result.status, result.reason or "Rejected"))
-                return False
+                return None
         head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
         # The 101 and whatever on_open queued leave in one write.
         ws._prepend(head)
         log.debug("websocket %d opened on %s from %s", ws.id, req.path, req.client)
-        await ws.run(tail)
-        return True
+        return ws, tail
 
     async def call_on_close(self, ws: WebSocket) -> None:
         """Run ``on_close`` once; errors are logged, never raised."""

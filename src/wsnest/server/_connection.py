@@ -26,6 +26,7 @@ from ..http._response import build_response
 if TYPE_CHECKING:
     from ._server import HttpServer
     from ._transport import Transport
+    from ._websocket import WebSocket
 
 log = logging.getLogger("wsnest")
 
@@ -35,7 +36,7 @@ _INF = math.inf
 class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
-    __slots__ = ("client", "deadline", "keep_alive", "scope", "server", "transport")
+    __slots__ = ("client", "deadline", "keep_alive", "scope", "server", "transport", "upgraded")
 
     def __init__(self, server: HttpServer, transport: Transport, client: tuple[str, int] | None) -> None:
         self.server = server
@@ -44,6 +45,9 @@ class HttpConnection:
         self.keep_alive = True
         self.deadline = _INF
         self.scope: trio.CancelScope | None = None
+        # Set when a WebSocket upgrade was accepted: the session and the
+        # bytes that followed the request head, for the caller to run.
+        self.upgraded: tuple[WebSocket, bytes] | None = None
 
     async def send(self, data: bytes) -> bool:
         """Write ``data``; False if the client is gone."""
@@ -109,8 +113,12 @@ class HttpConnection:
         if sent != length:  # the file changed under us: the framing is broken
             self.keep_alive = False
 
-    async def serve(self) -> None:
-        """Serve requests until the connection ends or is handed over."""
+    async def serve(self) -> tuple[WebSocket, bytes] | None:
+        """Serve requests until the connection ends or is handed over.
+
+        Returns ``(ws, tail)`` when a WebSocket upgrade was accepted: the
+        caller runs ``ws.run(tail)`` (and owns the transport from then on).
+        """
         server = self.server
         limits = server.limits
         parser = RequestParser(limits, self.client)
@@ -135,10 +143,10 @@ class HttpConnection:
                             # Only now: every earlier response is out.
                             parser.expect_continue = False
                             if not await self.send(b"HTTP/1.1 100 Continue\r\n\r\n"):
-                                return
+                                return None
                         n = await transport.receive_into(view)
                         if n == 0:
-                            return
+                            return None
                         was_idle = not first and parser.idle
                         try:
                             parser.feed(view[:n])
@@ -147,7 +155,7 @@ class HttpConnection:
                                 break  # bytes after a closing request: answer it, ignore the rest
                             self.deadline = _INF
                             await server._send_error(transport, exc)
-                            return
+                            return None
                         if not parser.requests:
                             if parser.receiving_body:
                                 # The head deadline is over; a body gets
@@ -166,16 +174,16 @@ class HttpConnection:
                             parser.close()  # the WebSocket session does not need it
                             handed_over = True
                             await server._dispatch(self, req, tail)
-                            return
+                            return self.upgraded
                         handed_over = await server._dispatch(self, req, b"")
                         if handed_over:
-                            return
+                            return None
                         if not self.keep_alive:
                             return
                     if parser.upgrade_tail is not None:
                         # An Upgrade we do not speak on a non-WebSocket route was
                         # answered above; llhttp cannot resume after it.
-                        return
+                        return None
             if scope.cancelled_caught:
                 log.debug("connection from %s timed out waiting for a request", self.client)
         finally:
@@ -184,3 +192,4 @@ class HttpConnection:
             if not handed_over:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
+        return None

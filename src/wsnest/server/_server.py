@@ -232,27 +232,48 @@ class HttpServer:
                     return
                 raise
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
-            nursery.start_soon(self._handle_socket, sock, client)
+            if self._tls is None:
+                nursery.start_soon(self._serve_transport, SocketTransport(sock), client)
+            else:
+                nursery.start_soon(self._handle_tls, sock, client)
             accepted += 1
             if accepted >= 64:
                 accepted = 0
                 await trio.lowlevel.checkpoint()
 
-    async def _handle_socket(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
+    async def _handle_tls(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         try:
-            transport: Transport | None
-            if self._tls is None:
-                transport = SocketTransport(sock)
-            else:
-                transport = await self._tls_handshake(sock, client)
-                if transport is None:
-                    return
-            await HttpConnection(self, transport, client).serve()
+            transport = await self._tls_handshake(sock, client)
         except Exception:
-            log.exception("wsnest: connection from %s failed", client)
+            log.exception("wsnest: TLS handshake with %s failed", client)
+            transport = None
+        if transport is None:
             if sock.fileno() >= 0:
                 trio.lowlevel.notify_closing(sock)
                 sock.close()
+            return
+        await self._serve_transport(transport, client)
+
+    async def _serve_transport(self, transport: Transport, client: tuple[str, int] | None) -> None:
+        """Serve one connection: HTTP requests until it ends or upgrades,
+        then the WebSocket session.
+
+        The HTTP state (connection, parser, request, cancel scope, the
+        coroutines that routed the upgrade) is gone before the session
+        starts: a connection held open for hours keeps only what the session
+        needs, and every full garbage collection walks those objects for
+        every open connection.
+        """
+        try:
+            upgraded = await HttpConnection(self, transport, client).serve()
+            if upgraded is not None:
+                ws, tail = upgraded
+                del upgraded
+                await ws.run(tail)
+        except Exception:
+            log.exception("wsnest: connection from %s failed", client)
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
 
     async def _tls_handshake(self, sock: socket.socket, client: tuple[str, int] | None) -> Transport | None:
         assert self._tls is not None
@@ -349,7 +370,9 @@ class HttpServer:
                 await conn.respond(req, 404, [("Content-Type", "text/plain; charset=utf-8")], b"Not Found\n")
             return False
         if handler.kind == "ws":
-            await handler.handle_upgrade(self, conn.transport, req, tail)  # type: ignore[attr-defined]
+            # Handshake and on_open only; the caller runs the session once the
+            # HTTP connection's state is released (see _serve_transport).
+            conn.upgraded = await handler.accept_upgrade(self, conn.transport, req, tail)  # type: ignore[attr-defined]
             return True
         if req.body and getattr(handler, "rejects_body", False):
             # As NNG: static handlers take no request body.

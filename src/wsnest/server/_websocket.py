@@ -288,16 +288,25 @@ class WebSocket(Outbox):
         try:
             self._batch = False
             await self._flush()  # what on_open sent
+            # The read loop runs in a cancel scope whose deadline becomes the
+            # close deadline once we send a close frame (written out here, not
+            # in a helper coroutine: an idle connection is a chain of suspended
+            # coroutines, and each level is one more object to keep and scan).
+            scope = self._scope = trio.CancelScope(deadline=self._close_deadline)
             if handler.message_is_async:
                 self._queue = deque()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._dispatch_async)
                     try:
-                        await self._read_loop_scoped(tail)
+                        with scope:
+                            await self._read_loop(tail)
+                        self._read_loop_ended()
                     finally:
                         self._wake_dispatcher()
             else:
-                await self._read_loop_scoped(tail)
+                with scope:
+                    await self._read_loop(tail)
+                self._read_loop_ended()
         finally:
             server._websockets.discard(self)
             if self._state == OPEN:
@@ -316,12 +325,10 @@ class WebSocket(Outbox):
             if scope.cancelled_caught:
                 log.warning("wsnest: on_close of websocket %d was cut short by the shutdown", self.id)
 
-    async def _read_loop_scoped(self, tail: bytes) -> None:
-        with trio.CancelScope(deadline=self._close_deadline) as scope:
-            self._scope = scope
-            await self._read_loop(tail)
+    def _read_loop_ended(self) -> None:
+        scope = self._scope
         self._scope = None
-        if scope.cancelled_caught:
+        if scope is not None and scope.cancelled_caught:
             log.debug("websocket %d: no close reply within close_timeout", self.id)
         self._state = CLOSED
 
