@@ -26,7 +26,9 @@ D. faults     client processes SIGKILLed mid-frame and mid-handshake, sockets
 E. bombs      a 1 GiB declared message (header only) -> 1009 at once;
               100,000 one-byte fragments of one message under the limit
               (delivered) and over it (1009), many connections at once,
-              server RSS bounded. (permessage-deflate is not implemented.)
+              server RSS bounded; on a permessage-deflate route, a
+              compressed echo, then ~250 KiB messages that would inflate to
+              256 MiB, many at once (1009 each, RSS bounded).
 F. shutdown   SIGINT while every flood reader has megabytes of frames queued
               and the idle connections are still open: exit code 0 within a
               bound, on_close == on_open, and each reader got every frame
@@ -67,6 +69,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,11 +156,35 @@ def close_reply(code: int) -> bytes:
     return cframe(OP_CLOSE, struct.pack("!H", code))
 
 
-def upgrade_request(path: str) -> bytes:
+def upgrade_request(path: str, extra: str = "") -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     ).encode("ascii")
+
+
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+
+
+def deflate_message(data: bytes) -> bytes:
+    """``data`` compressed as one permessage-deflate message (RFC 7692 7.2.1:
+    raw deflate, sync flush, the final 00 00 ff ff removed)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def zero_bomb(inflated: int) -> bytes:
+    """A permessage-deflate message that inflates to ``inflated`` zero bytes
+    (about 1/1000 of that on the wire), built without holding it whole."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = bytes(1 << 20)
+    parts = [z.compress(block) for _ in range(inflated >> 20)]
+    parts.append(z.flush(zlib.Z_SYNC_FLUSH))
+    out = b"".join(parts)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
 
 
 def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -173,11 +200,15 @@ def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
 
 
 class FrameBuffer:
-    """Incremental parser of the server's (unmasked) frames."""
+    """Incremental parser of the server's (unmasked) frames. With
+    ``allow_rsv1`` (permessage-deflate) RSV1 is accepted and recorded per
+    frame in ``rsv1``."""
 
-    def __init__(self) -> None:
+    def __init__(self, allow_rsv1: bool = False) -> None:
         self.buf = bytearray()
         self.pos = 0
+        self.allow_rsv1 = allow_rsv1
+        self.rsv1: list[bool] = []
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[bool, int, bytes]]:
         buf = self.buf
@@ -199,11 +230,12 @@ class FrameBuffer:
                     break
                 length = struct.unpack_from("!Q", buf, pos + 2)[0]
                 head = 10
-            if b1 & 0x80 or b0 & 0x70:
+            if b1 & 0x80 or b0 & (0x30 if self.allow_rsv1 else 0x70):
                 raise ValueError(f"bad server frame header {b0:#x} {b1:#x}")
             if n - pos < head + length:
                 break
             out.append((bool(b0 & 0x80), b0 & 0x0F, bytes(buf[pos + head : pos + head + length])))
+            self.rsv1.append(bool(b0 & 0x40))
             pos += head + length
         if pos > 1 << 16 or pos == n:
             del buf[:pos]
@@ -430,6 +462,7 @@ def child_server(cfg: dict[str, Any]) -> int:
         ws_handler("/flood", ignore, send_high_water=64 << 20),
         ws_handler("/trickle", ignore, send_high_water=64 << 20),
         ws_handler("/small", echo, max_message_size=cfg["small_limit"]),
+        ws_handler("/deflate", echo, permessage_deflate=True),
         wsnest.handler("/stats", stats_route),
         wsnest.handler("/ctl/broadcast", ctl_broadcast),
         wsnest.handler("/ctl/flood", ctl_flood),
@@ -1171,6 +1204,7 @@ class Soak:
     port: int = 0
     inputs: dict[str, int] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)
+    _bomb: bytes | None = None  # the compressed bomb frame, built once
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -1690,7 +1724,83 @@ class Soak:
             "gib_header_ms_max": round(max(latencies) * 1000, 2),
             "under": results["under"],
             "over": results["over"],
+            "deflate": self.deflate_bombs(label, bound_kib),
         }
+
+    def deflate_bombs(self, label: str, bound_kib: int) -> dict[str, Any]:
+        """permessage-deflate: a normal compressed echo, then many connections
+        at once each sending a small compressed message that would inflate
+        to 256 MiB (the limit is 1 MiB): each must be closed with 1009, and
+        the server must never hold the inflated data."""
+        a = self.args
+        assert self.server is not None
+        inflated = 256 << 20
+        if self._bomb is None:
+            self._bomb = cframe(OP_BINARY, zero_bomb(inflated))
+            self._bomb = bytes([self._bomb[0] | 0x40]) + self._bomb[1:]  # RSV1: compressed
+        bomb = self._bomb
+        # A compressed echo first: the route works, it does not just refuse.
+        text = (b"wsnest soak, compressed echo " * 4000)[:100_000]
+        s = socket.create_connection((HOST, self.port))
+        s.settimeout(10)
+        s.sendall(upgrade_request("/deflate", DEFLATE_OFFER))
+        head, after = read_head(s)
+        negotiated = b"permessage-deflate" in head.lower()
+        frame = cframe(OP_BINARY, deflate_message(text))
+        s.sendall(bytes([frame[0] | 0x40]) + frame[1:])
+        fb = FrameBuffer(allow_rsv1=True)
+        frames = fb.feed(after)
+        while not frames:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            frames += fb.feed(chunk)
+        echoed = None
+        if frames and frames[0][1] == OP_BINARY:
+            rsv1, payload = fb.rsv1[0], frames[0][2]
+            echoed = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff") if rsv1 else payload
+        s.sendall(close_reply(1000))
+        s.close()
+        self.check(
+            "E",
+            f"compressed echo on the permessage-deflate route{label}",
+            f"negotiated: {negotiated}; 100,000 B echoed {'intact' if echoed == text else 'WRONG'}",
+            "negotiated, echoed intact",
+            negotiated and echoed == text,
+        )
+        before = self.rss()
+        socks = []
+        with RssSampler(self.server.pid) as sampler:
+            for _ in range(a.bomb_conns):
+                c = socket.create_connection((HOST, self.port))
+                c.settimeout(30)
+                c.sendall(upgrade_request("/deflate", DEFLATE_OFFER))
+                socks.append((c, *read_head(c)))
+            for c, _head, _after in socks:
+                c.sendall(bomb)
+            codes = []
+            for c, _head, after in socks:
+                fb = FrameBuffer(allow_rsv1=True)
+                frames = fb.feed(after)
+                while not frames:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    frames += fb.feed(chunk)
+                codes.append(struct.unpack("!H", frames[0][2][:2])[0] if frames and frames[0][1] == OP_CLOSE else None)
+                with contextlib.suppress(OSError):
+                    c.sendall(close_reply(1009))
+                c.close()
+        growth = sampler.peak - before
+        self.inputs["compressed bombs"] = self.inputs.get("compressed bombs", 0) + a.bomb_conns
+        self.check(
+            "E",
+            f"{a.bomb_conns} compressed bombs at once ({len(bomb) // 1024} KiB -> 256 MiB, 1 MiB limit){label}",
+            f"{codes.count(1009)}/{a.bomb_conns} closed 1009, RSS +{growth / 1024:.1f} MiB",
+            f"all 1009, RSS growth <= {bound_kib / 1024:.0f} MiB",
+            codes.count(1009) == a.bomb_conns and growth <= bound_kib,
+        )
+        return {"bomb_bytes": len(bomb), "inflates_to": inflated, "codes": codes, "rss_growth_kib": growth}
 
     def phase_f(self, holders: list[Child], idle_open: int) -> None:
         a = self.args
