@@ -2151,7 +2151,21 @@ def write_doc(soak: Soak, table: str) -> None:
             f" {tr['queued']:,} frames queued before the server gave up on it: "
             + (f"**{tr['problem']}** (see Known issues)." if tr["problem"] else "a clean prefix.")
         )
-    lines += [*key, "", "permessage-deflate is not implemented yet, so no decompression bomb was tried.", ""]
+    bombs = [(k, v["deflate"]) for k, v in n.items() if k.startswith("bombs") and "deflate" in v]
+    if bombs:
+        parts = [
+            f"{k.removeprefix('bombs').strip(' ()') or 'loaded server'}: {d['codes'].count(1009)}/{len(d['codes'])}"
+            f" closed 1009, RSS +{d['rss_growth_kib'] / 1024:.1f} MiB"
+            for k, d in bombs
+        ]
+        d0 = bombs[0][1]
+        key.append(
+            f"- Compressed bombs (permessage-deflate, {d0['bomb_bytes'] // 1024} KiB on the wire inflating to"
+            f" {d0['inflates_to'] >> 20} MiB, 1 MiB limit, {len(d0['codes'])} connections at once): "
+            + "; ".join(parts)
+            + "."
+        )
+    lines += [*key, ""]
     lines += ["All checks:", "", table, "", DOC_END]
     block = "\n".join(lines)
     DOC.parent.mkdir(parents=True, exist_ok=True)
