@@ -171,19 +171,14 @@ class WebSocket(Outbox):
         Raises ``TypeError`` for any other type.
         """
         kind = type(data)
+        # The common cases inline (this is the hot path); the rest shares
+        # _opcode_for with DeflateWebSocket.send.
         if kind is bytes and self._mode != MODE_TEXT:
-            opcode = OP_BINARY  # the common case first
+            opcode = OP_BINARY
         elif kind is str:
             opcode = OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            if self._mode == MODE_TEXT:
-                if not validate_utf8(data):
-                    raise ValueError("data: bytes sent on a textframes=True handler must be valid UTF-8")
-                opcode = OP_TEXT
-            else:
-                opcode = OP_BINARY
         else:
-            raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+            opcode = self._opcode_for(data)
         if self._state != OPEN:
             return _E_CLOSED
         limits = self._limits
@@ -207,6 +202,18 @@ class WebSocket(Outbox):
         if not self._batch:
             self._schedule_flush()
         return _OK
+
+    def _opcode_for(self, data: object) -> int:
+        """The opcode ``data`` goes out with; raises as :meth:`send` documents."""
+        if type(data) is str:
+            return OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            if self._mode != MODE_TEXT:
+                return OP_BINARY
+            if not validate_utf8(data):
+                raise ValueError("data: bytes sent on a textframes=True handler must be valid UTF-8")
+            return OP_TEXT
+        raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
 
     def _enqueue_frame(self, frame: bytes, payload_size: int) -> int:
         """Queue an already encoded frame (``broadcast``); same codes as send.
@@ -553,22 +560,8 @@ class DeflateWebSocket(WebSocket):
         """Queue ``data`` as one message, compressed; same contract and
         return codes as :meth:`WebSocket.send` (the size limit applies to
         the uncompressed message)."""
-        # The checks mirror WebSocket.send (keep them in step); only the
-        # framing differs.
-        kind = type(data)
-        if kind is bytes and self._mode != MODE_TEXT:
-            opcode = OP_BINARY
-        elif kind is str:
-            opcode = OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            if self._mode == MODE_TEXT:
-                if not validate_utf8(data):
-                    raise ValueError("data: bytes sent on a textframes=True handler must be valid UTF-8")
-                opcode = OP_TEXT
-            else:
-                opcode = OP_BINARY
-        else:
-            raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+        # Same checks and codes as WebSocket.send; only the framing differs.
+        opcode = self._opcode_for(data)
         if self._state != OPEN:
             return _E_CLOSED
         limits = self._limits
