@@ -83,6 +83,9 @@ HANDSHAKE_CASES = {
     "garbage-text": (b"HELLO THERE\r\n\r\n", 400),
     "http-0.9-ish": (b"GET\r\n\r\n", 400),
     "missing-host": (upgrade_request().replace(b"Host: 127.0.0.1\r\n", b""), 400),
+    # A body would otherwise be taken for the first WebSocket frames.
+    "body-content-length": (upgrade_request(extra=[("Content-Length", "5")]) + b"HELLO", 400),
+    "body-chunked": (upgrade_request(extra=[("Transfer-Encoding", "chunked")]) + b"5\r\nHELLO\r\n0\r\n\r\n", 400),
 }
 
 
@@ -100,6 +103,16 @@ async def test_bad_handshake_status(case: str) -> None:
                 await client.aclose()
         await echo_ok(url)
         await echo_ok(url, "/gate")
+
+
+async def test_upgrade_with_content_length_zero_is_accepted() -> None:
+    async with running_server(_handlers()) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            client, resp = await _request(url, upgrade_request(extra=[("Content-Length", "0")]))
+            try:
+                assert resp.status == 101, resp
+            finally:
+                await client.aclose()
 
 
 async def test_405_for_post_allows_only_get() -> None:

@@ -22,13 +22,20 @@ def check_upgrade(
     """Validate an upgrade request.
 
     Returns ``(accept, subprotocol)`` or raises :class:`HTTPError` with the
-    status to answer: 405 (not GET), 400 (a missing or bad ``Upgrade``,
-    ``Connection``, ``Sec-WebSocket-Key`` or ``Sec-WebSocket-Version``),
+    status to answer: 405 (not GET), 400 (a body, or a missing or bad
+    ``Upgrade``, ``Connection``, ``Sec-WebSocket-Key`` or
+    ``Sec-WebSocket-Version``),
     426 (another version), 403 (an origin not allowed).
     """
     if req.method != "GET":
         raise HTTPError(405, "WebSocket upgrade requires GET", [("Allow", "GET")])
     headers = req.headers
+    # llhttp hands over at the end of the request *message*, so a body would
+    # be neither read as HTTP nor skipped: its bytes would be taken for the
+    # first WebSocket frames. A handshake has no body (RFC 6455 4.1).
+    length = headers.get("content-length")
+    if headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0"):
+        raise HTTPError(400, "A WebSocket upgrade request must not have a body")
     if "websocket" not in (t.lower() for t in _tokens(headers.getall("upgrade"))):
         raise HTTPError(400, "Missing or invalid Upgrade header (expected websocket)")
     if "upgrade" not in (t.lower() for t in _tokens(headers.getall("connection"))):
