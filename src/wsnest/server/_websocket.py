@@ -113,6 +113,7 @@ class WebSocket(Outbox):
         limits: Limits,
         mode: int,
         subprotocol: str | None = None,
+        deflate: DeflateParams | None = None,
     ) -> None:
         super().__init__(server, transport)
         self.id = ws_id
@@ -120,7 +121,9 @@ class WebSocket(Outbox):
         self._handler = handler
         self._limits = limits
         self._mode = mode
-        self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES)
+        self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES, deflate=deflate is not None)
+        if deflate is not None:
+            self._start_deflate(deflate)
         self._state = OPEN
         # Until the 101 is written, sends only accumulate (like a batch).
         self._batch = True
@@ -202,6 +205,10 @@ class WebSocket(Outbox):
         if not self._batch:
             self._schedule_flush()
         return _OK
+
+    def _start_deflate(self, params: DeflateParams) -> None:
+        """Set up the agreed permessage-deflate contexts (``DeflateWebSocket``)."""
+        raise TypeError("permessage-deflate needs a DeflateWebSocket")
 
     def _opcode_for(self, data: object) -> int:
         """The opcode ``data`` goes out with; raises as :meth:`send` documents."""
@@ -508,19 +515,7 @@ class DeflateWebSocket(WebSocket):
 
     __slots__ = ("_deflater", "_inflater")
 
-    def __init__(
-        self,
-        server: HttpServer,
-        handler: Any,
-        transport: Transport,
-        ws_id: int,
-        limits: Limits,
-        mode: int,
-        subprotocol: str | None,
-        params: DeflateParams,
-    ) -> None:
-        super().__init__(server, handler, transport, ws_id, limits, mode, subprotocol)
-        self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES, deflate=True)
+    def _start_deflate(self, params: DeflateParams) -> None:
         self._inflater = Inflater(params.client_no_context_takeover)
         self._deflater = Deflater(params.window_bits, params.server_no_context_takeover)
 
