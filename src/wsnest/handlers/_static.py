@@ -343,7 +343,10 @@ class DirectoryHandler(Handler):
         if any(p == ".." for p in parts):
             return None
         candidate = os.path.join(self.root, *parts)
-        real = os.path.realpath(candidate)
+        try:
+            real = os.path.realpath(candidate)
+        except OSError:  # its readlink, if a link is replaced while it resolves
+            return None
         if real != self.root and not real.startswith(self.root.rstrip(os.sep) + os.sep):
             return None  # a symlink pointing outside
         return real
@@ -368,7 +371,7 @@ class DirectoryHandler(Handler):
             if not rel.endswith("/"):
                 await _redirect_to_slash(conn, req)
             else:
-                await self._serve_index(conn, req, rel, target)
+                await self._serve_index(conn, req, rel)
         elif not stat.S_ISREG(st.st_mode) or rel.rpartition("/")[2] in ("", "."):
             # Not a file, or a file named as a directory ("a.txt/", "a.txt/."),
             # which the OS would refuse with ENOTDIR (realpath dropped the slash).
@@ -377,10 +380,10 @@ class DirectoryHandler(Handler):
             await _send_file(conn, req, target)
         return False
 
-    async def _serve_index(self, conn: HttpConnection, req: Request, rel: str, target: str) -> None:
+    async def _serve_index(self, conn: HttpConnection, req: Request, rel: str) -> None:
         for name in INDEX_FILES:
-            index = os.path.join(target, name)
-            if os.path.isfile(index) and self.resolve(rel + name) is not None:
+            index = self.resolve(rel + name)  # None for a symlink pointing out
+            if index is not None and os.path.isfile(index):
                 await _send_file(conn, req, index)
                 return
         await _not_found(conn, req)  # no listing
