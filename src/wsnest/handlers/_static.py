@@ -5,7 +5,9 @@ never loaded whole. Responses carry ``ETag``/``Last-Modified`` (answering
 ``If-None-Match``/``If-Modified-Since`` with 304) and honour one ``Range``.
 A directory handler never serves anything outside its directory: ``..``
 segments (also percent-encoded), NUL bytes and symlinks that resolve
-outside the root are all refused.
+outside the root are all refused. A path the file system rejects (a file
+named as a directory, a name too long, a symlink loop) is a 404, never a
+500; a header value that is not exactly valid is ignored.
 """
 
 from __future__ import annotations
