@@ -469,7 +469,7 @@ async def test_bad_request_after_a_good_one_on_the_same_connection() -> None:
 
 
 async def test_slowloris_is_dropped_while_others_are_served() -> None:
-    async with running_server(HANDLERS, handshake_timeout=0.5) as (_, url):
+    async with running_server(HANDLERS, handshake_timeout=1.0) as (_, url):
         slow = await connect(url)
         dropped = trio.Event()
         sent_bytes = 0
@@ -495,17 +495,17 @@ async def test_slowloris_is_dropped_while_others_are_served() -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(dribble)
                     nursery.start_soon(watch)
-                    # Meanwhile other clients are answered at once.
-                    served = 0
-                    while not dropped.is_set() and served < 3:
+                    # Meanwhile other clients are answered at once: while
+                    # the slowloris is still connected, not after it is gone
+                    # (a server that waited on its head would fail here).
+                    for n in range(3):
                         await assert_serving(url)
-                        served += 1
-                    assert served == 3 or dropped.is_set()
+                        assert not dropped.is_set(), f"request {n + 1} was answered only after the slowloris left"
                     await dropped.wait()
         finally:
             await slow.aclose()
         elapsed = trio.current_time() - start
-        assert 0.4 <= elapsed < 5, elapsed
+        assert 0.9 <= elapsed < 5, elapsed
         assert sent_bytes >= 2  # it really was dribbling when dropped
         await assert_serving(url)
 

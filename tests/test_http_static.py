@@ -226,6 +226,31 @@ async def test_traversal_never_leaks(site: Path, target: bytes) -> None:
         assert (await fetch(url, "/static/sub/page.txt")).body == b"sub page"
 
 
+NOT_FOUND_CLOSE = (
+    b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
+)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/static/sub/../index.html",
+        b"/static/sub/%2e%2e/index.html",
+        b"/static/sub/../sub/page.txt",
+        b"/static/x/../a%20b.txt",
+    ],
+)
+async def test_dot_dot_is_refused_even_inside_the_root(site: Path, target: bytes) -> None:
+    """A ``..`` segment is refused by itself (404), not only when the
+    resolved path leaves the root: these all stay inside it, so the
+    realpath guard alone would serve them."""
+    async with running_server([wsnest.handler_directory("/static", site)]) as (_, url):
+        raw = b"GET " + target + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        assert await exchange_raw(url, raw) == NOT_FOUND_CLOSE
+        assert (await fetch(url, "/static/sub/page.txt")).body == b"sub page"
+
+
 async def test_symlink_escaping_the_root_is_refused(site: Path) -> None:
     outside = site.parent
     os.symlink(outside / "secret", site / "escape.txt")
@@ -411,6 +436,22 @@ async def test_conditional_requests(small_file: Path) -> None:
         for headers in ([("If-None-Match", '"other"')], [("If-Modified-Since", past)], [("If-Modified-Since", "junk")]):
             r = await fetch(url, "/f", headers)
             assert (r.status, r.body) == (200, small_file.read_bytes()), headers
+
+
+async def test_if_modified_since_equal_to_last_modified_is_304(small_file: Path) -> None:
+    """What browsers send back: the exact Last-Modified they were given. The
+    mtime has a fraction of a second, which Last-Modified drops: the file is
+    still not modified since that second."""
+    os.utime(small_file, ns=(1_700_000_000_750_000_000, 1_700_000_000_750_000_000))
+    async with running_server([wsnest.handler_file("/f", small_file)]) as (_, url):
+        first = await fetch(url, "/f")
+        last_modified = first.header("last-modified")
+        assert last_modified == "Tue, 14 Nov 2023 22:13:20 GMT"
+        r = await fetch(url, "/f", [("If-Modified-Since", last_modified)])
+        assert (r.status, r.body, r.header("last-modified")) == (304, b"", last_modified)
+        # One second earlier: modified since then.
+        r = await fetch(url, "/f", [("If-Modified-Since", "Tue, 14 Nov 2023 22:13:19 GMT")])
+        assert (r.status, r.body) == (200, small_file.read_bytes())
 
 
 async def test_ranges(small_file: Path) -> None:

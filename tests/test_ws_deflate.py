@@ -442,6 +442,53 @@ async def test_compression_bomb_small_limit() -> None:
             assert await read_message(c) == (OP_BINARY, True, b"a" * 1000)
 
 
+def tail_completed(prefix_len: int) -> bytes:
+    """A compressed payload whose last 4 inflated bytes come only from the
+    ``00 00 ff ff`` the receiver appends before inflating (RFC 7692 section
+    7.2.2): ``prefix_len`` bytes of "a" deflated and sync-flushed, then the
+    header of a 4-byte stored block whose content that tail is. It inflates
+    to ``prefix_len`` bytes, then to 4 more once the tail is added."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    flushed = z.compress(b"a" * prefix_len) + z.flush(zlib.Z_SYNC_FLUSH)
+    return flushed + b"\x00\x04\x00\xfb\xff"  # BFINAL=0, BTYPE=stored; LEN=4, NLEN=~4
+
+
+async def test_inflated_size_is_checked_after_the_appended_tail() -> None:
+    """The size limit holds for the bytes the final flush produces: a
+    message inflating to exactly ``max_message_size`` is delivered, one
+    inflating to one byte more is a 1009, although both are within the
+    limit until the tail is inflated."""
+    limit = 1000
+    for size in (limit, limit + 1):
+        payload = tail_completed(size - 4)
+        assert len(zlib.decompressobj(-15).decompress(payload)) == size - 4  # the rest comes from the tail
+        assert inflate(payload) == b"a" * (size - 4) + b"\x00\x00\xff\xff"
+    got: list[bytes] = []
+
+    def on_message(ws: wsnest.WebSocket, data: bytes) -> None:
+        got.append(data)
+        ws.send(f"got {len(data)}")  # short: sent as is
+
+    handler = wsnest.handler_ws("/limit", on_message, permessage_deflate=True, max_message_size=limit)
+    async with running_server([handler, plain_echo()]) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            async with raw_ws(url, "/limit", extra=OFFER) as c:
+                await c.send(client_frame(OP_BINARY, tail_completed(limit - 4), rsv=4))
+                assert (await read_message(c))[1:] == (False, b"got 1000")
+                # The stream goes on after a message that ended inside a stored block.
+                await c.send(client_frame(OP_BINARY, compress(b"next " * 10), rsv=4))
+                assert (await read_message(c))[1:] == (False, b"got 50")
+            assert got == [b"a" * (limit - 4) + b"\x00\x00\xff\xff", b"next " * 10]
+            async with raw_ws(url, "/limit", extra=OFFER) as c:
+                await c.send(client_frame(OP_BINARY, tail_completed(limit - 3), rsv=4))
+                _, _, opcode, payload = await read_frame(c)  # the close, not "got 1001"
+                assert (opcode, parse_close(payload)) == (OP_CLOSE, (1009, R_INFLATE_TOO_BIG))
+                await c.send(close_frame(1009))
+                assert await c.read_until_eof() == b""
+            assert len(got) == 2
+        await echo_ok(url, "/plain")
+
+
 async def test_compression_bomb_in_context_takeover_stream() -> None:
     # A harmless first message, then a bomb sharing its window.
     z = zlib.compressobj(9, zlib.DEFLATED, -15)

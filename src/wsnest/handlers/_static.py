@@ -5,16 +5,22 @@ never loaded whole. Responses carry ``ETag``/``Last-Modified`` (answering
 ``If-None-Match``/``If-Modified-Since`` with 304) and honour one ``Range``.
 A directory handler never serves anything outside its directory: ``..``
 segments (also percent-encoded), NUL bytes and symlinks that resolve
-outside the root are all refused.
+outside the root are all refused. A path the file system rejects (a file
+named as a directory, a name too long, a symlink loop) is a 404, never a
+500; a header value that is not exactly valid is ignored.
 """
 
 from __future__ import annotations
 
+import calendar
 import email.utils
 import errno
+import io
 import mimetypes
 import os
+import re
 import stat
+import time
 import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..http import Request
-from ._base import Handler, check_path
+from ._base import Handler, check_path, log
 from ._http import TEXT_PLAIN
 
 if TYPE_CHECKING:
@@ -48,18 +54,83 @@ def _etag(st: os.stat_result) -> str:
     return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
 
 
+def _mtime(st: os.stat_result) -> int:
+    """Whole seconds of the modification time, as ``Last-Modified`` says it."""
+    return st.st_mtime_ns // 1_000_000_000
+
+
+# -- header values -------------------------------------------------------------------
+# Parsed to the letter of RFC 9110: int() alone would also take signs, "_",
+# surrounding whitespace (Unicode's too) and non-ASCII digits, and
+# email.utils takes dates in forms HTTP does not allow. A value that does not
+# parse is ignored, which is always safe here: the whole file is sent.
+
+_OWS = " \t"  # HTTP whitespace: str.strip() would also remove \x85, \xa0, ...
+
+
+def _digits(text: str) -> int | None:
+    """``1*DIGIT`` as an int, or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # over int()'s digit limit: no file is that large
+        return None
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = "|".join(_MONTHS)
+_TIME = "([0-9]{2}):([0-9]{2}):([0-9]{2})"
+# The three forms of RFC 9110 section 5.6.7 (case-sensitive); groups are
+# day, month, year, hour, minute, second (asctime's are reordered below).
+_IMF_FIXDATE = re.compile(rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{{2}}) ({_MONTH}) ([0-9]{{4}}) {_TIME} GMT")
+_RFC850_DATE = re.compile(
+    rf"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), ([0-9]{{2}})-({_MONTH})-([0-9]{{2}}) {_TIME} GMT"
+)
+_ASCTIME_DATE = re.compile(rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ({_MONTH}) ([0-9 ][0-9]) {_TIME} ([0-9]{{4}})")
+
+
+def _rfc850_year(yy: int) -> int:
+    """A two-digit year: the most recent one with those digits that is not
+    more than 50 years in the future (RFC 9110 section 5.6.7)."""
+    now = time.gmtime().tm_year
+    year = now - now % 100 + yy
+    return year - 100 if year > now + 50 else year
+
+
+def http_date(value: str) -> int | None:
+    """Seconds since the epoch of an ``HTTP-date``, or None if ``value`` is
+    not exactly one valid HTTP-date."""
+    value = value.strip(_OWS)
+    m = _IMF_FIXDATE.fullmatch(value)
+    if m is not None:
+        day, month, year, hh, mm, ss = m.groups()
+        y = int(year)
+    elif (m := _RFC850_DATE.fullmatch(value)) is not None:
+        day, month, year, hh, mm, ss = m.groups()
+        y = _rfc850_year(int(year))
+    elif (m := _ASCTIME_DATE.fullmatch(value)) is not None:
+        month, day, hh, mm, ss, year = m.groups()
+        y = int(year)
+    else:
+        return None
+    mon = _MONTHS.index(month) + 1
+    d, h, mi, s = int(day), int(hh), int(mm), int(ss)  # ASCII digits (and " 6"): checked by the pattern
+    if not (1 <= d <= calendar.monthrange(y, mon)[1] and h < 24 and mi < 60 and s <= 60):  # 60: a leap second
+        return None
+    return calendar.timegm((y, mon, d, h, mi, s, 0, 0, 0))
+
+
 def _not_modified(req: Request, etag: str, st: os.stat_result) -> bool:
     inm = req.headers.get("if-none-match")
     if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        tags = [t.strip(_OWS).removeprefix("W/") for t in inm.split(",")]
         return "*" in tags or etag in tags
     ims = req.headers.get("if-modified-since")
     if ims is not None:
-        try:
-            when = email.utils.parsedate_to_datetime(ims).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        return int(st.st_mtime) <= when
+        when = http_date(ims)
+        # Equal is not modified: browsers send back the Last-Modified they got.
+        return when is not None and _mtime(st) <= when
     return False
 
 
@@ -67,55 +138,112 @@ def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
     """Parse a single ``bytes=`` range against ``size``.
 
     Returns ``(start, end)`` inclusive, ``None`` to ignore the header (not a
-    single byte range: serve the whole file), or ``False`` if unsatisfiable.
+    single valid byte range: serve the whole file), or ``False`` if
+    unsatisfiable. Positions are ASCII digits only (RFC 9110 section 14.1.1);
+    whitespace is allowed around the range, as around any list element.
     """
-    unit, _, spec = value.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+    unit, _, spec = value.strip(_OWS).partition("=")
+    if unit.lower() != "bytes" or "," in spec:
         return None
-    first, dash, last = spec.strip().partition("-")
+    first, dash, last = spec.strip(_OWS).partition("-")
     if not dash:
         return None
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                return False
-            return (max(0, size - n), size - 1) if size else False
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
+    if first == "":
+        n = _digits(last)
+        if n is None:
+            return None
+        if n == 0 or size == 0:
+            return False
+        return max(0, size - n), size - 1
+    start = _digits(first)
+    end = _digits(last) if last else size - 1
+    if start is None or end is None:
         return None
     if start >= size:
         return False
-    if start < 0 or end < start:
+    if end < start:
         return None
     return start, min(end, size - 1)
 
 
-async def _read_chunks(path: str, start: int, length: int) -> AsyncIterator[bytes]:
-    f = await trio.to_thread.run_sync(open, path, "rb")
+# -- files ------------------------------------------------------------------------
+
+# Errors that mean "nothing to serve at this path": the name does not exist
+# or cannot (too long, a file used as a directory, a symlink loop, a name the
+# file system cannot hold, a special file that vanished or changed).
+_NOT_FOUND = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EINVAL,
+        errno.EILSEQ,
+        errno.ENXIO,
+        errno.ENODEV,
+    }
+)
+_FORBIDDEN = frozenset({errno.EACCES, errno.EPERM})
+# Never wait in open(): a FIFO put in a file's place since it was stat'ed
+# would block the event loop until a writer came.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_regular(path: str) -> tuple[io.BufferedReader, os.stat_result] | None:
+    """``path`` opened for reading and the ``fstat`` of that very file (so
+    the headers describe the bytes sent), or None if it is not a regular
+    file. Raises ``OSError``."""
+    fd = os.open(path, _OPEN_FLAGS)
     try:
-        await trio.to_thread.run_sync(f.seek, start)
-        left = length
-        while left > 0:
-            chunk = await trio.to_thread.run_sync(f.read, min(CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
-    finally:
-        f.close()
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return open(fd, "rb"), st  # the file object owns fd from here
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
-async def serve_file(conn: HttpConnection, req: Request, path: str, st: os.stat_result) -> None:
-    """Answer ``req`` with the file at ``path`` (already stat'ed)."""
-    etag = _etag(st)
-    headers = [
+def _read_at(f: io.BufferedReader, start: int, size: int) -> bytes:
+    f.seek(start)
+    return f.read(size)
+
+
+async def _read_chunks(f: io.BufferedReader, start: int, length: int) -> AsyncIterator[bytes]:
+    """The ``length`` bytes of ``f`` from ``start``, in chunks read in a thread.
+
+    A read error ends the stream early: the head is out by then, so no error
+    status can follow; the sender sees the short body and closes."""
+    pos, left = start, length
+    while left > 0:
+        try:
+            chunk = await trio.to_thread.run_sync(_read_at, f, pos, min(CHUNK, left))
+        except OSError as exc:
+            log.warning("static file: read failed after the response head: %s", exc)
+            return
+        if not chunk:
+            return
+        pos += len(chunk)
+        left -= len(chunk)
+        yield chunk
+
+
+def _file_headers(path: str, etag: str, st: os.stat_result) -> list[tuple[str, str]]:
+    return [
         ("Content-Type", content_type(path)),
         ("ETag", etag),
-        ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True)),
+        ("Last-Modified", email.utils.formatdate(_mtime(st), usegmt=True)),
         ("Accept-Ranges", "bytes"),
     ]
+
+
+async def serve_file(conn: HttpConnection, req: Request, path: str, f: io.BufferedReader, st: os.stat_result) -> None:
+    """Answer ``req`` with the open regular file ``f`` (named ``path``,
+    fstat'ed as ``st``): 200, 206, 304 or 416."""
+    etag = _etag(st)
+    headers = _file_headers(path, etag, st)
     if _not_modified(req, etag, st):
         await conn.respond(req, 304, headers, b"")
         return
@@ -123,7 +251,7 @@ async def serve_file(conn: HttpConnection, req: Request, path: str, st: os.stat_
     status, start, length = 200, 0, size
     rng = req.headers.get("range")
     if_range = req.headers.get("if-range")
-    if rng is not None and (if_range is None or if_range.strip() == etag):
+    if rng is not None and (if_range is None or if_range.strip(_OWS) == etag):
         parsed = parse_range(rng, size)
         if parsed is False:
             await conn.respond(req, 416, [("Content-Range", f"bytes */{size}"), ("Content-Type", TEXT_PLAIN)], b"")
@@ -133,20 +261,47 @@ async def serve_file(conn: HttpConnection, req: Request, path: str, st: os.stat_
             status, start, length = 206, first, last - first + 1
             headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
     if length <= SMALL:
-        with open(path, "rb") as f:
-            f.seek(start)
-            body = f.read(length)
+        try:
+            body = _read_at(f, start, length)
+        except OSError as exc:
+            await _error_for(conn, req, exc)
+            return
         await conn.respond(req, status, headers, body)
         return
-    await conn.respond_chunks(req, status, headers, length, _read_chunks(path, start, length))
+    await conn.respond_chunks(req, status, headers, length, _read_chunks(f, start, length))
+
+
+async def _send_file(conn: HttpConnection, req: Request, path: str) -> None:
+    """Answer ``req`` with the regular file at ``path``; 404 if there is none,
+    the status :func:`_error_for` gives for any other OS error."""
+    try:
+        opened = _open_regular(path)
+    except OSError as exc:
+        await _error_for(conn, req, exc)
+        return
+    if opened is None:
+        await _not_found(conn, req)
+        return
+    f, st = opened
+    with f:
+        await serve_file(conn, req, path, f, st)
+
+
+async def _not_found(conn: HttpConnection, req: Request) -> None:
+    await conn.respond(req, 404, [("Content-Type", TEXT_PLAIN)], b"Not Found\n")
 
 
 async def _error_for(conn: HttpConnection, req: Request, exc: OSError) -> None:
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-        status, text = 404, b"Not Found\n"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
+    """The answer for a file system error (before any byte of a response):
+    404 for a path that names nothing servable, 403 for a refused one, 500
+    only for a fault of the server's own (out of descriptors, I/O error)."""
+    if exc.errno in _NOT_FOUND:
+        await _not_found(conn, req)
+        return
+    if exc.errno in _FORBIDDEN:
         status, text = 403, b"Forbidden\n"
     else:
+        log.warning("static file: %s", exc)
         status, text = 500, b"Internal Server Error\n"
     await conn.respond(req, status, [("Content-Type", TEXT_PLAIN)], text)
 
@@ -164,13 +319,7 @@ class FileHandler(Handler):
         self.prefix = bool(prefix)
 
     async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
-        try:
-            st = os.stat(self.file)
-            if not os.path.isfile(self.file):
-                raise IsADirectoryError(errno.EISDIR, "not a file")
-            await serve_file(conn, req, self.file, st)
-        except OSError as exc:
-            await _error_for(conn, req, exc)
+        await _send_file(conn, req, self.file)
         return False
 
 
@@ -196,7 +345,10 @@ class DirectoryHandler(Handler):
         if any(p == ".." for p in parts):
             return None
         candidate = os.path.join(self.root, *parts)
-        real = os.path.realpath(candidate)
+        try:
+            real = os.path.realpath(candidate)
+        except OSError:  # its readlink, if a link is replaced while it resolves
+            return None
         if real != self.root and not real.startswith(self.root.rstrip(os.sep) + os.sep):
             return None  # a symlink pointing outside
         return real
@@ -204,37 +356,44 @@ class DirectoryHandler(Handler):
     async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
         base = "" if self.path == "/" else self.path.rstrip("/")
         rel = req.path[len(base) :]
-        not_found = (404, [("Content-Type", TEXT_PLAIN)], b"Not Found\n")
         if rel == "":
             # /dir -> /dir/ so that relative links in its index work.
-            location = "/" + req.raw_path.lstrip("/") + "/" + ("?" + req.query if req.query else "")
-            await conn.respond(req, 301, [("Location", location), ("Content-Type", TEXT_PLAIN)], b"Moved\n")
+            await _redirect_to_slash(conn, req)
             return False
         target = self.resolve(rel)
         if target is None:
-            await conn.respond(req, *not_found)
+            await _not_found(conn, req)
             return False
         try:
-            if os.path.isdir(target):
-                if not rel.endswith("/"):
-                    location = "/" + req.raw_path.lstrip("/") + "/" + ("?" + req.query if req.query else "")
-                    await conn.respond(req, 301, [("Location", location), ("Content-Type", TEXT_PLAIN)], b"Moved\n")
-                    return False
-                for name in INDEX_FILES:
-                    index = os.path.join(target, name)
-                    if os.path.isfile(index) and self.resolve(rel + name) is not None:
-                        await serve_file(conn, req, index, os.stat(index))
-                        return False
-                await conn.respond(req, *not_found)
-                return False
             st = os.stat(target)
-            if not stat.S_ISREG(st.st_mode):
-                await conn.respond(req, *not_found)
-                return False
-            await serve_file(conn, req, target, st)
         except OSError as exc:
             await _error_for(conn, req, exc)
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if not rel.endswith("/"):
+                await _redirect_to_slash(conn, req)
+            else:
+                await self._serve_index(conn, req, rel)
+        elif not stat.S_ISREG(st.st_mode) or rel.rpartition("/")[2] in ("", "."):
+            # Not a file, or a file named as a directory ("a.txt/", "a.txt/."),
+            # which the OS would refuse with ENOTDIR (realpath dropped the slash).
+            await _not_found(conn, req)
+        else:
+            await _send_file(conn, req, target)
         return False
+
+    async def _serve_index(self, conn: HttpConnection, req: Request, rel: str) -> None:
+        for name in INDEX_FILES:
+            index = self.resolve(rel + name)  # None for a symlink pointing out
+            if index is not None and os.path.isfile(index):
+                await _send_file(conn, req, index)
+                return
+        await _not_found(conn, req)  # no listing
+
+
+async def _redirect_to_slash(conn: HttpConnection, req: Request) -> None:
+    location = "/" + req.raw_path.lstrip("/") + "/" + ("?" + req.query if req.query else "")
+    await conn.respond(req, 301, [("Location", location), ("Content-Type", TEXT_PLAIN)], b"Moved\n")
 
 
 def handler_file(path: str, file: str | os.PathLike[str], prefix: bool = False) -> FileHandler:
