@@ -7,6 +7,7 @@ threads so that the server on the trio thread keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import socket
@@ -163,24 +164,56 @@ def test_write_cert_bad_cn(cn: Any) -> None:
 # -- tls_config ----------------------------------------------------------------------
 
 
-def _check_context(ctx: ssl.SSLContext) -> None:
+def _check_context(ctx: ssl.SSLContext, cert_pem: str) -> None:
+    """A server context with TLS 1.2+, no client certificates asked for, and
+    ``cert_pem`` loaded: a real handshake (over memory BIOs) against a client
+    that trusts it succeeds and the server presents that certificate."""
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert ctx.verify_mode == ssl.CERT_NONE  # no client certificates asked for
+    assert ctx.options & ssl.OP_NO_RENEGOTIATION
+    server_cert = x509.load_pem_x509_certificate(memory_handshake(ctx, cert_pem))
+    assert server_cert == x509.load_pem_x509_certificate(cert_pem.encode())
+
+
+def memory_handshake(server_ctx: ssl.SSLContext, trusted_pem: str) -> bytes:
+    """Handshake a client trusting ``trusted_pem`` with ``server_ctx`` over
+    memory BIOs; return the certificate the server presented (PEM)."""
+    client_ctx = trusting(trusted_pem)
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+    for _ in range(10):
+        for side in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    der = client.getpeercert(binary_form=True)
+    assert der is not None, "no handshake"
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
+
+
+def test_check_context_needs_a_certificate(pair: wsnest.CertPair) -> None:
+    # The helper above must fail for a context with no certificate loaded.
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    bare.options |= ssl.OP_NO_RENEGOTIATION
+    with pytest.raises(ssl.SSLError):
+        _check_context(bare, pair.cert)
 
 
 def test_tls_config_pem_text(pair: wsnest.CertPair) -> None:
-    _check_context(wsnest.tls_config(pair.cert, pair.key))
-    _check_context(wsnest.tls_config(pair.cert.encode(), pair.key.encode()))
+    _check_context(wsnest.tls_config(pair.cert, pair.key), pair.cert)
+    _check_context(wsnest.tls_config(pair.cert.encode(), pair.key.encode()), pair.cert)
 
 
 def test_tls_config_files(pair: wsnest.CertPair, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text(pair.cert)
     key.write_text(pair.key)
-    _check_context(wsnest.tls_config(str(cert), str(key)))
-    _check_context(wsnest.tls_config(cert, key))  # os.PathLike
-    _check_context(wsnest.tls_config(cert, pair.key))  # mixed
+    _check_context(wsnest.tls_config(str(cert), str(key)), pair.cert)
+    _check_context(wsnest.tls_config(cert, key), pair.cert)  # os.PathLike
+    _check_context(wsnest.tls_config(cert, pair.key), pair.cert)  # mixed
 
 
 def test_tls_config_encrypted_key(pair: wsnest.CertPair) -> None:
@@ -190,7 +223,7 @@ def test_tls_config_encrypted_key(pair: wsnest.CertPair) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"s3cret"),
     ).decode("ascii")
-    _check_context(wsnest.tls_config(pair.cert, encrypted, password="s3cret"))
+    _check_context(wsnest.tls_config(pair.cert, encrypted, password="s3cret"), pair.cert)
     with pytest.raises(ValueError, match="cert/key"):
         wsnest.tls_config(pair.cert, encrypted, password="wrong")
 
@@ -456,7 +489,8 @@ async def test_mutual_tls(pair: wsnest.CertPair, tmp_path: Path) -> None:
 # -- clients that do not speak TLS ----------------------------------------------------
 
 
-async def test_plain_http_on_tls_port_is_dropped(pair: wsnest.CertPair) -> None:
+async def test_plain_http_on_tls_port_gets_a_clear_text_400(pair: wsnest.CertPair) -> None:
+    # As nginx: an HTTP request on the TLS port is answered in clear text.
     async with tls_server(wsnest.tls_config(pair.cert, pair.key)) as (_, url):
         with trio.fail_after(5):
             client = await RawClient.connect(url)
@@ -465,9 +499,24 @@ async def test_plain_http_on_tls_port_is_dropped(pair: wsnest.CertPair) -> None:
                 data = await client.read_until_eof()
             finally:
                 await client.aclose()
-        assert b"HTTP/1." not in data, data  # at most a TLS alert, never an HTTP answer
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), data
+        assert b"\r\nConnection: close" in head
+        assert body == b"plain HTTP request sent to HTTPS port\n"
         r = await run_in_thread(lambda: httpx.get(url + "/hello", verify=trusting(pair.cert), timeout=TIMEOUT))
         assert r.status_code == 200
+
+
+async def test_other_bytes_on_tls_port_are_dropped(pair: wsnest.CertPair) -> None:
+    async with tls_server(wsnest.tls_config(pair.cert, pair.key)) as (_, url):
+        with trio.fail_after(5):
+            client = await RawClient.connect(url)
+            try:
+                await client.send(b"\x00\x01\x02 not a TLS record\r\n\r\n")
+                data = await client.read_until_eof()
+            finally:
+                await client.aclose()
+        assert b"HTTP/1." not in data, data  # at most a TLS alert, never an HTTP answer
 
 
 @pytest.mark.parametrize("first_bytes", [b"", b"\x16\x03\x01\x02\x00"], ids=["silent", "partial-hello"])

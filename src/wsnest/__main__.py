@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             print("wsnest: error: --tls-cert and --tls-key go together", file=sys.stderr)
             return 2
         if args.tls_cert:
+            # Paths only here; an error names the option, never its value
+            # (key text pasted in place of a path must not be echoed).
+            for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+                if not os.path.isfile(path):
+                    print(f"wsnest: error: {option}: no such file (expected the path of a PEM file)", file=sys.stderr)
+                    return 2
             try:
                 tls = wsnest.tls_config(args.tls_cert, args.tls_key)
             except (TypeError, ValueError, OSError) as exc:

@@ -25,10 +25,13 @@ class Limits:
     #: Largest HTTP request body -> 413.
     max_body_size: int = MiB
     #: Time allowed to receive a whole request head (also bounds the
-    #: WebSocket handshake and a TLS handshake); slowloris clients are
-    #: dropped. A request body may take longer, but never this long
-    #: between two reads.
+    #: WebSocket handshake; over TLS, the TLS handshake and the first head
+    #: share it, counted from accept); slowloris clients are dropped. A
+    #: request body may take longer, but never this long between two reads.
     handshake_timeout: float = 10.0
+    #: TLS handshakes in progress at once (each holds 40-230 KiB); later
+    #: clients wait for a slot within their handshake_timeout.
+    max_tls_handshakes: int = 256
     #: Idle time allowed between two requests on a keep-alive connection.
     keepalive_timeout: float = 15.0
     #: Time allowed for the peer to answer our close frame.
@@ -53,6 +56,9 @@ WS_FIELDS = frozenset(
 )
 
 
+_POSITIVE = ("max_queue", "handshake_timeout", "ping_interval", "max_tls_handshakes")
+
+
 def check_limits(limits: Limits) -> Limits:
     """Validate every field, naming the bad one."""
     for field in dataclasses.fields(limits):
@@ -63,7 +69,7 @@ def check_limits(limits: Limits) -> Limits:
             raise TypeError(f"{field.name}: expected a number, got {type(value).__name__}")
         if field.type == "int" and not isinstance(value, int):
             raise TypeError(f"{field.name}: expected an integer, got {value!r}")
-        if value < 0 or (value == 0 and field.name in ("max_queue", "handshake_timeout", "ping_interval")):
+        if value < 0 or (value == 0 and field.name in _POSITIVE):
             raise ValueError(f"{field.name}: must be positive, got {value!r}")
     return limits
 

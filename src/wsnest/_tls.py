@@ -15,15 +15,28 @@ def _is_pem(value: str | bytes) -> bool:
     return "-----BEGIN" in text
 
 
+def _reason(exc: ssl.SSLError) -> str:
+    return str(exc.reason or exc.strerror or type(exc).__name__)
+
+
 def _as_text(name: str, value: object) -> str:
+    """``value`` as a path or PEM text. Errors name the argument and never
+    show the value: it may be key material (a key pasted without its PEM
+    armour) and would end up in logs and on terminals."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, bytes):
-        value = value.decode("ascii")
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError(f"{name}: not PEM text (not ASCII) nor a file path") from None
     if not isinstance(value, str) or not value:
         raise TypeError(f"{name}: expected a file path or PEM text, got {type(value).__name__}")
     if not _is_pem(value) and not os.path.isfile(value):
-        raise ValueError(f"{name}: {value!r} is neither PEM text nor an existing file")
+        raise ValueError(
+            f"{name}: neither PEM text nor an existing file"
+            f" (no '-----BEGIN' line; the value, {len(value)} characters, is not shown)"
+        )
     return value
 
 
@@ -42,13 +55,18 @@ def tls_config(
         client_ca: CA certificate(s) (path or PEM text); when given, clients
             must present a certificate signed by them (mutual TLS).
 
-    TLS 1.2 or newer, no compression, ALPN ``http/1.1``.
+    TLS 1.2 or newer, no compression, no renegotiation, ALPN ``http/1.1``.
+    Errors name the argument at fault and never show its value (key
+    material must not reach a log).
     """
     cert_s = _as_text("cert", cert)
     key_s = _as_text("key", key)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION
+    # Client-initiated renegotiation costs us a handshake per request of the
+    # client's; OpenSSL 3 refuses it by default, 1.1.1 does not.
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     ctx.set_alpn_protocols(["http/1.1"])
     with tempfile.TemporaryDirectory(prefix="wsnest-tls-") as tmp:
         # ssl loads certificate chains only from files: PEM text goes
@@ -64,8 +82,8 @@ def tls_config(
 
         try:
             ctx.load_cert_chain(to_file("cert.pem", cert_s), to_file("key.pem", key_s), password)
-        except ssl.SSLError as exc:
-            raise ValueError(f"cert/key: cannot load the certificate and key ({exc.reason or exc})") from None
+        except ssl.SSLError as exc:  # OpenSSL's reason names the problem, never the data
+            raise ValueError(f"cert/key: cannot load the certificate and key ({_reason(exc)})") from None
     if client_ca is not None:
         ca = _as_text("client_ca", client_ca)
         try:
@@ -73,8 +91,9 @@ def tls_config(
                 ctx.load_verify_locations(cadata=ca)
             else:
                 ctx.load_verify_locations(cafile=ca)
-        except ssl.SSLError as exc:
-            raise ValueError(f"client_ca: cannot load ({exc.reason or exc})") from None
+        except (ssl.SSLError, ValueError) as exc:
+            reason = _reason(exc) if isinstance(exc, ssl.SSLError) else "not PEM certificates"
+            raise ValueError(f"client_ca: cannot load ({reason})") from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 

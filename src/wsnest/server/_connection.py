@@ -38,12 +38,14 @@ class HttpConnection:
 
     __slots__ = ("client", "deadline", "keep_alive", "scope", "server", "transport", "upgraded")
 
-    def __init__(self, server: HttpServer, transport: Transport, client: tuple[str, int] | None) -> None:
+    def __init__(
+        self, server: HttpServer, transport: Transport, client: tuple[str, int] | None, deadline: float = _INF
+    ) -> None:
         self.server = server
         self.transport = transport
         self.client = client
         self.keep_alive = True
-        self.deadline = _INF
+        self.deadline = deadline  # the first head's, if the budget started earlier (TLS)
         self.scope: trio.CancelScope | None = None
         # Set when a WebSocket upgrade was accepted: the session and the
         # bytes that followed the request head, for the caller to run.
@@ -137,7 +139,10 @@ class HttpConnection:
                 while self.keep_alive:
                     # Read until a whole request is queued.
                     now = trio.current_time()
-                    self.deadline = now + (limits.handshake_timeout if first else limits.keepalive_timeout)
+                    if first:  # within what is left of the budget (TLS spent some)
+                        self.deadline = min(self.deadline, now + limits.handshake_timeout)
+                    else:
+                        self.deadline = now + limits.keepalive_timeout
                     while not parser.requests and parser.upgrade_tail is None:
                         if parser.expect_continue:
                             # Only now: every earlier response is out.

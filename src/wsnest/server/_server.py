@@ -10,6 +10,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import math
 import signal
 import socket
 import ssl
@@ -25,7 +26,7 @@ from ..handlers._base import Handler
 from ..http._response import build_response
 from ._connection import HttpConnection
 from ._routing import Router
-from ._transport import SocketTransport, StreamTransport, Transport
+from ._transport import SocketTransport, TLSTransport, Transport
 
 if TYPE_CHECKING:
     from ._outbox import Outbox
@@ -67,6 +68,9 @@ class HttpServer:
         self._port = port
         self._tls = tls
         self.limits = limits
+        # Handshakes in progress (waiters queue in order): each holds an SSL
+        # object and up to a ClientHello's worth of buffers.
+        self._tls_slots = trio.Semaphore(limits.max_tls_handshakes)
         self.url = _format_url(scheme, host, port)
         self.state = "not started"
         self._ids = itertools.count(1)
@@ -235,26 +239,34 @@ class HttpServer:
             if self._tls is None:
                 nursery.start_soon(self._serve_transport, SocketTransport(sock), client)
             else:
-                nursery.start_soon(self._handle_tls, sock, client)
+                # One budget from accept: the TLS handshake and the first
+                # request head together (see HttpConnection.serve).
+                deadline = trio.current_time() + self.limits.handshake_timeout
+                nursery.start_soon(self._handle_tls, sock, client, deadline)
             accepted += 1
             if accepted >= 64:
                 accepted = 0
                 await trio.lowlevel.checkpoint()
 
-    async def _handle_tls(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
+    async def _handle_tls(self, sock: socket.socket, client: tuple[str, int] | None, deadline: float) -> None:
+        assert self._tls is not None
+        transport = TLSTransport(sock, self._tls, client)
+        done = False
         try:
-            transport = await self._tls_handshake(sock, client)
+            with trio.move_on_at(deadline) as scope:
+                done = await self._tls_handshake(transport, client)
+            if scope.cancelled_caught:
+                log.debug("TLS handshake with %s timed out", client)
         except Exception:
             log.exception("wsnest: TLS handshake with %s failed", client)
-            transport = None
-        if transport is None:
-            if sock.fileno() >= 0:
-                trio.lowlevel.notify_closing(sock)
-                sock.close()
+        if not done:
+            await transport.aclose()
             return
-        await self._serve_transport(transport, client)
+        await self._serve_transport(transport, client, deadline)
 
-    async def _serve_transport(self, transport: Transport, client: tuple[str, int] | None) -> None:
+    async def _serve_transport(
+        self, transport: Transport, client: tuple[str, int] | None, deadline: float = math.inf
+    ) -> None:
         """Serve one connection: HTTP requests until it ends or upgrades,
         then the WebSocket session.
 
@@ -262,10 +274,11 @@ class HttpServer:
         coroutines that routed the upgrade) is gone before the session
         starts: a connection held open for hours keeps only what the session
         needs, and every full garbage collection walks those objects for
-        every open connection.
+        every open connection. ``deadline`` bounds the first request head
+        (after TLS: what is left of the handshake budget).
         """
         try:
-            upgraded = await HttpConnection(self, transport, client).serve()
+            upgraded = await HttpConnection(self, transport, client, deadline).serve()
             if upgraded is not None:
                 ws, tail = upgraded
                 del upgraded
@@ -275,20 +288,31 @@ class HttpServer:
             with trio.CancelScope(shield=True):
                 await transport.aclose()
 
-    async def _tls_handshake(self, sock: socket.socket, client: tuple[str, int] | None) -> Transport | None:
-        assert self._tls is not None
-        stream = trio.SSLStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), self._tls, server_side=True)
-        with trio.move_on_after(self.limits.handshake_timeout):
-            try:
-                await stream.do_handshake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
-                log.debug("TLS handshake with %s failed: %s", client, exc)
-                await trio.aclose_forcefully(stream)
-                return None
-            return StreamTransport(stream, client)
-        log.debug("TLS handshake with %s timed out", client)
-        await trio.aclose_forcefully(stream)
-        return None
+    async def _tls_handshake(self, transport: TLSTransport, client: tuple[str, int] | None) -> bool:
+        """Handshake once the client's first bytes are in; True when done.
+
+        A client that has sent nothing holds no SSL object and no slot. At
+        most ``max_tls_handshakes`` handshakes run at once; the others wait
+        for a slot in arrival order (a burst of real clients is served, not
+        reset), within their own deadline, so the queue is bounded by the
+        accept rate times ``handshake_timeout``. Failures are logged at
+        debug level: one line per connection at error level would let any
+        client flood the log.
+        """
+        first = await transport.first_byte()
+        if first < 0:
+            log.debug("TLS client %s closed before its handshake", client)
+            return False
+        if 0x41 <= first <= 0x5A or 0x61 <= first <= 0x7A:  # an ASCII letter: an HTTP method, not TLS
+            log.debug("plain HTTP from %s on the TLS port: answered 400", client)
+            await transport.reject_plain_http()
+            return False
+        async with self._tls_slots:
+            reason = await transport.handshake()
+        if reason is not None:
+            log.debug("TLS handshake with %s failed: %s", client, reason)
+            return False
+        return True
 
     # -- services for connections and handlers ---------------------------------
 
