@@ -1,5 +1,4 @@
-"""Hardening of the WebSocket core (issue 11, items 10 and 14, and the
-inflated-size check after the final flush).
+"""Hardening of the WebSocket core (issue 11, items 10 and 14).
 
 - Close codes: what ``close_payload`` (and so ``ws.close``) accepts to send
   is exactly what both parsers accept from a peer; anything else raises
@@ -15,17 +14,30 @@ file once more under ``WSNEST_NO_EXTENSIONS=1`` for the pure one.
 from __future__ import annotations
 
 import struct
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 import pytest
+import trio
 import websockets
 import websockets.sync.client
 
 import wsnest
 from serverutil import (
     MASK,
+    OP_BINARY,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
     TIMEOUT,
+    client_frame,
+    close_frame,
+    echo_handler,
+    raw_ws,
     run_in_thread,
     running_server,
     ws_url,
@@ -102,3 +114,83 @@ async def test_ws_close_with_an_invalid_code_raises_and_a_valid_one_reaches_webs
     assert [str(e) for e in errors] == [
         f"code: must be {RANGES_TEXT}, got {code}" for code in (2000, 1015, 1005, 999, 5000)
     ]
+
+
+# -- item 14: memory bounded by the message, however it is cut --------------------
+
+N = 1 << 15  # payload bytes: 32 KiB (the pure core under tracemalloc takes ~1 s per 32 Ki pieces)
+BYTES_PER_BYTE = 3  # the bound; the old pure core held 8 (text) to 42 (binary)
+
+
+def _fragment(first: int, byte: int) -> bytes:
+    """A masked frame carrying the single payload byte ``byte``."""
+    return bytes((first, 0x81)) + MASK + bytes((byte ^ MASK[0],))
+
+
+def _fragments(kind: str) -> tuple[bytes, bytes, bytes]:
+    """``(all fragments but the last, the last, the message)``: an N-byte
+    message in N one-byte fragments. The text is "é" repeated, so every
+    character is cut between two fragments."""
+    opcode, a, b = (OP_TEXT, 0xC3, 0xA9) if kind == "text" else (OP_BINARY, 0x61, 0x62)
+    pair = _fragment(OP_CONT, a) + _fragment(OP_CONT, b)
+    head = _fragment(opcode, a) + _fragment(OP_CONT, b) + pair * (N // 2 - 2) + _fragment(OP_CONT, a)
+    return head, _fragment(0x80 | OP_CONT, b), bytes((a, b)) * (N // 2)
+
+
+@contextmanager
+def _traced() -> Iterator[list[int]]:
+    """Trace allocations in the block; yields a list that receives the
+    bytes allocated and still held at its end."""
+    result: list[int] = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        yield result
+        result.append(tracemalloc.get_traced_memory()[0] - before)
+    finally:
+        tracemalloc.stop()
+
+
+def _expected_event(kind: str, message: bytes) -> tuple[int, Any]:
+    return (OP_TEXT, message.decode("utf-8")) if kind == "text" else (OP_BINARY, message)
+
+
+@pytest.mark.parametrize("kind", ["binary", "text"])
+def test_one_byte_fragments_cost_about_one_byte_per_byte(core: ModuleType, kind: str) -> None:
+    head, last, message = _fragments(kind)
+    parser = core.FrameParser(N)
+    with _traced() as held:
+        assert parser.feed(head) == []
+    # At least the payload so far (the measure sees the buffer), at most a
+    # few bytes per byte (no object per fragment).
+    assert N - 1 <= held[0] < BYTES_PER_BYTE * N, held[0] / N
+    assert parser.feed(last) == [_expected_event(kind, message)]
+
+
+@pytest.mark.parametrize("kind", ["binary", "text"])
+def test_one_frame_fed_a_byte_at_a_time_costs_about_one_byte_per_byte(core: ModuleType, kind: str) -> None:
+    _, _, message = _fragments(kind)
+    frame = memoryview(core.encode_frame(OP_TEXT if kind == "text" else OP_BINARY, message, mask=MASK))
+    parser = core.FrameParser(N)
+    with _traced() as held:
+        for i in range(len(frame) - 1):
+            assert parser.feed(frame[i : i + 1]) == []
+    assert N - 1 <= held[0] < BYTES_PER_BYTE * N, held[0] / N
+    assert parser.feed(frame[-1:]) == [_expected_event(kind, message)]
+
+
+@pytest.mark.parametrize("kind", ["binary", "text"])
+async def test_server_memory_for_one_byte_fragments_is_bounded(kind: str) -> None:
+    # A real server and a real socket: the fragments arrive in whatever
+    # reads TCP makes of them; a ping after them proves they were all parsed.
+    head, last, message = _fragments(kind)
+    async with running_server([echo_handler("/ws")], max_message_size=N) as (_, url), raw_ws(url) as c:
+        with trio.fail_after(TIMEOUT), _traced() as held:
+            await c.send(head + client_frame(OP_PING, b"parsed?"))
+            assert await c.read_message() == (OP_PONG, b"parsed?")
+        assert held[0] < BYTES_PER_BYTE * N, held[0] / N
+        with trio.fail_after(TIMEOUT):
+            await c.send(last)
+            assert await c.read_message() == (OP_TEXT if kind == "text" else OP_BINARY, message)
+            await c.send(close_frame(1000))
+            assert await c.read_close() == (1000, "")
