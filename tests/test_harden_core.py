@@ -1,4 +1,5 @@
-"""Hardening of the WebSocket core (issue 11, items 10 and 14).
+"""Hardening of the WebSocket core (issue 11, items 10 and 14, and the
+inflated-size check after the final flush).
 
 - Close codes: what ``close_payload`` (and so ``ws.close``) accepts to send
   is exactly what both parsers accept from a peer; anything else raises
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -42,7 +44,8 @@ from serverutil import (
     running_server,
     ws_url,
 )
-from wsnest.core import CLOSE_CODE_RANGES, OP_CLOSE, close_payload
+from wsnest.core import CLOSE_CODE_RANGES, CLOSE_TOO_BIG, OP_CLOSE, close_payload
+from wsnest.core._deflate import R_INFLATE_TOO_BIG
 
 RANGES_TEXT = "1000-1003, 1007-1014 or 3000-4999"
 
@@ -194,3 +197,31 @@ async def test_server_memory_for_one_byte_fragments_is_bounded(kind: str) -> Non
             assert await c.read_message() == (OP_TEXT if kind == "text" else OP_BINARY, message)
             await c.send(close_frame(1000))
             assert await c.read_close() == (1000, "")
+
+
+# -- the inflated-size check after the final flush, end to end -------------------
+
+
+@pytest.mark.parametrize("over", [False, True])
+async def test_deflated_message_whose_tail_inflates_past_the_limit_is_refused(over: bool) -> None:
+    # The last inflated byte comes out of the 00 00 ff ff the server appends
+    # (the payload ends with the header of a stored block of length 1).
+    limit = 100
+    data = b"d" * (limit if over else limit - 1)
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payload = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH) + b"\x00\x01\x00\xfe\xff"
+
+    def on_message(ws: wsnest.WebSocket, message: bytes) -> None:
+        ws.send(f"{len(message)} {message[-1]}")  # short: sent uncompressed
+
+    handler = wsnest.handler_ws("/ws", on_message, textframes=None, permessage_deflate=True)
+    offer = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+    async with running_server([handler], max_message_size=limit) as (_, url), raw_ws(url, extra=offer) as c:
+        with trio.fail_after(TIMEOUT):
+            await c.send(client_frame(OP_BINARY, payload, rsv=4))
+            if over:
+                assert await c.read_close() == (CLOSE_TOO_BIG, R_INFLATE_TOO_BIG)
+            else:
+                assert await c.read_message() == (OP_TEXT, b"100 0")
+                await c.send(close_frame(1000))
+                assert await c.read_close() == (1000, "")
