@@ -295,3 +295,27 @@ def test_memory_per_connection() -> None:
         tracemalloc.stop()
     assert unused < 1000, unused
     assert 60_000 < used < 100_000, used
+
+
+def _message_ending_in_the_tail(data: bytes) -> bytes:
+    """A compressed message whose last inflated byte comes out of the
+    00 00 ff ff the receiver appends: ``data`` and a sync flush, then the
+    header of a stored block of length 1 (RFC 1951 section 3.2.4). The
+    appended tail's first byte is that block's content (a 0 byte), so the
+    message inflates to ``data + b"\\x00"``."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH) + b"\x00\x01\x00\xfe\xff"
+
+
+@pytest.mark.parametrize("limit", [1, 100, 1 << 20])
+def test_inflate_limit_counts_the_bytes_inflated_from_the_tail(limit: int) -> None:
+    # The check after the final flush: the first decompress stops one byte
+    # short of the limit + 1, so only the tail can push the message over it.
+    exact = bytes(range(256)) * (limit // 256) + bytes(limit % 256)
+    assert len(exact) == limit
+    payload = _message_ending_in_the_tail(exact[:-1])
+    assert Inflater().decompress(payload, limit) == exact[:-1] + b"\x00"
+    over = _message_ending_in_the_tail(exact)
+    with pytest.raises(DeflateError) as info:
+        Inflater().decompress(over, limit)
+    assert (info.value.code, info.value.reason) == (CLOSE_TOO_BIG, R_INFLATE_TOO_BIG)

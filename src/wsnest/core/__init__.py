@@ -15,6 +15,7 @@ from types import ModuleType
 
 from ._common import (
     CLOSE_ABNORMAL,
+    CLOSE_CODE_RANGES,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
@@ -73,6 +74,7 @@ append_frame = _impl.append_frame
 
 __all__ = [
     "CLOSE_ABNORMAL",
+    "CLOSE_CODE_RANGES",
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_INVALID_DATA",

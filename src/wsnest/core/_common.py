@@ -61,14 +61,21 @@ R_CLOSE_REASON = "invalid UTF-8 in close reason"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def is_valid_close_code(code: int) -> bool:
-    """Return whether a peer may send ``code`` in a close frame.
+#: The close codes a close frame may carry, as inclusive ranges (RFC 6455
+#: section 7.4 and the IANA registry): 1000-1003 and 1007-1011 are defined,
+#: 1012-1014 registered, 3000-4999 belong to libraries and applications.
+#: 1004-1006 and 1015 must never appear on the wire, and the rest is
+#: reserved. The one definition for both directions: what we refuse from a
+#: peer, ``close_payload`` refuses to send.
+CLOSE_CODE_RANGES = ((1000, 1003), (1007, 1014), (3000, 4999))
+_RANGE_TEXTS = [f"{lo}-{hi}" for lo, hi in CLOSE_CODE_RANGES]
+_CLOSE_CODES_TEXT = ", ".join(_RANGE_TEXTS[:-1]) + " or " + _RANGE_TEXTS[-1]
 
-    RFC 6455 section 7.4: 1000-1003 and 1007-1011 are defined, 1012-1014 are
-    registered with IANA, 3000-4999 belong to libraries and applications.
-    1004-1006 and 1015 must never appear on the wire.
-    """
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+def is_valid_close_code(code: int) -> bool:
+    """Return whether ``code`` may appear in a close frame (either way):
+    it lies in one of :data:`CLOSE_CODE_RANGES`."""
+    return any(lo <= code <= hi for lo, hi in CLOSE_CODE_RANGES)
 
 
 def parse_close_payload(payload: bytes) -> tuple[int, int, str]:
@@ -95,15 +102,19 @@ def parse_close_payload(payload: bytes) -> tuple[int, int, str]:
 def close_payload(code: int | None = CLOSE_NORMAL, reason: str = "") -> bytes:
     """Build a close frame payload: two-byte code then the UTF-8 reason.
 
-    ``code=None`` gives an empty payload (a close without status). The
-    reason is cut at a character boundary so the payload fits in 125 bytes.
+    ``code=None`` gives an empty payload (a close without status); any other
+    code must be one a peer may send (:func:`is_valid_close_code`), else
+    ``ValueError`` naming the valid ranges. The reason is cut at a character
+    boundary so the payload fits in 125 bytes.
     """
     if code is None:
         if reason:
             raise ValueError("reason: a close without a code cannot carry a reason")
         return b""
-    if not (1000 <= code <= 4999) or code in (1004, 1005, 1006, 1015):
-        raise ValueError(f"code: {code} cannot be sent in a close frame")
+    if not isinstance(code, int):
+        raise TypeError(f"code: expected an int or None, got {type(code).__name__}")
+    if not is_valid_close_code(code):
+        raise ValueError(f"code: must be {_CLOSE_CODES_TEXT}, got {code}")
     raw = reason.encode("utf-8")
     if len(raw) > MAX_CONTROL_PAYLOAD - 2:
         raw = raw[: MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore").encode("utf-8")

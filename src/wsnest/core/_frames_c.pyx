@@ -34,7 +34,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memcpy, strcmp
 
 from ._common import (
@@ -709,8 +709,9 @@ cdef class FrameParser:
     cdef uint64_t _max
     cdef bint _decode_text
     cdef bint _deflate
-    # Assembly buffer: C-owned (malloc) or the inside of ``_pre``, a bytes
-    # result preallocated at its final size.
+    # Assembly buffer: C-owned (PyMem_Malloc, so tracemalloc sees it like the
+    # pure twin's bytearray) or the inside of ``_pre``, a bytes result
+    # preallocated at its final size.
     cdef uint8_t* _buf
     cdef size_t _buf_len
     cdef size_t _buf_cap
@@ -728,7 +729,7 @@ cdef class FrameParser:
 
     def __dealloc__(self):
         if self._buf_owned and self._buf != NULL:
-            free(self._buf)
+            PyMem_Free(self._buf)
         self._buf = NULL
 
     def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True, *, deflate=False):
@@ -986,7 +987,7 @@ cdef class FrameParser:
     cdef void _drop_message(self):
         """Forget the message being assembled and free its buffer."""
         if self._buf_owned and self._buf != NULL:
-            free(self._buf)
+            PyMem_Free(self._buf)
         self._buf = NULL
         self._buf_owned = False
         self._buf_len = 0
@@ -1051,14 +1052,14 @@ cdef class FrameParser:
             wsn_unmask_copy(stack, src, n, self._mask, 0)
             msg = _decode_or_none(<const char*>stack, <Py_ssize_t>n)
         else:
-            tmp = <uint8_t*>malloc(n)
+            tmp = <uint8_t*>PyMem_Malloc(n)
             if tmp == NULL:
                 raise MemoryError()
             try:
                 wsn_unmask_copy(tmp, src, n, self._mask, 0)
                 msg = _decode_or_none(<const char*>tmp, <Py_ssize_t>n)
             finally:
-                free(tmp)
+                PyMem_Free(tmp)
         if msg is None:
             return self._fail(events, E_BAD_UTF8)
         self._msg_op = 0
@@ -1102,7 +1103,7 @@ cdef class FrameParser:
             # First and final frame of known length: allocate the result at
             # its exact size, fill it, no final copy.
             if self._text and self._decode_text:
-                self._buf = <uint8_t*>malloc(<size_t>self._frame_len)
+                self._buf = <uint8_t*>PyMem_Malloc(<size_t>self._frame_len)
                 if self._buf == NULL:
                     raise MemoryError()
                 self._buf_owned = True
@@ -1124,7 +1125,7 @@ cdef class FrameParser:
             cap = <size_t>self._max
         if cap < need:
             cap = need
-        nb = <uint8_t*>realloc(self._buf, cap)
+        nb = <uint8_t*>PyMem_Realloc(self._buf, cap)
         if nb == NULL:
             raise MemoryError()
         self._buf = nb

@@ -6,6 +6,12 @@ client frames incrementally: every byte fed is consumed at once (payload
 bytes go straight into the message being assembled), so any split of the
 same byte stream yields the same events.
 
+Messages are built as in the compiled twin: a single-frame message whose
+payload is all in one ``feed`` is made straight from the input; any other
+goes into one ``bytearray`` per message, grown as payload arrives, so the
+memory held is about one byte per payload byte however the input is cut
+(never one object per piece of input).
+
 Events are plain tuples, cheap to build on the hot path:
 
 - ``(OP_TEXT, str)`` (or ``bytes`` when ``decode_text=False``)
@@ -188,13 +194,15 @@ class FrameParser:
         self._fin = False
         self._rsv1 = False
         self._remaining = 0
+        self._frame_len = 0
         self._mask = b""
         self._mask_pos = 0
         # Message being assembled (data frames), control payload. _msg_op is
-        # the event kind: the opcode, or its _DEFLATED kind.
+        # the event kind: the opcode, or its _DEFLATED kind. The decoder only
+        # validates a text message arriving in pieces (its output is dropped:
+        # the message is decoded once, whole, at its end).
         self._msg_op = 0
-        self._msg_len = 0
-        self._parts: list[bytes | str] = []
+        self._buf = bytearray()
         self._decoder: codecs.IncrementalDecoder | None = None
         self._ctl = bytearray()
 
@@ -230,6 +238,13 @@ class FrameParser:
                 take = min(self._remaining, n - pos)
                 chunk = apply_mask(view[pos : pos + take], self._mask, self._mask_pos)
                 pos += take
+                if take == self._frame_len and self._fin and self._opcode != OP_CONT:
+                    # A control frame or a single-frame message, all here.
+                    self._remaining = 0
+                    err = self._end_whole(chunk, events)
+                    if err is not None or self._state == _DONE:
+                        return events
+                    continue
                 self._mask_pos = (self._mask_pos + take) & 3
                 self._remaining -= take
                 if self._opcode >= OP_CLOSE:
@@ -249,7 +264,8 @@ class FrameParser:
     def _fail(self, events: list[Event], err: Event) -> list[Event]:
         events.append(err)
         self._state = _DONE
-        self._parts = []
+        self._buf = bytearray()
+        self._decoder = None
         self._ctl = bytearray()
         return events
 
@@ -334,69 +350,87 @@ class FrameParser:
                 return (FAIL, CLOSE_PROTOCOL_ERROR, R_NON_MINIMAL)
         else:
             length = len7
-        if self._opcode < OP_CLOSE and self._max >= 0 and self._msg_len + length > self._max:
+        if self._opcode < OP_CLOSE and self._max >= 0 and len(self._buf) + length > self._max:
             return (FAIL, CLOSE_TOO_BIG, R_TOO_BIG)
         self._remaining = length
+        self._frame_len = length
         if self._opcode != OP_CONT and self._opcode < OP_CLOSE:
-            if self._rsv1:
-                # Compressed: reassembled as bytes, validated after inflating.
-                self._msg_op = _DEFLATED_KIND[self._opcode]
-            else:
-                self._msg_op = self._opcode
-                if self._opcode == OP_TEXT:
-                    self._decoder = _Utf8Decoder()
+            # Compressed (RSV1): reassembled as bytes, validated after inflating.
+            self._msg_op = _DEFLATED_KIND[self._opcode] if self._rsv1 else self._opcode
         return None
 
     def _add_data(self, chunk: bytes) -> Event | None:
-        self._msg_len += len(chunk)
+        self._buf += chunk
+        if self._msg_op != OP_TEXT:
+            return None
         decoder = self._decoder
         if decoder is None:
-            self._parts.append(chunk)
-            return None
+            if chunk.isascii():
+                return None  # nothing pending and nothing to check
+            decoder = self._decoder = _Utf8Decoder()
         try:
-            text = decoder.decode(chunk, False)
+            decoder.decode(chunk, False)
         except UnicodeDecodeError:
             return (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
         if not utf8_partial_ok(decoder.getstate()[0]):
             return (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
-        self._parts.append(text if self._decode_text else chunk)
+        return None
+
+    def _end_whole(self, payload: bytes, events: list[Event]) -> Event | None:
+        """A control frame or a single-frame message whose payload came in
+        one piece: no assembly buffer, no incremental decoding."""
+        self._state = _HEADER
+        if self._opcode >= OP_CLOSE:
+            return self._control_event(payload, events)
+        kind = self._msg_op
+        self._msg_op = 0
+        if kind != OP_TEXT:
+            events.append((kind, payload))
+            return None
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            err = (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
+            self._fail(events, err)
+            return err
+        events.append((OP_TEXT, text if self._decode_text else payload))
+        return None
+
+    def _control_event(self, payload: bytes, events: list[Event]) -> Event | None:
+        if self._opcode == OP_CLOSE:
+            event = parse_close_payload(payload)
+            if event[0] == FAIL:
+                self._fail(events, event)
+                return event
+            events.append(event)
+            self._state = _DONE
+            return None
+        events.append((self._opcode, payload))
         return None
 
     def _end_frame(self, events: list[Event]) -> Event | None:
         self._state = _HEADER
-        opcode = self._opcode
-        if opcode >= OP_CLOSE:
+        if self._opcode >= OP_CLOSE:
             payload = bytes(self._ctl)
             self._ctl = bytearray()
-            if opcode == OP_CLOSE:
-                event = parse_close_payload(payload)
-                if event[0] == FAIL:
-                    self._fail(events, event)
-                    return event
-                events.append(event)
-                self._state = _DONE
-                return None
-            events.append((opcode, payload))
-            return None
+            return self._control_event(payload, events)
         if not self._fin:
             return None
-        decoder = self._decoder
-        if decoder is not None:
-            try:
-                tail = decoder.decode(b"", True)
-            except UnicodeDecodeError:
-                err = (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)
+        kind = self._msg_op
+        buf = self._buf
+        message: str | bytes
+        if kind != OP_TEXT:
+            message = bytes(buf)
+        else:
+            decoder = self._decoder
+            if decoder is not None and decoder.getstate()[0]:
+                err = (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)  # a sequence cut short
                 self._fail(events, err)
                 return err
-            if self._decode_text:
-                message: str | bytes = "".join(self._parts) + tail  # type: ignore[arg-type]
-            else:
-                message = b"".join(self._parts)  # type: ignore[arg-type]
-        else:
-            message = b"".join(self._parts)  # type: ignore[arg-type]
-        events.append((self._msg_op, message))
+            # Validated piece by piece already: this cannot fail.
+            message = buf.decode("utf-8") if self._decode_text else bytes(buf)
+        events.append((kind, message))
         self._msg_op = 0
-        self._msg_len = 0
-        self._parts = []
+        self._buf = bytearray()
         self._decoder = None
         return None
