@@ -4,15 +4,21 @@
 
 The input bytes are fed in derived chunks, as the server feeds them. The only
 exception allowed out of ``feed`` is ``wsnest._errors.HTTPError`` with a
-status in (400, 405, 413, 417, 431, 505); anything else fails, and so does a
+status in (400, 405, 413, 417, 431, 501, 505); anything else fails, and so does a
 400 that hides an exception raised by wsnest's own callbacks (httptools
 turns any callback exception into ``HttpParserCallbackError``, which
 ``RequestParser`` reports as 400). Completed requests must satisfy:
 non-empty ``str`` method, ``path`` equal to the percent-decoded path of
 ``uri``, ``query`` what follows the first ``?``, at most ``max_headers``
 headers, a ``bytes`` body of at most ``max_body_size`` bytes, a request head
-within ``max_head_size``, and ``http_version`` 1.0 or 1.1. After an upgrade,
-``upgrade_tail`` must be exactly the bytes that followed the request.
+within ``max_head_size``, and ``http_version`` 1.0 or 1.1; an HTTP/1.0
+request with ``Transfer-Encoding`` is not kept alive; a request that the
+WebSocket handshake check accepts is one llhttp itself upgraded (no
+"zombie" WebSocket). The requests completed before an error are checked
+too (the server answers them first). After an upgrade, ``upgrade_tail`` must
+be exactly the bytes that followed the request, and only that request has
+``upgrade`` set. Each input gets ``-timeout=2`` seconds unless a
+``-timeout=`` flag is given: parsing is linear, so a slow input is a fault.
 
 httptools (llhttp) is a third-party C extension: it is not rebuilt with
 sanitizers, so this harness checks wsnest's Python layer on top of it (and
@@ -36,7 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import TailReader, make_reader, read_split, run_main, split
 
-ALLOWED_STATUS = frozenset({400, 405, 413, 417, 431, 505})
+ALLOWED_STATUS = frozenset({400, 405, 413, 417, 431, 501, 505})
+# Seconds per input before libFuzzer reports a timeout, unless -timeout= is
+# given: parsing is linear, so even the largest seed takes milliseconds (a
+# quadratic cost, as issue 11 found for 20,000 one-byte chunks, takes seconds).
+DEFAULT_TIMEOUT = 2
 KINDS = ("bytes", "bytearray", "recv-view", "bytes")
 
 _ATHERIS: Any = None
@@ -56,8 +66,15 @@ def load(atheris: Any = None) -> None:
     import wsnest
     from wsnest._errors import HTTPError
     from wsnest.http import RequestParser
+    from wsnest.http._upgrade import check_upgrade
 
-    _mods.update(Limits=wsnest.Limits, HTTPError=HTTPError, RequestParser=RequestParser, httptools=httptools)
+    _mods.update(
+        Limits=wsnest.Limits,
+        HTTPError=HTTPError,
+        RequestParser=RequestParser,
+        httptools=httptools,
+        check_upgrade=check_upgrade,
+    )
 
 
 def make_limits(sel: int, head: int, headers: int, body: int) -> Any:
@@ -112,7 +129,21 @@ def check_request(req: Any, limits: Any) -> str | None:
         return f"http_version {req.http_version!r}"
     if not isinstance(req.keep_alive, bool):
         return f"keep_alive {req.keep_alive!r}"
+    if req.http_version == "1.0" and req.keep_alive and "transfer-encoding" in req.headers:
+        return "HTTP/1.0 request with Transfer-Encoding kept alive (RFC 9112 6.1)"
+    if req.upgrade is not True and _looks_like_upgrade(req):
+        # A WebSocket handler would accept it although llhttp did not switch
+        # protocols: the "zombie" WebSocket of issue 11.
+        return "the handshake check accepts a request llhttp did not upgrade"
     return None
+
+
+def _looks_like_upgrade(req: Any) -> bool:
+    try:
+        _mods["check_upgrade"](req)
+    except _mods["HTTPError"]:
+        return False
+    return True
 
 
 def check_http(stream: bytes, limits: Any, chunks: list[bytes], kind: str) -> None:
@@ -146,6 +177,8 @@ def check_http(stream: bytes, limits: Any, chunks: list[bytes], kind: str) -> No
                         limits,
                         kind,
                     )
+            # The requests completed before the error are answered first.
+            _check_queued(parser, limits, stream, chunks, kind, done)
             break
         except Exception as exc:
             _fail(f"RequestParser.feed raised {exc!r}", stream, chunks, limits, kind)
@@ -153,12 +186,10 @@ def check_http(stream: bytes, limits: Any, chunks: list[bytes], kind: str) -> No
             if kind == "recv-view":
                 recv[:] = b"\xee" * len(recv)  # the server reuses its buffer
         fed += len(chunk)
-        while parser.requests:
-            req = parser.requests.popleft()
-            msg = check_request(req, limits)
-            if msg:
-                _fail(msg, stream, chunks, limits, kind)
-            done.append((req.method, req.uri, list(req.headers.raw), req.body))
+        upgraded = [r.upgrade for r in parser.requests]
+        if any(upgraded[:-1]) or (upgraded and upgraded[-1] != (parser.upgrade_tail is not None)):
+            _fail(f"upgrade flags {upgraded} with upgrade_tail {parser.upgrade_tail!r}", stream, chunks, limits, kind)
+        _check_queued(parser, limits, stream, chunks, kind, done)
         if parser.upgrade_tail is not None:
             tail = parser.upgrade_tail
             if type(tail) is not bytes:
@@ -170,6 +201,15 @@ def check_http(stream: bytes, limits: Any, chunks: list[bytes], kind: str) -> No
             break
         if parser.expect_continue not in (True, False):
             _fail(f"expect_continue is {parser.expect_continue!r}", stream, chunks, limits, kind)
+
+
+def _check_queued(parser: Any, limits: Any, stream: bytes, chunks: list[bytes], kind: str, done: list[Any]) -> None:
+    while parser.requests:
+        req = parser.requests.popleft()
+        msg = check_request(req, limits)
+        if msg:
+            _fail(msg, stream, chunks, limits, kind)
+        done.append((req.method, req.uri, list(req.headers.raw), req.body))
 
 
 def check_input(data: bytes, reader: Any = None) -> None:
@@ -190,6 +230,8 @@ def test_one_input(data: bytes) -> None:
 
 
 def main() -> None:
+    if not any(a.startswith("-timeout=") for a in sys.argv[1:]):
+        sys.argv.append(f"-timeout={DEFAULT_TIMEOUT}")
     run_main("http", load, test_one_input)
 
 

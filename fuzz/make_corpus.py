@@ -18,7 +18,10 @@ patterns), each as ``bytes`` and as a writable ``bytearray``.
 HTTP seeds: valid requests, pipelined requests, chunked bodies, upgrade
 requests with WebSocket bytes after the head, Expect: 100-continue, and the
 refusals (oversized head, too many headers, big body, bad version, bad
-method, malformed lines), whole and split.
+method, malformed lines), whole and split; and the inputs that exposed
+faults in issue 11 (20,000 one-byte chunks, upgrade look-alikes with
+``\\xa0``/``\\x85``, an HTTP/1.0 upgrade, HTTP/1.0 with chunked, ``gzip,
+chunked``, a duplicate Host, a malformed request pipelined after valid ones).
 """
 
 from __future__ import annotations
@@ -573,6 +576,24 @@ def http_requests() -> dict[str, bytes]:
         "cl-and-te": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "latin1-header": b"GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\xe9 \xff\r\n\r\n",
         "obs-fold": b"GET / HTTP/1.1\r\nHost: h\r\nX-Folded: a\r\n b\r\n\r\n",
+        # issue 11: inputs that exposed faults in the HTTP layer
+        "chunked-tiny-many": b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"1\r\nx\r\n" * 20000
+        + b"0\r\n\r\n",
+        "upgrade-connection-nbsp": upgrade.replace(b"Connection: Upgrade", b"Connection: Upgrade\xa0"),
+        "upgrade-connection-nel": upgrade.replace(b"Connection: Upgrade", b"Connection: Upgrade\x85"),
+        "upgrade-websocket-nbsp": upgrade.replace(b"Upgrade: websocket", b"Upgrade: websocket\xa0"),
+        "upgrade-http10": upgrade.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        "dup-host": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "http10-chunked-keepalive": b"POST /c HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+        "te-gzip-chunked": b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\n\r\n",
+        "te-two-headers": b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        "pipelined-then-malformed": b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"\x00\x01garbage\r\n\r\n",
+        "pipelined-then-too-many-headers": b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n" + many_headers,
         "empty": b"",
         "crlf-only": b"\r\n\r\n",
         "binary-garbage": bytes(range(256)),

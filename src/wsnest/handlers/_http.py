@@ -132,6 +132,22 @@ class InlineHandler(Handler):
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
+def _safe_rest(rest: str) -> str:
+    """The client's part of a redirect target, made unable to name a host.
+
+    Browsers read ``//host`` and ``/\\host`` (a backslash counts as a slash
+    in http URLs) as another host. A backslash is never valid in a URI
+    (RFC 3986), so it is percent-encoded wherever it is: the client's path
+    keeps its literal meaning. A run of leading slashes becomes one: an empty
+    segment right after the location would otherwise start ``//``.
+    """
+    if "\\" in rest:
+        rest = rest.replace("\\", "%5C")
+    if rest.startswith("//"):
+        rest = "/" + rest.lstrip("/")
+    return rest
+
+
 class RedirectHandler(Handler):
     """A redirect; made by :func:`handler_redirect`."""
 
@@ -151,10 +167,12 @@ class RedirectHandler(Handler):
         # As NNG: the rest of the request URI after the route path, query
         # included, is appended to the location.
         base = "" if self.path == "/" else self.path.rstrip("/")
-        if req.raw_path.startswith(base):
-            rest = req.raw_path[len(base) :]
-        else:  # the route part was percent-encoded: re-encode the decoded rest
+        rest = req.raw_path[len(base) :]
+        if not req.raw_path.startswith(base) or rest[:1] not in ("", "/"):
+            # The route part or the slash after it was percent-encoded:
+            # re-encode the decoded rest (which starts at a real slash).
             rest = quote(req.path[len(base) :], safe="/:@!$&'()*+,;=~", errors="surrogateescape")
+        rest = _safe_rest(rest)
         if self.location.endswith("/") and rest.startswith("/"):
             rest = rest[1:]
         target = self.location + rest + ("?" + req.query if req.query else "")

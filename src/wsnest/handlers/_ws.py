@@ -82,6 +82,11 @@ class WebSocketHandler(Handler):
     ) -> tuple[WebSocket, bytes] | None:
         try:
             accept, subprotocol = check_upgrade(req, self.subprotocols, self.origins)
+            if not req.upgrade:
+                # The headers pass our check but llhttp did not switch
+                # protocols: no session could ever run, so never accept it
+                # (on_open would run with no 101 and no on_close).
+                raise HTTPError(400, "Not an upgrade request")
         except HTTPError as exc:
             await server._send_error(transport, exc, head_only=req.method == "HEAD")
             return None

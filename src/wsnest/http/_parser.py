@@ -42,6 +42,7 @@ class RequestParser:
         "_limits",
         "_parser",
         "_pending_error",
+        "_transfer_encoding",
         "_url",
         "_version",
         "expect_continue",
@@ -65,7 +66,9 @@ class RequestParser:
     def _reset(self) -> None:
         self._url = b""
         self._headers: list[tuple[str, str]] = []
-        self._body: list[bytes] = []
+        # The first body piece as is; a second turns it into a bytearray
+        # (amortised linear growth, its length is the running body size).
+        self._body: bytes | bytearray = b""
         self._in_head = True
         # Facts the parser itself needs, noted as the headers arrive (no
         # case-insensitive lookups in a Headers object afterwards).
@@ -73,6 +76,7 @@ class RequestParser:
         self._has_host = False
         self._content_length: str | None = None
         self._expect: str | None = None
+        self._transfer_encoding: str | None = None
 
     def close(self) -> None:
         """Release llhttp. httptools holds bound methods of this object, a
@@ -104,6 +108,10 @@ class RequestParser:
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self.upgrade_tail = bytes(data[offset:])
+            # llhttp itself switched protocols after the request just queued:
+            # the only sign of an upgrade the server trusts.
+            if self.requests:
+                self.requests[-1].upgrade = True
         except httptools.HttpParserCallbackError as exc:
             if self._pending_error is not None:
                 raise self._pending_error from None
@@ -130,9 +138,13 @@ class RequestParser:
         headers.append((k, v))
         self._head_bytes += len(k) + len(v) + 4
         n = len(k)
-        if n == 4 or n == 6 or n == 14:
+        if n == 4 or n == 6 or n == 14 or n == 17:
             low = k.lower()
             if low == "host":
+                if self._has_host:
+                    # Which one names the origin? (RFC 9112 3.2: exactly one)
+                    self._pending_error = HTTPError(400, "Duplicate Host header")
+                    raise self._pending_error
                 self._has_host = True
             elif low == "content-length":
                 cl = self._content_length
@@ -140,6 +152,9 @@ class RequestParser:
             elif low == "expect":
                 ex = self._expect
                 self._expect = v if ex is None else ex + ", " + v
+            elif low == "transfer-encoding":
+                te = self._transfer_encoding
+                self._transfer_encoding = v if te is None else te + ", " + v
 
     def on_headers_complete(self) -> None:
         limits = self._limits
@@ -157,6 +172,10 @@ class RequestParser:
         if version == "1.1" and not self._has_host:
             self._pending_error = HTTPError(400, "Missing Host header")
             raise self._pending_error
+        if self._transfer_encoding is not None:
+            self._pending_error = _transfer_coding_error(self._transfer_encoding)
+            if self._pending_error is not None:
+                raise self._pending_error
         length = self._content_length
         if length is not None and length.isdigit() and int(length) > limits.max_body_size:
             self._pending_error = HTTPError(413, "Payload Too Large")
@@ -171,8 +190,14 @@ class RequestParser:
 
     def on_body(self, body: bytes) -> None:
         self.expect_continue = False
-        self._body.append(body)
-        if sum(map(len, self._body)) > self._limits.max_body_size:
+        got = self._body
+        if not got:
+            got = self._body = body
+        else:
+            if type(got) is bytes:
+                got = self._body = bytearray(got)
+            got += body
+        if len(got) > self._limits.max_body_size:
             self._pending_error = HTTPError(413, "Payload Too Large")
             raise self._pending_error
 
@@ -185,11 +210,26 @@ class RequestParser:
             _METHODS.get(method) or method.decode("ascii", "replace"),
             self._url.decode("latin-1"),
             self._headers_obj,
-            b"".join(self._body) if self._body else b"",
+            self._body if type(self._body) is bytes else bytes(self._body),
             self._client,
             self._version,
         )
-        request.keep_alive = parser.should_keep_alive()
+        # An HTTP/1.0 message with Transfer-Encoding has unreliable framing:
+        # answer it, then close (RFC 9112 6.1).
+        request.keep_alive = parser.should_keep_alive() and (self._transfer_encoding is None or self._version != "1.0")
         self.requests.append(request)
         self._head_size = 0
         self._reset()
+
+
+def _transfer_coding_error(value: str) -> HTTPError | None:
+    """None for ``chunked`` alone. Without ``chunked`` last (once) the body
+    length is unknown: 400 (RFC 9112 6.3). Other codings before it (``gzip,
+    chunked``) llhttp lets through and would decode the chunks while
+    ignoring the gzip: 501, as nginx and h11 answer (RFC 9112 6.1)."""
+    codings = [c.strip(" \t").lower() for c in value.split(",")]
+    if codings == ["chunked"]:
+        return None
+    if codings[-1] != "chunked" or "chunked" in codings[:-1]:
+        return HTTPError(400, "chunked must be the final transfer coding, applied once")
+    return HTTPError(501, "Transfer-Encoding other than chunked is not implemented")

@@ -20,6 +20,8 @@ class Request:
         client: the peer address as ``(host, port)``, or ``None``.
         http_version: ``"1.1"`` or ``"1.0"``.
         keep_alive: whether the client allows the connection to be reused.
+        upgrade: whether the HTTP parser switched protocols after this
+            request (a real ``Upgrade``; header look-alikes do not count).
     """
 
     __slots__ = (
@@ -32,6 +34,7 @@ class Request:
         "path",
         "query",
         "raw_path",
+        "upgrade",
         "uri",
     )
 
@@ -59,6 +62,7 @@ class Request:
         self.client = client
         self.http_version = http_version
         self.keep_alive = http_version == "1.1"
+        self.upgrade = False
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"

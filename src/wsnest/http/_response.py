@@ -33,8 +33,22 @@ def header_pairs(headers: HeaderInput) -> list[tuple[str, str]]:
             raise ValueError(f"headers: invalid header name {name!r}")
         if any(c in value for c in "\r\n\0"):
             raise ValueError(f"headers: invalid value for {name!r} (contains a line break)")
+        if not (name.isascii() and value.isascii()):  # O(1): the common case costs nothing
+            _check_latin1(name, value)
         pairs.append((name, value))
     return pairs
+
+
+def _check_latin1(name: str, value: str) -> None:
+    # A response head is Latin-1 on the wire (names are ASCII tokens): say
+    # so here, inside the caller's error handling, not later when the head
+    # is encoded with the connection half answered.
+    if not name.isascii():
+        raise ValueError(f"headers: invalid header name {name!r} (not ASCII)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"headers: value for {name!r} is not Latin-1: {value!r}") from None
 
 
 _STATUS_LINES: dict[tuple[str, int], str] = {}

@@ -9,9 +9,14 @@ from .._errors import HTTPError
 from ..core import accept_key
 from ._request import Request
 
+# HTTP's optional whitespace is space and tab only (RFC 9110 5.6.3). str.strip()
+# would also remove \xa0, \x85, \x0b... and so accept a token that llhttp,
+# which decides whether the connection switches protocols, did not.
+_OWS = " \t"
+
 
 def _tokens(values: list[str]) -> list[str]:
-    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+    return [t.strip(_OWS) for v in values for t in v.split(",") if t.strip(_OWS)]
 
 
 def check_upgrade(
@@ -22,19 +27,21 @@ def check_upgrade(
     """Validate an upgrade request.
 
     Returns ``(accept, subprotocol)`` or raises :class:`HTTPError` with the
-    status to answer: 405 (not GET), 400 (a body, or a missing or bad
-    ``Upgrade``, ``Connection``, ``Sec-WebSocket-Key`` or
+    status to answer: 405 (not GET), 400 (not HTTP/1.1, a body, or a
+    missing or bad ``Upgrade``, ``Connection``, ``Sec-WebSocket-Key`` or
     ``Sec-WebSocket-Version``),
     426 (another version), 403 (an origin not allowed).
     """
     if req.method != "GET":
         raise HTTPError(405, "WebSocket upgrade requires GET", [("Allow", "GET")])
+    if req.http_version != "1.1":
+        raise HTTPError(400, "WebSocket upgrade requires HTTP/1.1")  # RFC 6455 4.1
     headers = req.headers
     # llhttp hands over at the end of the request *message*, so a body would
     # be neither read as HTTP nor skipped: its bytes would be taken for the
     # first WebSocket frames. A handshake has no body (RFC 6455 4.1).
     length = headers.get("content-length")
-    if headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0"):
+    if headers.get("transfer-encoding") is not None or (length is not None and length.strip(_OWS) != "0"):
         raise HTTPError(400, "A WebSocket upgrade request must not have a body")
     if "websocket" not in (t.lower() for t in _tokens(headers.getall("upgrade"))):
         raise HTTPError(400, "Missing or invalid Upgrade header (expected websocket)")
@@ -48,7 +55,7 @@ def check_upgrade(
     keys = headers.getall("sec-websocket-key")
     if len(keys) != 1:
         raise HTTPError(400, "Missing or repeated Sec-WebSocket-Key header")
-    key = keys[0].strip()
+    key = keys[0].strip(_OWS)
     try:
         raw = binascii.a2b_base64(key.encode("ascii"))
     except (binascii.Error, UnicodeEncodeError):

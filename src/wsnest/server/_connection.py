@@ -5,8 +5,11 @@ Policy (in one place, as h11's example server does it):
   ones within ``keepalive_timeout`` of the previous response, then
   ``handshake_timeout`` for the rest of the head (slowloris is dropped);
 - a malformed or oversized request gets its status and the connection is
-  closed; an application error gets a 500 and the connection lives on;
-- pipelined requests are answered in order;
+  closed (after the valid requests before it are answered); an application
+  error gets a 500 and the connection lives on;
+- pipelined requests are answered in order, and parsed only a slice ahead
+  of the answers; a large read is parsed a slice at a time, yielding to
+  the other connections after every ``_FEED_BUDGET`` bytes;
 - a WebSocket upgrade (or a stream) takes the connection over for good.
 """
 
@@ -32,11 +35,22 @@ log = logging.getLogger("wsnest")
 
 _INF = math.inf
 
+# A read up to this size is parsed in one go (a request or a few pipelined
+# ones: the common case pays nothing). A larger read is parsed a slice at a
+# time, and parsing stops at the first slice that completes a request, so
+# at most one slice's worth of requests waits as Request objects.
+_FEED_SLICE = 4 * 1024
+# Work between two yields to the other connections, in bytes parsed: at
+# worst (1-byte chunks) ~0.04 us a byte, so a few ms. A request queued by a
+# sliced read counts as _REQUEST_WEIGHT bytes (answering one costs ~10-20 us).
+_FEED_BUDGET = 64 * 1024
+_REQUEST_WEIGHT = 512
+
 
 class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
-    __slots__ = ("client", "deadline", "keep_alive", "scope", "server", "transport", "upgraded")
+    __slots__ = ("_unyielded", "client", "deadline", "keep_alive", "scope", "server", "transport", "upgraded")
 
     def __init__(
         self, server: HttpServer, transport: Transport, client: tuple[str, int] | None, deadline: float = _INF
@@ -50,6 +64,8 @@ class HttpConnection:
         # Set when a WebSocket upgrade was accepted: the session and the
         # bytes that followed the request head, for the caller to run.
         self.upgraded: tuple[WebSocket, bytes] | None = None
+        # Bytes parsed since this connection last let the others run.
+        self._unyielded = 0
 
     async def send(self, data: bytes) -> bool:
         """Write ``data``; False if the client is gone."""
@@ -128,6 +144,13 @@ class HttpConnection:
         transport = self.transport
         first = True
         handed_over = False
+        # Bytes received but not parsed yet: parsing stops once a request is
+        # queued, so pipelined requests wait as bytes (at most one read),
+        # not as thousands of Request objects.
+        pending: memoryview | None = None
+        # A request refused after valid ones in the same read: answered
+        # once they are.
+        error: HTTPError | None = None
         # Timeouts: one cancel scope for the whole connection, cancelled by
         # the server's reaper once ``self.deadline`` has passed. ``deadline``
         # is finite only while waiting for a request, so a handler is never
@@ -149,18 +172,26 @@ class HttpConnection:
                             parser.expect_continue = False
                             if not await self.send(b"HTTP/1.1 100 Continue\r\n\r\n"):
                                 return None
-                        n = await transport.receive_into(view)
-                        if n == 0:
-                            return None
                         was_idle = not first and parser.idle
                         try:
-                            parser.feed(view[:n])
+                            if pending is not None:
+                                data, pending = pending, None
+                                pending = await self._feed(parser, data)
+                            else:
+                                n = await transport.receive_into(view)
+                                if n == 0:
+                                    return None
+                                if n <= _FEED_SLICE:  # the common case: no copy, no slicing
+                                    parser.feed(view[:n])
+                                else:  # the buffer is shared: own the bytes before yielding
+                                    pending = await self._feed(parser, memoryview(bytes(view[:n])))
                         except HTTPError as exc:
-                            if parser.requests and not parser.requests[-1].keep_alive:
-                                break  # bytes after a closing request: answer it, ignore the rest
-                            self.deadline = _INF
-                            await server._send_error(transport, exc)
-                            return None
+                            if not parser.requests:
+                                self.deadline = _INF
+                                await server._send_error(transport, exc)
+                                return None
+                            error = exc  # answer the requests before it first
+                            break
                         if not parser.requests:
                             if parser.receiving_body:
                                 # The head deadline is over; a body gets
@@ -174,8 +205,9 @@ class HttpConnection:
                     first = False
                     while parser.requests:
                         req = parser.requests.popleft()
-                        tail = parser.upgrade_tail if not parser.requests else None
-                        if tail is not None:
+                        if req.upgrade:
+                            tail = parser.upgrade_tail
+                            assert tail is not None  # llhttp stopped after this request
                             parser.close()  # the WebSocket session does not need it
                             handed_over = True
                             await server._dispatch(self, req, tail)
@@ -184,7 +216,10 @@ class HttpConnection:
                         if handed_over:
                             return None
                         if not self.keep_alive:
-                            return
+                            return None  # what follows a closing request is ignored
+                    if error is not None:
+                        await server._send_error(transport, error)
+                        return None
                     if parser.upgrade_tail is not None:
                         # An Upgrade we do not speak on a non-WebSocket route was
                         # answered above; llhttp cannot resume after it.
@@ -197,4 +232,32 @@ class HttpConnection:
             if not handed_over:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
+        return None
+
+    async def _feed(self, parser: RequestParser, data: memoryview) -> memoryview | None:
+        """Parse ``data`` (owned, larger than a slice) a slice at a time.
+
+        Returns the bytes left unparsed once a request is queued (or None):
+        the caller answers it before parsing further. After every
+        ``_FEED_BUDGET`` bytes parsed the other connections get a turn, so
+        no request (1-byte chunks, thousands of pipelined requests) holds
+        the server for long.
+        """
+        end = len(data)
+        pos = 0
+        while pos < end:
+            stop = min(pos + _FEED_SLICE, end)
+            parser.feed(data[pos:stop])
+            # Answering a request costs far more than parsing it.
+            self._unyielded += stop - pos + len(parser.requests) * _REQUEST_WEIGHT
+            pos = stop
+            if parser.upgrade_tail is not None:
+                # The rest of the read is already WebSocket data.
+                parser.upgrade_tail += bytes(data[pos:])
+                return None
+            if self._unyielded >= _FEED_BUDGET:
+                self._unyielded = 0
+                await trio.lowlevel.checkpoint()
+            if parser.requests:
+                return data[pos:] if pos < end else None
         return None
