@@ -1,7 +1,7 @@
 """Soak and fault-injection run for wsnest (loopback only, bounded, stops by itself).
 
     python bench/soak.py            # full run, a few minutes; writes docs/reliability.md
-    python bench/soak.py --short    # CI-sized, under 30 s; prints only (--write-doc to write)
+    python bench/soak.py --short    # CI-sized, about 40 s; prints only (--write-doc to write)
 
 One wsnest server process (pinned to CPU 0) and several client processes
 (pinned to CPU 1; the run's own process too), so that no process needs more
@@ -37,13 +37,25 @@ F. shutdown   SIGINT while every flood reader has megabytes of frames queued
               gives up on it: what it gets must still be a clean prefix of
               the queued frames (no close frame inside a torn frame).
 
+G. tls       on HTTPS servers of their own (a fresh self-signed certificate,
+              Python ``ssl`` clients): idle TLS connections (handshake done,
+              nothing sent; or one request, then nothing) and stalled TLS
+              handshakes (nothing sent, a ClientHello less its last byte, a
+              60 KB one likewise), all held at once: server RSS per
+              connection of each kind, every one dropped by handshake_timeout
+              or keepalive_timeout, and an innocent HTTPS client served
+              meanwhile. Then never-reading WSS clients asking a feed route
+              for far more than send_high_water: dropped, or RSS bounded by
+              send_high_water; WSS echo clients alongside keep working.
+
 The server counts on_open / on_close per route, callback errors, refusals
 by code and tasks alive; it answers ``GET /stats`` with JSON and prints its
 final counters on exit. The run ends with a summary table; a full run writes
 the measured numbers into ``docs/reliability.md`` (between markers).
 
 Internals: ``python bench/soak.py _child ROLE JSON`` runs one process role
-(server, idle, slowloris, echo, bcast, flood, trickle, killme, fragments); children
+(server, idle, slowloris, echo, bcast, flood, trickle, killme, fragments,
+tlsclients, wssflood); children
 talk JSON lines on stdout and take commands on stdin.
 """
 
@@ -61,6 +73,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -72,6 +85,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPSConnection
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +143,34 @@ def cpu_seconds(pid: int) -> float:
         stat = fh.read()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes received but not yet read by the process listening on ``port``
+    (the rx queues of its established IPv4 connections, Linux /proc)."""
+    total = 0
+    with open("/proc/net/tcp", encoding="ascii") as fh:
+        next(fh)
+        for line in fh:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+def env_flag(name: str) -> bool:
+    """An environment switch as wsnest reads it: set, and not "" or "0"."""
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def expected_core() -> str | None:
+    """The core the server children must run, when the environment says:
+    they inherit it (``WSNEST_NO_EXTENSIONS`` wins, as in ``wsnest.core``)."""
+    if env_flag("WSNEST_NO_EXTENSIONS"):
+        return "pure"
+    if env_flag("WSNEST_REQUIRE_EXTENSIONS"):
+        return "compiled"
+    return None
 
 
 def mask(payload: bytes, key: bytes = MASK_KEY) -> bytes:
@@ -299,6 +341,7 @@ def child_server(cfg: dict[str, Any]) -> int:
         "unexpected_samples": [],
         "bcast": {"messages": 0, "accepted": 0, "refused": 0, "send_codes": {}, "done": False},
         "flood": {},
+        "feed": {"requests": 0, "send_codes": {}},
     }
     bcast_conns: set[wsnest.WebSocket] = set()
     floods: dict[str, dict[int, wsnest.WebSocket]] = {"/flood": {}, "/trickle": {}}
@@ -436,6 +479,26 @@ def child_server(cfg: dict[str, Any]) -> int:
             await trio.sleep_until(start + (seq + 1) * interval)
         b["done"] = True
 
+    def feed(ws: wsnest.WebSocket, data: Any) -> None:
+        """Each message "N SIZE" asks for N messages of SIZE bytes (a feed
+        the client subscribes to): what a client that never reads uses to
+        make the server send far more than send_high_water."""
+        count, size = (int(x) for x in data.split())  # str (text frame) or bytes
+        f = stats["feed"]
+        f["requests"] += 1
+        codes = f["send_codes"]
+        payload = feed_payloads.get(size)
+        if payload is None:
+            payload = feed_payloads[size] = b"\xee" * size
+        for _ in range(count):
+            code = str(int(ws.send(payload)))
+            codes[code] = codes.get(code, 0) + 1
+
+    feed_payloads: dict[int, bytes] = {}
+
+    def hello(req: wsnest.Request) -> dict[str, Any]:
+        return {"status": 200, "body": "hello"}
+
     def ctl_broadcast(req: wsnest.Request) -> dict[str, Any]:
         q = dict(p.split("=", 1) for p in req.query.split("&") if "=" in p)
         nursery_ref[0].start_soon(broadcaster, int(q["count"]), int(q["size"]), float(q["rate"]))
@@ -463,16 +526,24 @@ def child_server(cfg: dict[str, Any]) -> int:
         ws_handler("/trickle", ignore, send_high_water=64 << 20),
         ws_handler("/small", echo, max_message_size=cfg["small_limit"]),
         ws_handler("/deflate", echo, permessage_deflate=True),
+        ws_handler("/feed", feed),
+        wsnest.handler("/hello", hello),
         wsnest.handler("/stats", stats_route),
         wsnest.handler("/ctl/broadcast", ctl_broadcast),
         wsnest.handler("/ctl/flood", ctl_flood),
     ]
+    # TLS: a fresh self-signed certificate; only the certificate leaves
+    # this process (in the "ready" line), for the clients to trust.
+    pair = wsnest.write_cert(HOST) if cfg.get("tls") else None
+    limits = {k: cfg[k] for k in ("keepalive_timeout",) if k in cfg}
     server = wsnest.http_server(
-        f"http://{HOST}:0",
+        f"{'https' if pair else 'http'}://{HOST}:0",
         handlers,
+        tls=wsnest.tls_config(pair.cert, pair.key) if pair else None,
         handshake_timeout=cfg["handshake_timeout"],
         close_timeout=cfg["close_timeout"],
         send_high_water=cfg["send_high_water"],
+        **limits,
     )
     final: dict[str, Any] = {}
 
@@ -481,7 +552,13 @@ def child_server(cfg: dict[str, Any]) -> int:
             async with trio.open_nursery() as nursery:
                 nursery_ref.append(nursery)
                 url = await nursery.start(server.serve)
-                emit("ready", port=int(url.rsplit(":", 1)[1]), core=wsnest.CORE, pid=os.getpid())
+                emit(
+                    "ready",
+                    port=int(url.rsplit(":", 1)[1]),
+                    core=wsnest.CORE,
+                    pid=os.getpid(),
+                    cert=pair.cert if pair else None,
+                )
                 async for _ in signals:
                     break
                 t0 = time.monotonic()
@@ -663,6 +740,13 @@ async def _slowloris_main(cfg: dict[str, Any]) -> None:
                     break
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(proto.closed), min(left, random.uniform(0.5, 1.0)))
+            # Out of time: stop dribbling, but the server must still drop the
+            # connection once its handshake_timeout (counted from the
+            # connect) runs out; wait for that, with room to spare.
+            left = t0 + cfg["drop_wait"] - time.monotonic()
+            if not proto.closed.done() and left > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proto.closed), left)
             if proto.closed.done():
                 drops.append(time.monotonic() - t0)
                 bytes_before_drop.append(sent)
@@ -683,7 +767,7 @@ async def _slowloris_main(cfg: dict[str, Any]) -> None:
         "result",
         attempts=attempts,
         dropped=len(drops),
-        still_open_at_end=still_open,
+        never_dropped=still_open,
         completed_heads=completed,
         replies=replies,
         connect_errors=errors,
@@ -1052,6 +1136,285 @@ async def _fragments_main(cfg: dict[str, Any]) -> None:
     )
 
 
+# -- child: TLS clients (idle, half-open handshakes, never-reading WSS, WSS echo) ----------
+
+
+def trusting_context(cert: str) -> ssl.SSLContext:
+    """A client TLS context that trusts exactly the soak server's certificate."""
+    return ssl.create_default_context(cadata=cert)
+
+
+def partial_client_hello(big: bool) -> bytes:
+    """A real ClientHello minus its last byte (the server waits for the rest).
+    ``big``: about 60 KB, padded with ALPN names (several TLS records)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if big:
+        ctx.set_alpn_protocols([f"{i:04d}" + "p" * 246 for i in range(240)])
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()[:-1]
+
+
+#: Modes of ``tlsclients``: TLS connections (handshake done) or plain TCP
+#: ones stalled inside the handshake.
+TLS_MODES = ("warmup", "fresh", "keepalive")
+HALF_OPEN_MODES = ("nothing", "hello", "bighello")
+TLS_MODE_NAMES = {
+    "warmup": "idle TLS connections (warm-up batch)",
+    "fresh": "idle TLS connections",
+    "keepalive": "idle keep-alive TLS connections",
+    "nothing": "stalled TLS handshakes, nothing sent",
+    "hello": "stalled TLS handshakes, ClientHello less 1 B",
+    "bighello": "stalled TLS handshakes, 60 KB ClientHello less 1 B",
+}
+
+
+class DropWatch(asyncio.Protocol):
+    """A connection that sends ``first`` and then nothing, and records when
+    the server drops it, and when it was started, set up (for TLS: when its
+    handshake was done) and, for keep-alive, answered."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+        self.times: dict[str, float] = {"connect": time.monotonic()}
+        self.buf = bytearray()
+        self.responded = asyncio.get_running_loop().create_future()
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.times["ready"] = time.monotonic()
+        self.transport = transport
+        if self.first:
+            transport.write(self.first)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if self.responded.done() or end < 0:
+            return
+        length = 0
+        for line in bytes(self.buf[:end]).split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buf) >= end + 4 + length:
+            self.times["response"] = time.monotonic()  # the keep-alive wait starts now
+            self.responded.set_result(self.buf.startswith(b"HTTP/1.1 200 "))
+
+    def dropped_after(self, since: str) -> float | None:
+        if "dropped" not in self.times or since not in self.times:
+            return None
+        return self.times["dropped"] - self.times[since]
+
+    def _dropped(self) -> None:
+        self.times.setdefault("dropped", time.monotonic())
+        if not self.responded.done():
+            self.responded.set_result(False)
+
+    def eof_received(self) -> bool:
+        self._dropped()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._dropped()
+
+
+def drop_summary(conns: list[DropWatch]) -> dict[str, Any]:
+    """How many were dropped, and when: after the connect, after the set-up
+    (TLS handshake done) and after the response (keep-alive)."""
+    out: dict[str, Any] = {"count": len(conns), "dropped": sum("dropped" in c.times for c in conns)}
+    for since in ("connect", "ready", "response"):
+        drops = [d for c in conns if (d := c.dropped_after(since)) is not None]
+        if drops:
+            out[since] = {
+                "min": round(min(drops), 3),
+                "median": round(statistics.median(drops), 3),
+                "max": round(max(drops), 3),
+            }
+    return out
+
+
+async def _tlsclients_main(cfg: dict[str, Any]) -> None:
+    """Commands: ``open MODE N`` (emits "opened"), ``wait SECONDS`` (until the
+    server has dropped them all; emits "result"), ``exit``."""
+    loop = asyncio.get_running_loop()
+    ctx = trusting_context(cfg["cert"])
+    first = {
+        "warmup": b"",
+        "fresh": b"",
+        "keepalive": f"GET /hello HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(),
+        "nothing": b"",
+        "hello": partial_client_hello(False),
+        "bighello": partial_client_hello(True),
+    }
+    groups: dict[str, list[DropWatch]] = {}
+    sem = asyncio.Semaphore(50)
+
+    async def open_one(mode: str, errors: list[str]) -> None:
+        async with sem:
+            conn = DropWatch(first[mode])
+            tls = {"ssl": ctx, "server_hostname": HOST} if mode in TLS_MODES else {}
+            try:
+                await loop.create_connection(lambda: conn, HOST, cfg["port"], **tls)
+            except (OSError, ssl.SSLError) as exc:
+                errors.append(repr(exc))
+                return
+            groups[mode].append(conn)
+            if mode == "keepalive":
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(conn.responded), 30)
+
+    emit("ready", hello_bytes=len(first["hello"]), bighello_bytes=len(first["bighello"]))
+    commands = await stdin_lines()
+    while True:
+        cmd, *rest = (await commands.get()).split()
+        if cmd == "open":
+            mode, n = rest[0], int(rest[1])
+            groups[mode] = []
+            errors: list[str] = []
+            t0 = time.monotonic()
+            await asyncio.gather(*(open_one(mode, errors) for _ in range(n)))
+            # Everything written has left this process (asyncio buffers writes).
+            while any(c.transport.get_write_buffer_size() for c in groups[mode] if not c.transport.is_closing()):
+                await asyncio.sleep(0.01)
+            served = sum(1 for c in groups[mode] if c.responded.done() and c.responded.result())
+            emit(
+                "opened",
+                mode=mode,
+                opened=len(groups[mode]),
+                served=served,
+                errors=len(errors),
+                error_sample=errors[:1],
+                seconds=round(time.monotonic() - t0, 3),
+            )
+        elif cmd == "wait":
+            deadline = time.monotonic() + float(rest[0])
+            every = [c for g in groups.values() for c in g]
+            while time.monotonic() < deadline and any("dropped" not in c.times for c in every):
+                await asyncio.sleep(0.05)
+            emit("result", **{mode: drop_summary(g) for mode, g in groups.items()})
+        elif cmd == "exit":
+            for g in groups.values():
+                for c in g:
+                    if c.transport is not None:
+                        c.transport.close()
+            await asyncio.sleep(0.1)
+            emit("done")
+            return
+
+
+class NeverReader(asyncio.Protocol):
+    """Upgrades to a WebSocket, then never reads another byte."""
+
+    def __init__(self, path: str) -> None:
+        self.request = upgrade_request(path)
+        self.buf = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.transport: Any = None
+        self.lost = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.upgraded.done() and b"\r\n\r\n" in self.buf:
+            self.upgraded.set_result(self.buf.startswith(b"HTTP/1.1 101 "))
+            self.transport.pause_reading()  # from now on, nothing is read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.upgraded.done():
+            self.upgraded.set_result(False)
+
+
+async def wss_echo(port: int, ctx: ssl.SSLContext, tag: int, until: float) -> dict[str, Any]:
+    """Ping-pong 1 KiB messages over WSS until ``until``; RTTs and mismatches."""
+    reader, writer = await asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST)
+    writer.write(upgrade_request("/echo"))
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101 "):
+        raise ConnectionError(f"WSS echo client not upgraded: {head[:100]!r}")
+    fb = FrameBuffer()
+    rtts: list[float] = []
+    wrong = 0
+    seq = 0
+    while time.monotonic() < until:
+        payload = struct.pack("!II", tag, seq) + bytes(1016)
+        t0 = time.monotonic()
+        writer.write(cframe(OP_BINARY, payload))
+        frames: list[tuple[bool, int, bytes]] = []
+        while not frames:
+            chunk = await asyncio.wait_for(reader.read(65536), 30)
+            if not chunk:
+                raise ConnectionError("WSS echo client: the server hung up")
+            frames = fb.feed(chunk)
+        rtts.append(time.monotonic() - t0)
+        wrong += len(frames) != 1 or frames[0][2] != payload
+        seq += 1
+    writer.write(close_reply(1000))
+    with contextlib.suppress(asyncio.TimeoutError, OSError):
+        await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return {"sent": seq, "wrong": wrong, "rtts": rtts}
+
+
+async def _wssflood_main(cfg: dict[str, Any]) -> None:
+    """``readers`` never-reading WSS clients on /feed asking for ``count`` x
+    ``size`` B every ``interval`` s, and ``echoers`` WSS echo clients, for
+    ``duration`` s after the "go" command."""
+    loop = asyncio.get_running_loop()
+    ctx = trusting_context(cfg["cert"])
+    readers = []
+    for _ in range(cfg["readers"]):
+        _, proto = await loop.create_connection(
+            lambda: NeverReader("/feed"), HOST, cfg["port"], ssl=ctx, server_hostname=HOST
+        )
+        readers.append(proto)
+    upgraded = [await asyncio.wait_for(asyncio.shield(r.upgraded), 30) for r in readers]
+    emit("ready", upgraded=sum(upgraded))
+    commands = await stdin_lines()
+    if await commands.get() != "go":
+        return
+    until = time.monotonic() + cfg["duration"]
+    request = cframe(OP_TEXT, f"{cfg['count']} {cfg['size']}".encode())
+    requests = 0
+
+    async def ask() -> None:
+        nonlocal requests
+        while time.monotonic() < until:
+            for r in readers:
+                # The server may stop reading us too: do not queue without end here.
+                if not r.lost and r.transport.get_write_buffer_size() < 65536:
+                    r.transport.write(request)
+                    requests += 1
+            await asyncio.sleep(cfg["interval"])
+
+    results = await asyncio.gather(
+        ask(), *(wss_echo(cfg["port"], ctx, i, until) for i in range(cfg["echoers"])), return_exceptions=True
+    )
+    echoes = [r for r in results[1:] if isinstance(r, dict)]
+    rtts = [t for e in echoes for t in e["rtts"]]
+    emit(
+        "result",
+        requests=requests,
+        readers_lost=sum(r.lost for r in readers),
+        echo_errors=[repr(r) for r in results if isinstance(r, BaseException)],
+        echo_sent=sum(e["sent"] for e in echoes),
+        echo_wrong=sum(e["wrong"] for e in echoes),
+        rtt_median_ms=round(statistics.median(rtts) * 1000, 2) if rtts else None,
+        rtt_max_ms=round(max(rtts) * 1000, 2) if rtts else None,
+    )
+    await commands.get()
+    for r in readers:
+        r.transport.abort()
+    emit("done")
+
+
 CHILD_ROLES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "server": child_server,
     "idle": lambda cfg: (raise_fd_limit(), run_async(_idle_main(cfg)))[1],
@@ -1062,6 +1425,8 @@ CHILD_ROLES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "killme": child_killme,
     "trickle": child_trickle,
     "fragments": lambda cfg: (raise_fd_limit(), run_async(_fragments_main(cfg)))[1],
+    "tlsclients": lambda cfg: (raise_fd_limit(), run_async(_tlsclients_main(cfg)))[1],
+    "wssflood": lambda cfg: (raise_fd_limit(), run_async(_wssflood_main(cfg)))[1],
 }
 
 
@@ -1205,6 +1570,8 @@ class Soak:
     inputs: dict[str, int] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)
     _bomb: bytes | None = None  # the compressed bomb frame, built once
+    tls: ssl.SSLContext | None = None  # set while the server under test is HTTPS
+    cert: str = ""
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -1225,16 +1592,34 @@ class Soak:
         return c
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://{HOST}:{self.port}/stats", timeout=30) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
+        return json.loads(self.get("/stats"))  # type: ignore[no-any-return]
 
     def get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://{HOST}:{self.port}{path}", timeout=30) as resp:
+        scheme = "https" if self.tls else "http"
+        with urllib.request.urlopen(f"{scheme}://{HOST}:{self.port}{path}", timeout=30, context=self.tls) as resp:
             return resp.read()  # type: ignore[no-any-return]
 
     def rss(self) -> int:
         assert self.server is not None
         return rss_kib(self.server.pid)
+
+    def settled_rss(self, timeout: float = 10.0) -> int:
+        """The server's RSS once it has read everything sent to it (no byte
+        waiting in its sockets) and is idle (no CPU used over 0.1 s, RSS
+        unchanged), or after ``timeout``."""
+        assert self.server is not None
+        pid = self.server.pid
+        deadline = time.monotonic() + timeout
+        while unread_bytes(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rss, cpu = rss_kib(pid), cpu_seconds(pid)
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            rss0, cpu0 = rss, cpu
+            rss, cpu = rss_kib(pid), cpu_seconds(pid)
+            if rss == rss0 and cpu - cpu0 < 0.005:
+                break
+        return rss
 
     def wait_settled(self, expect_open: int, timeout: float) -> dict[str, Any]:
         """Poll /stats until the server holds exactly ``expect_open``
@@ -1270,6 +1655,15 @@ class Soak:
         msg = self.server.expect("ready", 30)
         self.port = msg["port"]
         self.numbers["core"] = msg["core"]
+        want = expected_core()
+        if want is not None:
+            self.check(
+                "A",
+                "server core selected by the environment",
+                msg["core"],
+                f"{want} ({'WSNEST_NO_EXTENSIONS' if want == 'pure' else 'WSNEST_REQUIRE_EXTENSIONS'} set)",
+                msg["core"] == want,
+            )
         s = self.stats()
         self.numbers["tasks_idle"] = s["tasks"]  # root, main, serve, flusher, accept loop...
         self.numbers["rss_start_kib"] = s["rss_kib"]
@@ -1369,6 +1763,7 @@ class Soak:
                     "count": a.slowloris,
                     "duration": a.duration + 3.0 + a.handshake_timeout,
                     "stagger": a.handshake_timeout,
+                    "drop_wait": a.handshake_timeout + 3.0,
                 },
             )
             time.sleep(1.5 + a.handshake_timeout)  # let the slowloris population churn first
@@ -1420,7 +1815,7 @@ class Soak:
         loris = {
             "attempts": sum(x["attempts"] for x in lorises),
             "dropped": sum(x["dropped"] for x in lorises),
-            "still_open_at_end": sum(x["still_open_at_end"] for x in lorises),
+            "never_dropped": sum(x["never_dropped"] for x in lorises),
             "replies": sum(x["replies"] for x in lorises),
             "completed_heads": sum(x["completed_heads"] for x in lorises),
             "connect_errors": sum(x["connect_errors"] for x in lorises),
@@ -1431,14 +1826,19 @@ class Soak:
         }
         self.numbers["slowloris"] = loris
         self.inputs["slowloris connections"] = loris["attempts"]
+        # Every connection that was made must be dropped: at the end of the
+        # window the client stops dribbling and waits for the server to drop
+        # the ones in progress (handshake_timeout counts from the connect).
+        connected = loris["attempts"] - loris["connect_errors"]
         self.check(
             "B",
-            "slowloris dropped by handshake_timeout",
-            f"{loris['dropped']} dropped of {loris['attempts']} (time to drop min {loris['drop_min']}s, median"
-            f" {loris['drop_median']}s, max {loris['drop_max']}s; {loris['still_open_at_end']} still dribbling"
-            " when stopped)",
-            f"all dropped after ~{a.handshake_timeout}s, none served",
-            loris["dropped"] > 0
+            "every slowloris connection dropped by handshake_timeout",
+            f"{loris['dropped']} dropped of {connected} connected (time to drop min {loris['drop_min']}s, median"
+            f" {loris['drop_median']}s, max {loris['drop_max']}s; {loris['never_dropped']} never dropped,"
+            f" {loris['connect_errors']} connect errors)",
+            f"all dropped after {a.handshake_timeout}s (+1.5 s), none served",
+            loris["dropped"] == connected > 0
+            and loris["never_dropped"] == 0
             and loris["replies"] == 0
             and loris["completed_heads"] == 0
             and loris["drop_min"] >= a.handshake_timeout - 0.05
@@ -1937,6 +2337,255 @@ class Soak:
             self.server.close()
             self.server, self.port = main_server, main_port
 
+    # -- G: TLS ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def tls_server(self, what: str) -> Any:
+        """A fresh HTTPS server of its own (so that its RSS is measured from
+        a clean start) for the block; then SIGINT: clean exit, on_close ==
+        on_open, no unexpected error."""
+        a = self.args
+        cfg = {
+            "tls": True,
+            "handshake_timeout": a.tls_handshake_timeout,
+            "keepalive_timeout": a.tls_keepalive_timeout,
+            "close_timeout": a.close_timeout,
+            "send_high_water": a.high_water,
+            "small_limit": a.small_limit,
+        }
+        main = (self.server, self.port, self.tls)
+        self.server = Child("server", cfg, SERVER_CPU)
+        try:
+            msg = self.server.expect("ready", 30)
+            if expected_core() not in (None, msg["core"]):
+                raise RuntimeError(f"TLS server: asked for the {expected_core()} core, got {msg['core']}")
+            self.port, self.cert = msg["port"], msg["cert"]
+            self.tls = trusting_context(msg["cert"])
+            try:
+                yield
+            except Exception:
+                self.log(f"TLS server stderr:\n{self.server.stderr_text()}")
+                raise
+            self.server.proc.send_signal(signal.SIGINT)
+            rc = self.server.wait(30)
+            final = self.server.expect("final", 5)
+            self.check(
+                "G",
+                f"TLS server ({what}): clean exit, on_close == on_open, no error logged",
+                f"exit {rc}, opened {final['opened_total']}, closed {final['closed_total']},"
+                f" errors {final['unexpected_errors']} {final['unexpected_samples'][:1] or ''}",
+                "0, equal, 0",
+                rc == 0 and final["opened_total"] == final["closed_total"] and final["unexpected_errors"] == 0,
+            )
+        finally:
+            self.server.close()
+            self.server, self.port, self.tls = main
+
+    def innocent_https(self, stop: threading.Event, out: list[tuple[float, bool]], once: bool = False) -> None:
+        """An ordinary HTTPS client (a new TLS connection per GET) until ``stop``."""
+        while once or not stop.is_set():
+            once = False
+            t0 = time.monotonic()
+            ok = False
+            conn = HTTPSConnection(HOST, self.port, context=self.tls, timeout=30)
+            try:
+                conn.request("GET", "/hello")
+                resp = conn.getresponse()
+                ok = resp.status == 200 and resp.read() == b"hello"
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+            out.append((time.monotonic() - t0, ok))
+            stop.wait(0.1)
+
+    def phase_g_idle(self) -> None:
+        """Idle TLS connections and stalled TLS handshakes, held at once."""
+        a = self.args
+        ht, kt = a.tls_handshake_timeout, a.tls_keepalive_timeout
+        assert self.server is not None
+        c = self.child("tlsclients", {"port": self.port, "cert": self.cert})
+        sizes = c.expect("ready", 30)
+        # A first batch costs more per connection than the next ones (the
+        # server's tables and heap grow once): "warmup" is held, not reported.
+        counts = {"warmup": a.tls_idle, "fresh": a.tls_idle, "keepalive": a.tls_idle}
+        counts.update(dict.fromkeys(HALF_OPEN_MODES, a.tls_half_open))
+        innocent: list[tuple[float, bool]] = []
+        stop = threading.Event()
+        pinger = threading.Thread(target=self.innocent_https, args=(stop, innocent), daemon=True)
+        opened: dict[str, dict[str, Any]] = {}
+        # A few HTTPS requests first: the server answers at all, and its
+        # first TLS handshake's one-time allocations are not counted.
+        warm: list[tuple[float, bool]] = []
+        done = threading.Event()
+        done.set()
+        for _ in range(3):
+            self.innocent_https(done, warm, once=True)
+        if not all(ok for _, ok in warm):
+            raise RuntimeError("the HTTPS server does not answer GET /hello")
+        rss = self.settled_rss()
+        for mode, n in counts.items():
+            if mode == HALF_OPEN_MODES[0]:
+                pinger.start()  # served while the handshakes stall
+            c.send(f"open {mode} {n}")
+            opened[mode] = c.expect("opened", 120)
+            now = self.settled_rss()  # the server has read what they sent
+            opened[mode]["kib_each"] = round((now - rss) / max(1, opened[mode]["opened"]), 1)
+            rss = now
+        c.send(f"wait {max(ht, kt) + 5}")
+        res = c.expect("result", max(ht, kt) + 60)
+        stop.set()
+        pinger.join(60)
+        c.send("exit")
+        c.expect("done", 30)
+        c.wait(10)
+        for mode, n in counts.items():
+            self.inputs[TLS_MODE_NAMES[mode]] = n
+        self.numbers["tls_idle"] = {"opened": opened, "drops": res, "hello_sizes": sizes}
+        o = opened
+        self.info(
+            "G",
+            "server RSS per idle TLS connection",
+            f"{o['fresh']['kib_each']} KiB (handshake done, nothing sent; {o['fresh']['opened']} in"
+            f" {o['fresh']['seconds']}s), {o['keepalive']['kib_each']} KiB (one request served, then idle)",
+        )
+        self.info(
+            "G",
+            "server RSS per stalled TLS handshake",
+            f"{o['nothing']['kib_each']} KiB (nothing sent), {o['hello']['kib_each']} KiB (ClientHello of"
+            f" {sizes['hello_bytes'] + 1} B less one byte), {o['bighello']['kib_each']} KiB (ClientHello of"
+            f" {sizes['bighello_bytes'] + 1} B less one byte)",
+        )
+        # Idle TLS: today the request head gets a handshake_timeout of its
+        # own once the TLS handshake is done, so the bound is checked from
+        # the handshake; the README's one budget from the connect is shown.
+        # The server checks HTTP deadlines every 1/8 of the shortest timeout
+        # (at most 1 s), so a drop may come that late by design; plus 1 s
+        # for the scheduling of thousands of closes at once on a busy machine.
+        slack = min(1.0, min(ht, kt) / 8) + 1.0
+        what = {
+            "warmup": ("idle TLS (warm-up batch, not measured) dropped by handshake_timeout", ht, "ready"),
+            "fresh": ("idle TLS (handshake done, nothing sent) dropped by handshake_timeout", ht, "ready"),
+            "keepalive": ("idle keep-alive TLS (one request) dropped by keepalive_timeout", kt, "response"),
+            "nothing": ("stalled TLS handshakes (nothing sent) dropped by handshake_timeout", ht, "connect"),
+            "hello": ("stalled TLS handshakes (ClientHello less 1 B) dropped by handshake_timeout", ht, "connect"),
+            "bighello": ("stalled TLS handshakes (60 KB ClientHello less 1 B) dropped likewise", ht, "connect"),
+        }
+        since_names = {"ready": "the TLS handshake", "connect": "the connect", "response": "the response"}
+        for mode, (label, limit, since) in what.items():
+            r, op = res[mode], opened[mode]
+            t = r.get(since)
+            served = f", {op['served']} served" if mode == "keepalive" else ""
+            measured = f"{r['dropped']}/{op['opened']} dropped ({op['errors']} connect errors{served})"
+            if t:
+                measured += f"; after {since_names[since]}: min {t['min']}s, median {t['median']}s, max {t['max']}s"
+            if since == "ready" and "connect" in r:
+                measured += f"; after the connect: max {r['connect']['max']}s (one budget: {ht:g} s)"
+            self.check(
+                "G",
+                label,
+                measured,
+                f"all, none later than {limit:g} s (+{slack:g} s) after {since_names[since]}",
+                r["dropped"] == op["opened"] == counts[mode]
+                and (mode != "keepalive" or op["served"] == op["opened"])
+                and t is not None
+                and t["max"] <= limit + slack,
+            )
+        ok = sum(1 for _, good in innocent if good)
+        stalled = a.tls_half_open * len(HALF_OPEN_MODES)
+        self.numbers["tls_innocent"] = {"requests": len(innocent), "ok": ok, "max_s": max(t for t, _ in innocent)}
+        self.check(
+            "G",
+            f"innocent HTTPS client served while {stalled} TLS handshakes stall",
+            f"{ok}/{len(innocent)} GETs answered 200 (new TLS connection each),"
+            f" slowest {max(t for t, _ in innocent) * 1000:.0f} ms",
+            "all (and at least one)",
+            ok == len(innocent) > 0,
+        )
+
+    def phase_g_flood(self) -> None:
+        """Never-reading WSS clients on a feed, and WSS echo clients alongside."""
+        a = self.args
+        assert self.server is not None
+        f = self.child(
+            "wssflood",
+            {
+                "port": self.port,
+                "cert": self.cert,
+                "readers": a.tls_readers,
+                "echoers": a.tls_echoers,
+                "count": a.feed_count,
+                "size": a.feed_size,
+                "interval": 0.2,
+                "duration": a.duration,
+            },
+        )
+        ready = f.expect("ready", 60)
+        if ready["upgraded"] != a.tls_readers:
+            raise RuntimeError(f"never-reading WSS clients not all upgraded: {ready}")
+        before = self.wait_settled(a.tls_readers, 10)
+        with RssSampler(self.server.pid) as sampler:
+            f.send("go")
+            res = f.expect("result", a.duration + 60)
+        after = self.stats()
+        f.send("exit")
+        f.expect("done", 30)
+        f.wait(10)
+        self.wait_settled(0, 30)
+        growth = sampler.peak - before["rss_kib"]
+        dropped = after["closed"].get("/feed", 0) - before["closed"].get("/feed", 0)
+        codes = after["feed"]["send_codes"]
+        # Per reader: the queued frames (high water + the crossing message),
+        # then over TLS a joined copy and the ciphertext of what is in flight.
+        per_reader = 3 * (a.high_water + a.feed_size) + 256 * 1024
+        bound_kib = a.tls_readers * per_reader // 1024 + 16 * 1024
+        offered = after["feed"]["requests"] * a.feed_count * a.feed_size
+        self.numbers["tls_flood"] = {
+            **res,
+            "dropped": dropped,
+            "send_codes": codes,
+            "rss_before_kib": before["rss_kib"],
+            "rss_peak_kib": sampler.peak,
+            "rss_growth_kib": growth,
+            "rss_bound_kib": bound_kib,
+            "bytes_asked": offered,
+        }
+        self.inputs["never-reading WSS clients"] = a.tls_readers
+        self.inputs["WSS echo messages"] = res["echo_sent"]
+        self.lost["WSS echoes beside never-reading clients"] = res["echo_wrong"]
+        self.check(
+            "G",
+            "never-reading WSS clients dropped or bounded by send_high_water",
+            f"{dropped}/{a.tls_readers} dropped by the server in {a.duration:g}s; {res['requests']} feed requests"
+            f" sent, {after['feed']['requests']} read by the server, asking for {offered / 2**20:,.0f} MiB;"
+            f" ws.send codes {codes};"
+            f" RSS +{growth / 1024:.1f} MiB (peak {sampler.peak / 1024:.1f} MiB)",
+            f"RSS growth <= {bound_kib / 1024:.0f} MiB ({a.tls_readers} x (3 x (high water + msg) + 256 KiB)"
+            " + 16 MiB); each dropped, or refused with code 8",
+            growth <= bound_kib and (dropped == a.tls_readers or codes.get("8", 0) > 0),
+        )
+        self.check(
+            "G",
+            f"WSS echo beside {a.tls_readers} never-reading clients",
+            f"{res['echo_sent'] - res['echo_wrong']}/{res['echo_sent']} echoed intact by {a.tls_echoers} clients;"
+            f" RTT median {res['rtt_median_ms']} ms, max {res['rtt_max_ms']} ms; errors {res['echo_errors'] or 0}",
+            "all intact (and at least one), no error",
+            res["echo_sent"] > 0 and res["echo_wrong"] == 0 and not res["echo_errors"],
+        )
+
+    def phase_g(self) -> None:
+        a = self.args
+        self.log(
+            f"G: TLS: {a.tls_idle} + {a.tls_idle} idle connections, {a.tls_half_open} x {len(HALF_OPEN_MODES)}"
+            f" stalled handshakes (handshake_timeout {a.tls_handshake_timeout:g} s, keepalive_timeout"
+            f" {a.tls_keepalive_timeout:g} s)"
+        )
+        with self.tls_server("idle and half-open"):
+            self.phase_g_idle()
+        self.log(f"G: TLS: {a.tls_readers} never-reading WSS clients + {a.tls_echoers} WSS echo clients")
+        with self.tls_server("never-reading WSS"):
+            self.phase_g_flood()
+
     # -- the run ------------------------------------------------------------------
 
     def run(self) -> int:
@@ -1948,16 +2597,18 @@ class Soak:
         if self.numbers["other_cpu_users"]:
             self.log(f"note: other busy processes on this machine: {', '.join(self.numbers['other_cpu_users'])}")
         try:
-            self.start_server()
-            holders = self.phase_ab()
-            if a.only_ab:
-                return self.finish(started)
-            self.phase_c()
-            self.phase_d(a.idle)
-            self.phase_e(label=" (under load)")
-            for core in a.fresh_bomb_cores:
-                self.bombs_on_fresh_server(core)
-            self.phase_f(holders, a.idle)
+            if not a.only_tls:
+                self.start_server()
+                holders = self.phase_ab()
+                if a.only_ab:
+                    return self.finish(started)
+                self.phase_c()
+                self.phase_d(a.idle)
+                self.phase_e(label=" (under load)")
+                for core in a.fresh_bomb_cores:
+                    self.bombs_on_fresh_server(core)
+                self.phase_f(holders, a.idle)
+            self.phase_g()
         except Exception as exc:
             self.check("run", "completed", f"{type(exc).__name__}: {exc}"[:2000], "no error", False)
             if self.server is not None:
@@ -2151,6 +2802,30 @@ def write_doc(soak: Soak, table: str) -> None:
             f" {tr['queued']:,} frames queued before the server gave up on it: "
             + (f"**{tr['problem']}** (see Known issues)." if tr["problem"] else "a clean prefix.")
         )
+    if "tls_idle" in n:
+        o, d = n["tls_idle"]["opened"], n["tls_idle"]["drops"]
+        inn = n["tls_innocent"]
+        key.append(
+            f"- TLS (handshake_timeout {a.tls_handshake_timeout:g} s, keepalive_timeout {a.tls_keepalive_timeout:g} s):"
+            f" server RSS **{o['fresh']['kib_each']} KiB per idle TLS connection** (handshake done, nothing sent;"
+            f" {o['keepalive']['kib_each']} KiB after one request); per stalled handshake"
+            f" **{o['nothing']['kib_each']} KiB** (nothing sent), **{o['hello']['kib_each']} KiB** (a ClientHello"
+            f" less its last byte), **{o['bighello']['kib_each']} KiB** (a 60 KB ClientHello less its last byte)."
+            f" All dropped: idle ones max {d['fresh']['ready']['max']} s after their TLS handshake"
+            f" ({d['fresh']['connect']['max']} s after the connect), keep-alive ones max"
+            f" {d['keepalive']['response']['max']} s after their response, stalled handshakes max"
+            f" {max(d[m]['connect']['max'] for m in HALF_OPEN_MODES)} s; meanwhile an HTTPS client got"
+            f" {inn['ok']}/{inn['requests']} answers (slowest {inn['max_s'] * 1000:.0f} ms)."
+        )
+    if "tls_flood" in n:
+        f = n["tls_flood"]
+        key.append(
+            f"- WSS: {a.tls_readers} never-reading clients asking for {f['bytes_asked'] / 2**20:,.0f} MiB"
+            f" (send_high_water {a.high_water // 1024} KiB): {f['dropped']} dropped by the server, ws.send codes"
+            f" {f['send_codes']}, server RSS +{f['rss_growth_kib'] / 1024:.1f} MiB (bound"
+            f" {f['rss_bound_kib'] / 1024:.0f} MiB); {a.tls_echoers} WSS echo clients alongside: round trip"
+            f" median {f['rtt_median_ms']} ms, max {f['rtt_max_ms']} ms."
+        )
     bombs = [(k, v["deflate"]) for k, v in n.items() if k.startswith("bombs") and "deflate" in v]
     if bombs:
         parts = [
@@ -2181,7 +2856,7 @@ def write_doc(soak: Soak, table: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--short", action="store_true", help="CI-sized run (< 30 s)")
+    p.add_argument("--short", action="store_true", help="CI-sized run (about 40 s)")
     p.add_argument("--duration", type=float, help="seconds per echo measurement (full 10, short 3)")
     p.add_argument("--idle", type=int, help="idle connections (full 10000, short 500)")
     p.add_argument("--slowloris", type=int, help="slowloris connections (full 1000, short 100)")
@@ -2194,6 +2869,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="server handshake_timeout, the slowloris drop time (full: the default, 10 s; short: 2 s)",
     )
     p.add_argument("--only-ab", action="store_true", help="run phases A and B only (echo under load); prints only")
+    p.add_argument("--only-tls", action="store_true", help="run phase G only (TLS); prints only")
     a = p.parse_args(argv)
     full = not a.short
     defaults = {
@@ -2201,17 +2877,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "idle": 10_000 if full else 500,
         "slowloris": 1000 if full else 100,
         "echo": 50 if full else 10,
-        "write_doc": full and not a.only_ab,
+        "write_doc": full and not a.only_ab and not a.only_tls,
     }
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.idle_per_proc = 5000
     a.rounds = 2 if full else 1
-    if a.handshake_timeout is None:
-        sys.path.insert(0, str(ROOT / "src"))
-        from wsnest import Limits
+    sys.path.insert(0, str(ROOT / "src"))
+    from wsnest import Limits
 
+    if a.handshake_timeout is None:
         # Full run: the server's default, as deployed; the CI-sized run uses
         # 2 s so that the drops happen within its few seconds.
         a.handshake_timeout = Limits().handshake_timeout if full else 2.0
@@ -2238,6 +2914,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.trickle_rate = 2_000_000
     a.trickle_count = int((a.close_timeout * a.trickle_rate + 6_000_000) / (a.trickle_size + 2))
     a.fresh_bomb_cores = ["compiled", "pure"] if full else []
+    # G (TLS). The short run uses 4 s timeouts, long enough to open every
+    # connection and read the server's RSS before the first drops.
+    a.tls_handshake_timeout = a.handshake_timeout if full else 4.0
+    a.tls_keepalive_timeout = Limits().keepalive_timeout if full else 4.0
+    a.tls_idle = 500 if full else 100  # of each kind: warm-up, fresh, keep-alive
+    a.tls_half_open = 500 if full else 50  # of each kind: nothing, ClientHello less a byte, 60 KB one
+    a.tls_readers = 20 if full else 4
+    a.tls_echoers = 3 if full else 2
+    a.feed_count = 100  # messages asked for by each feed request (5 per second per reader)
+    a.feed_size = 64 * 1024
     return a
 
 

@@ -13,11 +13,14 @@ valid:
   ``FuzzedDataProvider``, and the differential check does report a
   divergence when the twins disagree.
 
-No atheris needed (the reader test is skipped without it); well under 5 s.
+No atheris needed, except for the reader test: it is skipped without
+atheris, or fails when ``WSNEST_REQUIRE_ATHERIS`` is set (as in CI, where
+``.ci/run`` installs atheris before the test runs). Well under 5 s.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -45,6 +48,17 @@ def cores() -> tuple[ModuleType, ModuleType]:
     fuzz_core.load(None)
     assert fuzz_core.C is compiled and fuzz_core.P is pure
     return compiled, pure
+
+
+def _atheris() -> ModuleType:
+    """atheris, or skip (fail under ``WSNEST_REQUIRE_ATHERIS=1``)."""
+    try:
+        import atheris
+    except ImportError as exc:
+        if os.environ.get("WSNEST_REQUIRE_ATHERIS", "") not in ("", "0"):
+            pytest.fail(f"WSNEST_REQUIRE_ATHERIS is set but atheris cannot be imported: {exc!r}", pytrace=False)
+        pytest.skip(f"atheris is not importable ({exc}; pip install atheris)")
+    return atheris
 
 
 def _key(stream: bytes, kwargs: dict[str, Any]) -> tuple[bytes, tuple[tuple[str, Any], ...]]:
@@ -135,7 +149,7 @@ def test_split_helper() -> None:
 
 
 def test_tail_reader_matches_fuzzed_data_provider() -> None:
-    atheris = pytest.importorskip("atheris")
+    atheris = _atheris()
     rng = random.Random(1234)
     for _ in range(2000):
         data = rng.randbytes(rng.randint(0, 12))
@@ -144,6 +158,17 @@ def test_tail_reader_matches_fuzzed_data_provider() -> None:
         theirs = _harness.make_reader(data, atheris)
         assert [ours.byte() for _ in range(calls)] == [theirs.byte() for _ in range(calls)]
         assert ours.rest() == theirs.rest()
+
+
+def test_missing_atheris_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without atheris the reader test skips, or fails under WSNEST_REQUIRE_ATHERIS=1."""
+    monkeypatch.setitem(sys.modules, "atheris", None)  # import atheris -> ImportError
+    monkeypatch.setenv("WSNEST_REQUIRE_ATHERIS", "1")
+    with pytest.raises(pytest.fail.Exception, match="WSNEST_REQUIRE_ATHERIS is set but atheris cannot be imported"):
+        _atheris()
+    monkeypatch.setenv("WSNEST_REQUIRE_ATHERIS", "0")
+    with pytest.raises(pytest.skip.Exception, match="atheris is not importable"):
+        _atheris()
 
 
 class _DroppingParser:
