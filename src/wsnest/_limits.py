@@ -37,10 +37,18 @@ class Limits:
     ping_interval: float | None = None
     #: Close with 1011 if a ping is not answered within this time.
     ping_timeout: float = 20.0
-    #: ``ws.send()`` returns 8 while more than this many bytes wait to be sent.
-    send_high_water: int = 4 * MiB
-    #: Messages queued for an async ``on_message`` before reading pauses
-    #: (checked after each read, so one read's worth may exceed it).
+    #: Time a write may wait for the peer to make progress (take more
+    #: bytes) before the connection is dropped: HTTP responses and files,
+    #: streams and WebSocket writes. Only a write that has to wait is timed.
+    send_timeout: float = 30.0
+    #: ``ws.send()`` (and a stream's ``send``) returns 8 while more than
+    #: this many bytes wait to be sent; one message may overshoot it. This
+    #: is the memory a client that stops reading can pin (10,000 of them:
+    #: about 640 MiB plus one message each); raise it for bulk transfers.
+    send_high_water: int = 64 * 1024
+    #: Messages queued for an async ``on_message``. While it is full,
+    #: reading goes on up to the start of the next message (pings and
+    #: close frames are still answered), then pauses until there is room.
     max_queue: int = 16
 
     def replace(self, **changes: object) -> Limits:
@@ -49,8 +57,19 @@ class Limits:
 
 
 WS_FIELDS = frozenset(
-    {"max_message_size", "close_timeout", "ping_interval", "ping_timeout", "send_high_water", "max_queue"}
+    {
+        "max_message_size",
+        "close_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "send_timeout",
+        "send_high_water",
+        "max_queue",
+    }
 )
+
+
+_POSITIVE = frozenset({"max_queue", "handshake_timeout", "ping_interval", "send_timeout"})
 
 
 def check_limits(limits: Limits) -> Limits:
@@ -63,7 +82,7 @@ def check_limits(limits: Limits) -> Limits:
             raise TypeError(f"{field.name}: expected a number, got {type(value).__name__}")
         if field.type == "int" and not isinstance(value, int):
             raise TypeError(f"{field.name}: expected an integer, got {value!r}")
-        if value < 0 or (value == 0 and field.name in ("max_queue", "handshake_timeout", "ping_interval")):
+        if value < 0 or (value == 0 and field.name in _POSITIVE):
             raise ValueError(f"{field.name}: must be positive, got {value!r}")
     return limits
 

@@ -16,7 +16,7 @@ import mimetypes
 import os
 import stat
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import trio
@@ -92,7 +92,7 @@ def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
     return start, min(end, size - 1)
 
 
-async def _read_chunks(path: str, start: int, length: int) -> AsyncIterator[bytes]:
+async def _read_chunks(path: str, start: int, length: int) -> AsyncGenerator[bytes, None]:
     f = await trio.to_thread.run_sync(open, path, "rb")
     try:
         await trio.to_thread.run_sync(f.seek, start)
@@ -138,7 +138,11 @@ async def serve_file(conn: HttpConnection, req: Request, path: str, st: os.stat_
             body = f.read(length)
         await conn.respond(req, status, headers, body)
         return
-    await conn.respond_chunks(req, status, headers, length, _read_chunks(path, start, length))
+    chunks = _read_chunks(path, start, length)
+    try:
+        await conn.respond_chunks(req, status, headers, length, chunks)
+    finally:
+        await chunks.aclose()  # closes the file now, also when the client stalled or left
 
 
 async def _error_for(conn: HttpConnection, req: Request, exc: OSError) -> None:

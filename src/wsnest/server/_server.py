@@ -233,7 +233,7 @@ class HttpServer:
                 raise
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if self._tls is None:
-                nursery.start_soon(self._serve_transport, SocketTransport(sock), client)
+                nursery.start_soon(self._serve_transport, SocketTransport(sock, self.limits.send_timeout), client)
             else:
                 nursery.start_soon(self._handle_tls, sock, client)
             accepted += 1
@@ -285,7 +285,7 @@ class HttpServer:
                 log.debug("TLS handshake with %s failed: %s", client, exc)
                 await trio.aclose_forcefully(stream)
                 return None
-            return StreamTransport(stream, client)
+            return StreamTransport(stream, client, self.limits.send_timeout)
         log.debug("TLS handshake with %s timed out", client)
         await trio.aclose_forcefully(stream)
         return None

@@ -4,6 +4,11 @@ path) and any trio ``Stream`` (TLS, in-memory streams in tests).
 The socket transport tries each ``recv``/``send`` first and only waits for
 readiness when the kernel says it would block: every await is a trip
 through trio's scheduler, so a message that needs none is cheaper.
+
+Writes that have to wait are bounded by ``send_timeout`` (the time the peer
+may take to accept more bytes, as nginx's ``send_timeout``): a client that
+stops reading cannot hold a connection, a file or a buffer forever. A write
+that needs no wait pays nothing for it.
 """
 
 from __future__ import annotations
@@ -13,28 +18,35 @@ import socket
 
 import trio
 
-# After this many reads that succeeded without waiting, yield once so that a
-# client that floods us cannot starve the other tasks.
-_YIELD_EVERY = 32
+from .._limits import DEFAULT_LIMITS
+
+# Reads that succeeded without waiting go on back to back for at most this
+# long (their parsing included), then the task yields once, so that a client
+# that floods us cannot starve the others (see WORK_BUDGET in _websocket).
+_EAGER_BUDGET = 0.002
 # A read at least this large suggests a stream: try the next one at once.
 _EAGER_MIN = 8 * 1024
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 _IOV_MAX = 512
+# A stream write is timed per piece of this size (progress, not the whole).
+_STREAM_PIECE = 64 * 1024
 
 
 class SocketTransport:
     """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
 
-    __slots__ = ("_eager", "_streak", "sock")
+    __slots__ = ("_eager", "_yield_at", "send_timeout", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, send_timeout: float = DEFAULT_LIMITS.send_timeout) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):  # not every platform has it
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        #: Seconds a write may wait for the peer to take more bytes.
+        self.send_timeout = send_timeout
         self._eager = False  # try recv before waiting?
-        self._streak = 0  # reads in a row that did not wait
+        self._yield_at = 0.0  # when a run of reads without waiting must yield
 
     async def receive_into(self, buf: memoryview) -> int:
         """Read into ``buf``; 0 means the peer closed or reset the connection.
@@ -45,7 +57,7 @@ class SocketTransport:
         a syscall, so we wait for readiness first.
         """
         sock = self.sock
-        if self._eager and self._streak < _YIELD_EVERY:
+        if self._eager and trio.current_time() < self._yield_at:
             try:
                 n = sock.recv_into(buf)
             except BlockingIOError:
@@ -53,10 +65,8 @@ class SocketTransport:
             except OSError:
                 return 0
             else:
-                self._streak += 1
                 self._eager = n >= _EAGER_MIN
                 return n
-        self._streak = 0
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -68,8 +78,25 @@ class SocketTransport:
                 continue
             except OSError:
                 return 0
-            self._eager = n >= _EAGER_MIN
+            if n >= _EAGER_MIN:
+                # The start of a run of reads without waiting (small reads,
+                # the request/response case, never pay for the clock).
+                self._eager = True
+                self._yield_at = trio.current_time() + _EAGER_BUDGET
+            else:
+                self._eager = False
             return n
+
+    async def _wait_writable(self) -> bool:
+        """Wait until the socket takes more bytes; False on ``send_timeout``
+        or when it was closed under us."""
+        with trio.move_on_after(self.send_timeout):
+            try:
+                await trio.lowlevel.wait_writable(self.sock)
+            except trio.ClosedResourceError:  # closed under us (shutdown)
+                return False
+            return True
+        return False
 
     def try_send(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the kernel takes now; -1 if the connection is broken."""
@@ -81,16 +108,15 @@ class SocketTransport:
             return -1
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> bool:
-        """Send everything, waiting for room; False if the connection broke."""
+        """Send everything, waiting for room; False if the connection broke
+        or the peer took nothing for ``send_timeout``."""
         view = memoryview(data)
         sock = self.sock
         while view:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(sock)
-                except trio.ClosedResourceError:  # closed under us (shutdown)
+                if not await self._wait_writable():
                     return False
                 continue
             except OSError:
@@ -108,9 +134,7 @@ class SocketTransport:
             try:
                 sent = sock.sendmsg(views[:_IOV_MAX])
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(sock)
-                except trio.ClosedResourceError:
+                if not await self._wait_writable():
                     return False
                 continue
             except OSError:
@@ -148,11 +172,18 @@ class SocketTransport:
 class StreamTransport:
     """Any trio ``Stream`` (TLS, memory streams), at the cost of a copy."""
 
-    __slots__ = ("_client", "stream")
+    __slots__ = ("_client", "send_timeout", "stream")
 
-    def __init__(self, stream: trio.abc.Stream, client: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        client: tuple[str, int] | None = None,
+        send_timeout: float = DEFAULT_LIMITS.send_timeout,
+    ) -> None:
         self.stream = stream
         self._client = client
+        #: Seconds each piece of a write may take (see ``_STREAM_PIECE``).
+        self.send_timeout = send_timeout
 
     async def receive_into(self, buf: memoryview) -> int:
         try:
@@ -167,8 +198,16 @@ class StreamTransport:
         return 0  # streams are only written through send_all
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send everything; False if the stream broke or a piece of at most
+        ``_STREAM_PIECE`` bytes was not taken within ``send_timeout`` (a
+        stream cannot tell a write that waits from one that does not)."""
+        view = memoryview(data)
         try:
-            await self.stream.send_all(data)
+            for start in range(0, len(view), _STREAM_PIECE):
+                with trio.move_on_after(self.send_timeout) as scope:
+                    await self.stream.send_all(view[start : start + _STREAM_PIECE])
+                if scope.cancelled_caught:
+                    return False  # a cut-off write leaves the stream broken anyway
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
             return False
         return True
