@@ -98,6 +98,32 @@ async def test_never_reading_client_of_a_big_file_is_dropped(
             await c.aclose()
 
 
+async def test_never_reading_client_of_a_stream_is_dropped() -> None:
+    """A ``handler_stream`` client that stops reading is dropped after
+    ``send_timeout``: the stuck async ``on_request`` is cancelled and
+    ``on_close`` runs once."""
+    closed: list[int] = []
+    done = trio.Event()
+
+    async def on_request(conn: Any, req: wsnest.Request) -> None:
+        while conn.send(b"x" * 65536) == 0:
+            await trio.lowlevel.checkpoint()
+        await trio.sleep_forever()  # waits for the client to read: never
+
+    def on_close(conn: Any) -> None:
+        closed.append(conn.id)
+        done.set()
+
+    handler = wsnest.handler_stream("/events", on_request, on_close)
+    async with running_server([handler], send_timeout=SEND_TIMEOUT, send_high_water=16 * MiB) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            c = await connect_slow_reader(url)
+            await c.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            await done.wait()
+            await c.aclose()
+    assert len(closed) == 1
+
+
 async def _fill_from_outside(ws: wsnest.WebSocket) -> None:
     """Queue data from outside any callback (a drain task writes it) until
     ``send`` pushes back."""
