@@ -17,11 +17,14 @@ Design notes (why it is shaped like this):
   on up to the start of the next message (answering pings), then pauses
   (TCP backpressure): at most ``max_queue`` messages wait, whatever a read
   holds.
-- Work between two yields is bounded: a large read is parsed in pieces and
-  the task yields once ``WORK_BUDGET`` is spent, so one client sending
-  costly input (1-byte fragments) cannot stall the others. A piece is also
-  at most half of ``send_high_water`` and the output is written between
-  pieces, so an echo of one read never meets a full send buffer.
+- Work between two yields is bounded: on the pure core a large read is
+  parsed in pieces and the task yields once ``WORK_BUDGET`` is spent, so
+  one client sending costly input (1-byte fragments) cannot stall the
+  others (the compiled core parses a whole read in about a millisecond at
+  worst; the transport bounds a run of reads by time).
+- An echo of one read never meets a full send buffer: a small read is
+  parsed only below a low-water mark (half of ``send_high_water``), and a
+  large one (or piece) raises the batch's send limit by its own size.
 - Writes that have to wait are bounded by ``send_timeout`` (in the
   transport); a wait of the reader itself is also bounded by the keepalive
   deadline, so a peer that stops reading is dropped by keepalive too.
@@ -90,11 +93,11 @@ _E_CLOSED = ErrorCode.CLOSED
 _E_AGAIN = ErrorCode.AGAIN
 _E_SIZE = ErrorCode.MSG_SIZE
 
-# The most input handed to the parser at once (the pure twin is ~50x slower
-# on costly input such as 1-byte fragments), and the parsing time after
-# which a read's remaining pieces wait for the next scheduler turn.
-_PIECE = 64 * 1024 if CORE == "compiled" else 8 * 1024
-_MIN_PIECE = 4 * 1024
+# The most input handed to the parser at once: a whole read for the
+# compiled core, 8 KiB for the pure twin (~50x slower on costly input such
+# as 1-byte fragments); and the parsing time after which a read's remaining
+# pieces wait for the next scheduler turn.
+_PIECE = 1 << 30 if CORE == "compiled" else 8 * 1024
 WORK_BUDGET = 0.002
 
 
@@ -114,6 +117,7 @@ class WebSocket(Outbox):
         "_close_deadline",
         "_handler",
         "_handoff",
+        "_high_water",
         "_limits",
         "_mode",
         "_parser",
@@ -143,6 +147,9 @@ class WebSocket(Outbox):
         self.subprotocol = subprotocol
         self._handler = handler
         self._limits = limits
+        # send() refuses above this: send_high_water, raised by the size of
+        # the input while the reader parses a large read (see _feed).
+        self._high_water = limits.send_high_water
         self._mode = mode
         self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES, deflate=deflate is not None)
         if deflate is not None:
@@ -209,10 +216,9 @@ class WebSocket(Outbox):
             opcode = self._opcode_for(data)
         if self._state != OPEN:
             return _E_CLOSED
-        limits = self._limits
-        if len(self._out) + self._parts_size + self._inflight > limits.send_high_water:
+        if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
-        limit = limits.max_message_size
+        limit = self._limits.max_message_size
         if len(data) < BIG_PAYLOAD:
             if limit is not None and len(data) > limit >> 2:  # a UTF-8 char is at most 4 bytes
                 size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
@@ -252,7 +258,7 @@ class WebSocket(Outbox):
         The frame's payload is its last ``payload_size`` bytes."""
         if self._state != OPEN:
             return _E_CLOSED
-        if self._buffered() > self._limits.send_high_water:
+        if self._buffered() > self._high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and payload_size > limit:
@@ -403,13 +409,13 @@ class WebSocket(Outbox):
         limits = self._limits
         timed = limits.ping_interval is not None
         queue = self._queue
-        # Pieces of at most half the high-water mark, written out in
-        # between, and reading paused above the low-water mark: an echo of
-        # a whole read is always accepted by send().
-        piece = max(_MIN_PIECE, min(_PIECE, limits.send_high_water // 2))
-        low_water = limits.send_high_water - piece
+        # A read up to `small` is parsed at once, and only while at most
+        # `low_water` bytes wait to be sent, so that all it can echo fits
+        # under the high-water mark; a larger one goes through _feed.
+        small = min(_PIECE, limits.send_high_water // 2)
+        low_water = limits.send_high_water - small
         if tail:
-            await self._feed(bytearray(tail), piece, low_water)
+            await self._feed(bytearray(tail), low_water)
             await self._flush()
         while self._state != CLOSED:
             if timed:
@@ -423,14 +429,14 @@ class WebSocket(Outbox):
                 break
             if parser.finished:
                 continue  # after a failure: discard until the peer closes
-            if n <= piece and queue is None:
+            if n <= small and queue is None:
                 self._batch = True
                 try:
                     self._handle(parser.feed(view[:n]))
                 finally:
                     self._batch = False
             else:
-                await self._feed(view[:n], piece, low_water)
+                await self._feed(view[:n], low_water)
             await self._flush()
             if parser.finished and self._state == CLOSING:
                 # After a protocol failure the parser reads no more frames,
@@ -446,21 +452,24 @@ class WebSocket(Outbox):
             if queue is not None and self._bounds is None and len(queue) >= limits.max_queue:
                 await self._wait_for_queue_room()
 
-    async def _feed(self, data: bytearray | bytes | memoryview, piece: int, low_water: int) -> None:
+    async def _feed(self, data: bytearray | bytes | memoryview, low_water: int) -> None:
         """Parse a large read, or any read for an async ``on_message``, in
-        pieces: the output is written between pieces, the task yields once
-        ``WORK_BUDGET`` is spent, and an async handler's queue is never
-        handed more messages than it has room for (the rest waits).
+        pieces of at most ``_PIECE``: while one is parsed, ``send`` accepts
+        as many more bytes as it holds (an echo is never refused); the
+        output is written between pieces; the task yields once
+        ``WORK_BUDGET`` is spent; an async handler's queue is never handed
+        more messages than it has room for (the rest waits).
 
         ``data`` may be the server's shared receive buffer: whatever is left
         of it is copied before any await (another connection reads into it).
         """
         parser = self._parser
         bounds = self._bounds
+        high_water = self._limits.send_high_water
         pos, end_of_data = 0, len(data)
         yield_at = trio.current_time() + WORK_BUDGET
         while pos < end_of_data and not parser.finished and self._state != CLOSED:
-            end = min(pos + piece, end_of_data)
+            end = min(pos + _PIECE, end_of_data)
             queue = self._queue
             if bounds is not None and queue is not None and self._state == OPEN:
                 end = pos + bounds.cut(memoryview(data)[pos:end], self._limits.max_queue - len(queue))
@@ -470,10 +479,12 @@ class WebSocket(Outbox):
                     await self._wait_for_queue_room()
                     continue
             self._batch = True
+            self._high_water = high_water + (end - pos)
             try:
                 self._handle(parser.feed(memoryview(data)[pos:end]))
             finally:
                 self._batch = False
+                self._high_water = high_water
             pos = end
             if pos == end_of_data:
                 break
@@ -723,11 +734,10 @@ class DeflateWebSocket(WebSocket):
         opcode = self._opcode_for(data)
         if self._state != OPEN:
             return _E_CLOSED
-        limits = self._limits
-        if len(self._out) + self._parts_size + self._inflight > limits.send_high_water:
+        if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
         payload = data.encode("utf-8") if isinstance(data, str) else data
-        limit = limits.max_message_size
+        limit = self._limits.max_message_size
         if limit is not None and memoryview(payload).nbytes > limit:
             return _E_SIZE
         self._queue_message(opcode, payload)
@@ -738,7 +748,7 @@ class DeflateWebSocket(WebSocket):
         (its compression context is its own)."""
         if self._state != OPEN:
             return _E_CLOSED
-        if self._buffered() > self._limits.send_high_water:
+        if self._buffered() > self._high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and payload_size > limit:
