@@ -22,9 +22,10 @@ Design notes (why it is shaped like this):
   one client sending costly input (1-byte fragments) cannot stall the
   others (the compiled core parses a whole read in about a millisecond at
   worst; the transport bounds a run of reads by time).
-- An echo of one read never meets a full send buffer: a small read is
-  parsed only below a low-water mark (half of ``send_high_water``), and a
-  large one (or piece) raises the batch's send limit by its own size.
+- An echo of one read never meets a full send buffer: while a read (or a
+  piece of one) is parsed, ``send`` accepts as many bytes more than
+  ``send_high_water`` as the read holds (an echo is at most that), and the
+  reader pauses while the drain task holds more than ``send_high_water``.
 - Writes that have to wait are bounded by ``send_timeout`` (in the
   transport); a wait of the reader itself is also bounded by the keepalive
   deadline, so a peer that stops reading is dropped by keepalive too.
@@ -409,13 +410,9 @@ class WebSocket(Outbox):
         limits = self._limits
         timed = limits.ping_interval is not None
         queue = self._queue
-        # A read up to `small` is parsed at once, and only while at most
-        # `low_water` bytes wait to be sent, so that all it can echo fits
-        # under the high-water mark; a larger one goes through _feed.
-        small = min(_PIECE, limits.send_high_water // 2)
-        low_water = limits.send_high_water - small
+        high_water = limits.send_high_water
         if tail:
-            await self._feed(bytearray(tail), low_water)
+            await self._feed(bytearray(tail))
             await self._flush()
         while self._state != CLOSED:
             if timed:
@@ -429,21 +426,23 @@ class WebSocket(Outbox):
                 break
             if parser.finished:
                 continue  # after a failure: discard until the peer closes
-            if n <= small and queue is None:
+            if n <= _PIECE and queue is None:
                 self._batch = True
+                self._high_water = high_water + n  # an echo of this read always fits
                 try:
                     self._handle(parser.feed(view[:n]))
                 finally:
                     self._batch = False
+                    self._high_water = high_water
             else:
-                await self._feed(view[:n], low_water)
+                await self._feed(view[:n])
             await self._flush()
             if parser.finished and self._state == CLOSING:
                 # After a protocol failure the parser reads no more frames,
                 # so it cannot see the peer's close reply: send FIN after our
                 # close frame and wait for the peer to hang up.
                 transport.shutdown_write()
-            if self._state != CLOSED and self._writing and self._buffered() > low_water:
+            if self._state != CLOSED and self._writing and self._buffered() > high_water:
                 # A slow reader: stop reading (pongs would pile up) until
                 # the drain task has caught up.
                 await self._wait_drained_here()
@@ -452,7 +451,7 @@ class WebSocket(Outbox):
             if queue is not None and self._bounds is None and len(queue) >= limits.max_queue:
                 await self._wait_for_queue_room()
 
-    async def _feed(self, data: bytearray | bytes | memoryview, low_water: int) -> None:
+    async def _feed(self, data: bytearray | bytes | memoryview) -> None:
         """Parse a large read, or any read for an async ``on_message``, in
         pieces of at most ``_PIECE``: while one is parsed, ``send`` accepts
         as many more bytes as it holds (an echo is never refused); the
@@ -495,7 +494,7 @@ class WebSocket(Outbox):
                     data, pos, end_of_data = bytes(memoryview(data)[pos:]), 0, end_of_data - pos
                 if output:
                     await self._flush()
-                    if self._writing and self._buffered() > low_water:
+                    if self._writing and self._buffered() > high_water:
                         await self._wait_drained_here()
                 if late:
                     await trio.lowlevel.checkpoint()
