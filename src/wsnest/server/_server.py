@@ -73,6 +73,7 @@ class HttpServer:
         self._ws_limit_cache: dict[int, Limits] = {}
         self._websockets: set[WebSocket] = set()
         self._http_conns: set[HttpConnection] = set()
+        self._stalled_writers: set[SocketTransport] = set()  # waiting to write, see _reaper
         self._finalizers: set[trio.CancelScope] = set()
         self._stopping = False
         self._dirty: list[Outbox] = []
@@ -233,7 +234,8 @@ class HttpServer:
                 raise
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if self._tls is None:
-                nursery.start_soon(self._serve_transport, SocketTransport(sock, self.limits.send_timeout), client)
+                transport = SocketTransport(sock, self.limits.send_timeout, self._stalled_writers)
+                nursery.start_soon(self._serve_transport, transport, client)
             else:
                 nursery.start_soon(self._handle_tls, sock, client)
             accepted += 1
@@ -334,10 +336,12 @@ class HttpServer:
 
     async def _reaper(self) -> None:
         # Cancels HTTP connections whose deadline (waiting for a request)
-        # has passed; checked every 1/8 of the shortest timeout (at most 1 s),
-        # so a timeout fires up to 12.5 % late.
+        # has passed, and gives up on writes that made no progress within
+        # send_timeout; checked every 1/8 of the shortest timeout (at most
+        # 1 s), so a timeout fires up to 12.5 % late.
         limits = self.limits
         timeouts = [t for t in (limits.handshake_timeout, limits.keepalive_timeout) if t > 0]
+        timeouts += [t for t in self._send_timeouts() if t > 0]
         period = min(1.0, max(0.01, min(timeouts) / 8))
         while True:
             await trio.sleep(period)
@@ -345,6 +349,17 @@ class HttpServer:
             for conn in self._http_conns:
                 if conn.deadline <= now and conn.scope is not None:
                     conn.scope.cancel()
+            for transport in [t for t in self._stalled_writers if t.write_deadline <= now]:
+                transport.write_timed_out()
+
+    def _send_timeouts(self) -> list[float]:
+        """Every send_timeout in force: the server's and its WebSocket handlers'."""
+        found = [self.limits.send_timeout]
+        for handler in self._router:
+            overrides = getattr(handler, "limit_overrides", None)
+            if overrides and "send_timeout" in overrides:
+                found.append(float(overrides["send_timeout"]))
+        return found
 
     async def _send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
         body = (exc.message + "\n").encode("utf-8")

@@ -35,9 +35,14 @@ _STREAM_PIECE = 64 * 1024
 class SocketTransport:
     """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
 
-    __slots__ = ("_eager", "_yield_at", "send_timeout", "sock")
+    __slots__ = ("_eager", "_stalled", "_yield_at", "send_timeout", "sock", "write_deadline")
 
-    def __init__(self, sock: socket.socket, send_timeout: float = DEFAULT_LIMITS.send_timeout) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        send_timeout: float = DEFAULT_LIMITS.send_timeout,
+        stalled: set[SocketTransport] | None = None,
+    ) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):  # not every platform has it
@@ -45,6 +50,11 @@ class SocketTransport:
         self.sock = sock
         #: Seconds a write may wait for the peer to take more bytes.
         self.send_timeout = send_timeout
+        # The server's set of transports waiting to write: its reaper wakes
+        # those past ``write_deadline`` (a cancel scope per wait would cost
+        # ~5 us). Without one, each wait gets its own scope.
+        self._stalled = stalled
+        self.write_deadline = 0.0
         self._eager = False  # try recv before waiting?
         self._yield_at = 0.0  # when a run of reads without waiting must yield
 
@@ -90,13 +100,30 @@ class SocketTransport:
     async def _wait_writable(self) -> bool:
         """Wait until the socket takes more bytes; False on ``send_timeout``
         or when it was closed under us."""
-        with trio.move_on_after(self.send_timeout):
-            try:
-                await trio.lowlevel.wait_writable(self.sock)
-            except trio.ClosedResourceError:  # closed under us (shutdown)
-                return False
-            return True
-        return False
+        stalled = self._stalled
+        if stalled is None:
+            with trio.move_on_after(self.send_timeout):
+                return await self._wait_writable_once()
+            return False
+        self.write_deadline = trio.current_time() + self.send_timeout
+        stalled.add(self)
+        try:
+            return await self._wait_writable_once()
+        finally:
+            stalled.discard(self)
+
+    async def _wait_writable_once(self) -> bool:
+        try:
+            await trio.lowlevel.wait_writable(self.sock)
+        except trio.ClosedResourceError:  # closed under us, or timed out by the reaper
+            return False
+        return True
+
+    def write_timed_out(self) -> None:
+        """Called by the reaper once ``write_deadline`` has passed: wake
+        every task waiting on the socket (the connection is given up)."""
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
 
     def try_send(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the kernel takes now; -1 if the connection is broken."""

@@ -515,14 +515,22 @@ class WebSocket(Outbox):
     async def _drain_here(self) -> None:
         """A flush that has to wait, bounded by the keepalive deadline (the
         reader is not reading, so no pong could arrive in the meantime)."""
-        with trio.move_on_at(self._keepalive_deadline()):
+        deadline = self._keepalive_deadline()
+        if deadline == math.inf:
+            await self._drain()  # no cancel scope (~5 us) without keepalive
+            return
+        with trio.move_on_at(deadline):
             await self._drain()
             return
         await self._keepalive_expired()
 
     async def _wait_drained_here(self) -> None:
         """Wait for the drain task, bounded like :meth:`_drain_here`."""
-        with trio.move_on_at(self._keepalive_deadline()):
+        deadline = self._keepalive_deadline()
+        if deadline == math.inf:
+            await self._wait_drained()
+            return
+        with trio.move_on_at(deadline):
             await self._wait_drained()
             return
         await self._keepalive_expired()
