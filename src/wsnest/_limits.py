@@ -40,10 +40,18 @@ class Limits:
     ping_interval: float | None = None
     #: Close with 1011 if a ping is not answered within this time.
     ping_timeout: float = 20.0
-    #: ``ws.send()`` returns 8 while more than this many bytes wait to be sent.
-    send_high_water: int = 4 * MiB
-    #: Messages queued for an async ``on_message`` before reading pauses
-    #: (checked after each read, so one read's worth may exceed it).
+    #: Time a write may wait for the peer to make progress (take more
+    #: bytes) before the connection is dropped: HTTP responses and files,
+    #: streams and WebSocket writes. Only a write that has to wait is timed.
+    send_timeout: float = 30.0
+    #: ``ws.send()`` (and a stream's ``send``) returns 8 while more than
+    #: this many bytes wait to be sent; one message may overshoot it. This
+    #: is the memory a client that stops reading can pin (10,000 of them:
+    #: about 640 MiB plus one message each); raise it for bulk transfers.
+    send_high_water: int = 64 * 1024
+    #: Messages queued for an async ``on_message``. While it is full,
+    #: reading goes on up to the start of the next message (pings and
+    #: close frames are still answered), then pauses until there is room.
     max_queue: int = 16
 
     def replace(self, **changes: object) -> Limits:
@@ -52,11 +60,19 @@ class Limits:
 
 
 WS_FIELDS = frozenset(
-    {"max_message_size", "close_timeout", "ping_interval", "ping_timeout", "send_high_water", "max_queue"}
+    {
+        "max_message_size",
+        "close_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "send_timeout",
+        "send_high_water",
+        "max_queue",
+    }
 )
 
 
-_POSITIVE = ("max_queue", "handshake_timeout", "ping_interval", "max_tls_handshakes")
+_POSITIVE = frozenset({"max_queue", "handshake_timeout", "ping_interval", "send_timeout", "max_tls_handshakes"})
 
 
 def check_limits(limits: Limits) -> Limits:

@@ -22,7 +22,7 @@ import re
 import stat
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import trio
@@ -211,7 +211,7 @@ def _read_at(f: io.BufferedReader, start: int, size: int) -> bytes:
     return f.read(size)
 
 
-async def _read_chunks(f: io.BufferedReader, start: int, length: int) -> AsyncIterator[bytes]:
+async def _read_chunks(f: io.BufferedReader, start: int, length: int) -> AsyncGenerator[bytes, None]:
     """The ``length`` bytes of ``f`` from ``start``, in chunks read in a thread.
 
     A read error ends the stream early: the head is out by then, so no error
@@ -268,7 +268,11 @@ async def serve_file(conn: HttpConnection, req: Request, path: str, f: io.Buffer
             return
         await conn.respond(req, status, headers, body)
         return
-    await conn.respond_chunks(req, status, headers, length, _read_chunks(f, start, length))
+    chunks = _read_chunks(f, start, length)
+    try:
+        await conn.respond_chunks(req, status, headers, length, chunks)
+    finally:
+        await chunks.aclose()  # a client that stalled or left: no reader thread is left pending
 
 
 async def _send_file(conn: HttpConnection, req: Request, path: str) -> None:

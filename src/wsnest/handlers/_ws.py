@@ -60,6 +60,8 @@ class WebSocketHandler(Handler):
         if unknown:
             raise TypeError(f"handler_ws: unknown limit(s) {', '.join(sorted(unknown))}")
         self.limit_overrides = limits
+        # Also set on the first call that returns an awaitable (an async
+        # def under a decorator that hides it): see WebSocket._adopt_result.
         self.message_is_async = is_async(self.on_message)
 
     async def accept_upgrade(
@@ -91,6 +93,7 @@ class WebSocketHandler(Handler):
             await server._send_error(transport, exc, head_only=req.method == "HEAD")
             return None
         limits = server._ws_limits(self)
+        transport.send_timeout = limits.send_timeout  # the handler's own, if set
         # Offers the client cannot be answered with are declined: no
         # extension, never an error.
         deflate = negotiate(req.headers.getall("sec-websocket-extensions")) if self.permessage_deflate else None
@@ -143,7 +146,9 @@ def handler_ws(
     Args:
         path: URI path for WebSocket connections, e.g. ``"/ws"``.
         on_message: ``on_message(ws, data)``, called for every message;
-            plain or ``async def``; its return value is ignored.
+            plain or ``async def`` (a plain function returning an awaitable,
+            such as a wrapped ``async def``, is awaited too: the handler
+            then dispatches the async way); other return values are ignored.
         on_open: ``on_open(ws, req)``, called before the upgrade is
             accepted; raise or return :class:`Reject` to refuse it.
             ``req`` has ``uri``, ``headers``, ``path``, ``query``, ``client``.
@@ -163,7 +168,8 @@ def handler_ws(
             message still may not inflate past ``max_message_size`` (1009).
         **limits: per-handler WebSocket limits (``max_message_size``,
             ``close_timeout``, ``ping_interval``, ``ping_timeout``,
-            ``send_high_water``, ``max_queue``); see :class:`Limits`.
+            ``send_timeout``, ``send_high_water``, ``max_queue``); see
+            :class:`Limits`.
     """
     return WebSocketHandler(
         path, on_message, on_open, on_close, textframes, subprotocols, origins, limits, permessage_deflate

@@ -130,7 +130,11 @@ class Outbox:
             return
         if self._parts or not self._write_now():
             self._writing = True
-            await self._drain()
+            await self._drain_here()
+
+    async def _drain_here(self) -> None:
+        """The rest of a ``_flush`` that has to wait (subclasses bound it)."""
+        await self._drain()
 
     async def _drain(self) -> None:
         done = False
@@ -141,6 +145,8 @@ class Outbox:
                 ok = await self._transport.send_all_vec(chunks)
                 self._inflight = 0
                 if not ok:
+                    # Broken or timed out (send_timeout), maybe mid-frame.
+                    self._torn = True
                     self._broken()
                     break
             done = True
@@ -160,7 +166,10 @@ class Outbox:
             await self._drained.wait()
 
     async def _final_flush(self) -> None:
-        """Before closing: wait for a drain task, then write the rest."""
+        """Before closing: wait for a drain task, then write the rest
+        (nothing once the byte stream is torn: closing wakes the drain task)."""
+        if self._torn:
+            return
         await self._wait_drained()
         if (self._out or self._parts) and not self._torn:
             done = False

@@ -26,7 +26,7 @@ from ..handlers._base import Handler
 from ..http._response import build_response
 from ._connection import HttpConnection
 from ._routing import Router
-from ._transport import SocketTransport, TLSTransport, Transport
+from ._transport import SocketTransport, TimedWriter, TLSTransport, Transport
 
 if TYPE_CHECKING:
     from ._outbox import Outbox
@@ -77,6 +77,7 @@ class HttpServer:
         self._ws_limit_cache: dict[int, Limits] = {}
         self._websockets: set[WebSocket] = set()
         self._http_conns: set[HttpConnection] = set()
+        self._stalled_writers: set[TimedWriter] = set()  # waiting to write, see _reaper
         self._finalizers: set[trio.CancelScope] = set()
         self._stopping = False
         self._dirty: list[Outbox] = []
@@ -237,7 +238,8 @@ class HttpServer:
                 raise
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if self._tls is None:
-                nursery.start_soon(self._serve_transport, SocketTransport(sock), client)
+                transport = SocketTransport(sock, self.limits.send_timeout, self._stalled_writers)
+                nursery.start_soon(self._serve_transport, transport, client)
             else:
                 # One budget from accept: the TLS handshake and the first
                 # request head together (see HttpConnection.serve).
@@ -250,7 +252,7 @@ class HttpServer:
 
     async def _handle_tls(self, sock: socket.socket, client: tuple[str, int] | None, deadline: float) -> None:
         assert self._tls is not None
-        transport = TLSTransport(sock, self._tls, client)
+        transport = TLSTransport(sock, self._tls, client, self.limits.send_timeout, self._stalled_writers)
         done = False
         try:
             with trio.move_on_at(deadline) as scope:
@@ -358,10 +360,12 @@ class HttpServer:
 
     async def _reaper(self) -> None:
         # Cancels HTTP connections whose deadline (waiting for a request)
-        # has passed; checked every 1/8 of the shortest timeout (at most 1 s),
-        # so a timeout fires up to 12.5 % late.
+        # has passed, and gives up on writes that made no progress within
+        # send_timeout; checked every 1/8 of the shortest timeout (at most
+        # 1 s), so a timeout fires up to 12.5 % late.
         limits = self.limits
         timeouts = [t for t in (limits.handshake_timeout, limits.keepalive_timeout) if t > 0]
+        timeouts += [t for t in self._send_timeouts() if t > 0]
         period = min(1.0, max(0.01, min(timeouts) / 8))
         while True:
             await trio.sleep(period)
@@ -369,6 +373,17 @@ class HttpServer:
             for conn in self._http_conns:
                 if conn.deadline <= now and conn.scope is not None:
                     conn.scope.cancel()
+            for transport in [t for t in self._stalled_writers if t.write_deadline <= now]:
+                transport.write_timed_out()
+
+    def _send_timeouts(self) -> list[float]:
+        """Every send_timeout in force: the server's and its WebSocket handlers'."""
+        found = [self.limits.send_timeout]
+        for handler in self._router:
+            overrides = getattr(handler, "limit_overrides", None)
+            if overrides and "send_timeout" in overrides:
+                found.append(float(overrides["send_timeout"]))
+        return found
 
     async def _send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
         body = (exc.message + "\n").encode("utf-8")

@@ -5,6 +5,11 @@ path), TLS over a raw socket with memory BIOs, and any trio ``Stream``
 The socket transport tries each ``recv``/``send`` first and only waits for
 readiness when the kernel says it would block: every await is a trip
 through trio's scheduler, so a message that needs none is cheaper.
+
+Writes that have to wait are bounded by ``send_timeout`` (the time the peer
+may take to accept more bytes, as nginx's ``send_timeout``): a client that
+stops reading cannot hold a connection, a file or a buffer forever. A write
+that needs no wait pays nothing for it.
 """
 
 from __future__ import annotations
@@ -15,28 +20,88 @@ import ssl
 
 import trio
 
-# After this many reads that succeeded without waiting, yield once so that a
-# client that floods us cannot starve the other tasks.
-_YIELD_EVERY = 32
+from .._limits import DEFAULT_LIMITS
+
+# Reads that succeeded without waiting go on back to back for at most this
+# long (their parsing included), then the task yields once, so that a client
+# that floods us cannot starve the others (see WORK_BUDGET in _websocket).
+_EAGER_BUDGET = 0.002
 # A read at least this large suggests a stream: try the next one at once.
 _EAGER_MIN = 8 * 1024
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 _IOV_MAX = 512
+# A stream write is timed per piece of this size (progress, not the whole).
+_STREAM_PIECE = 64 * 1024
 
 
-class SocketTransport:
-    """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
+class TimedWriter:
+    """Base of the transports over a raw socket: waits for room to write
+    that give up after ``send_timeout`` without progress."""
 
-    __slots__ = ("_eager", "_streak", "sock")
+    __slots__ = ("_stalled", "send_timeout", "sock", "write_deadline")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        send_timeout: float = DEFAULT_LIMITS.send_timeout,
+        stalled: set[TimedWriter] | None = None,
+    ) -> None:
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):  # not every platform has it
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        #: Seconds a write may wait for the peer to take more bytes.
+        self.send_timeout = send_timeout
+        # The server's set of transports waiting to write: its reaper wakes
+        # those past ``write_deadline`` (a cancel scope per wait would cost
+        # ~5 us). Without one, each wait gets its own scope.
+        self._stalled = stalled
+        self.write_deadline = 0.0
+
+    async def _wait_writable(self) -> bool:
+        """Wait until the socket takes more bytes; False on ``send_timeout``
+        or when it was closed under us."""
+        stalled = self._stalled
+        if stalled is None:
+            with trio.move_on_after(self.send_timeout):
+                return await self._wait_writable_once()
+            return False
+        self.write_deadline = trio.current_time() + self.send_timeout
+        stalled.add(self)
+        try:
+            return await self._wait_writable_once()
+        finally:
+            stalled.discard(self)
+
+    async def _wait_writable_once(self) -> bool:
+        try:
+            await trio.lowlevel.wait_writable(self.sock)
+        except trio.ClosedResourceError:  # closed under us, or timed out by the reaper
+            return False
+        return True
+
+    def write_timed_out(self) -> None:
+        """Called by the reaper once ``write_deadline`` has passed: wake
+        every task waiting on the socket (the connection is given up)."""
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
+
+
+class SocketTransport(TimedWriter):
+    """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
+
+    __slots__ = ("_eager", "_yield_at")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        send_timeout: float = DEFAULT_LIMITS.send_timeout,
+        stalled: set[TimedWriter] | None = None,
+    ) -> None:
+        super().__init__(sock, send_timeout, stalled)
         self._eager = False  # try recv before waiting?
-        self._streak = 0  # reads in a row that did not wait
+        self._yield_at = 0.0  # when a run of reads without waiting must yield
 
     async def receive_into(self, buf: memoryview) -> int:
         """Read into ``buf``; 0 means the peer closed or reset the connection.
@@ -47,7 +112,7 @@ class SocketTransport:
         a syscall, so we wait for readiness first.
         """
         sock = self.sock
-        if self._eager and self._streak < _YIELD_EVERY:
+        if self._eager and trio.current_time() < self._yield_at:
             try:
                 n = sock.recv_into(buf)
             except BlockingIOError:
@@ -55,10 +120,8 @@ class SocketTransport:
             except OSError:
                 return 0
             else:
-                self._streak += 1
                 self._eager = n >= _EAGER_MIN
                 return n
-        self._streak = 0
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -70,7 +133,13 @@ class SocketTransport:
                 continue
             except OSError:
                 return 0
-            self._eager = n >= _EAGER_MIN
+            if n >= _EAGER_MIN:
+                # The start of a run of reads without waiting (small reads,
+                # the request/response case, never pay for the clock).
+                self._eager = True
+                self._yield_at = trio.current_time() + _EAGER_BUDGET
+            else:
+                self._eager = False
             return n
 
     def try_send(self, data: bytes | bytearray | memoryview) -> int:
@@ -83,16 +152,15 @@ class SocketTransport:
             return -1
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> bool:
-        """Send everything, waiting for room; False if the connection broke."""
+        """Send everything, waiting for room; False if the connection broke
+        or the peer took nothing for ``send_timeout``."""
         view = memoryview(data)
         sock = self.sock
         while view:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(sock)
-                except trio.ClosedResourceError:  # closed under us (shutdown)
+                if not await self._wait_writable():
                     return False
                 continue
             except OSError:
@@ -110,9 +178,7 @@ class SocketTransport:
             try:
                 sent = sock.sendmsg(views[:_IOV_MAX])
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(sock)
-                except trio.ClosedResourceError:
+                if not await self._wait_writable():
                     return False
                 continue
             except OSError:
@@ -150,11 +216,18 @@ class SocketTransport:
 class StreamTransport:
     """Any trio ``Stream`` (memory streams in tests), at the cost of a copy."""
 
-    __slots__ = ("_client", "stream")
+    __slots__ = ("_client", "send_timeout", "stream")
 
-    def __init__(self, stream: trio.abc.Stream, client: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        client: tuple[str, int] | None = None,
+        send_timeout: float = DEFAULT_LIMITS.send_timeout,
+    ) -> None:
         self.stream = stream
         self._client = client
+        #: Seconds each piece of a write may take (see ``_STREAM_PIECE``).
+        self.send_timeout = send_timeout
 
     async def receive_into(self, buf: memoryview) -> int:
         try:
@@ -169,8 +242,16 @@ class StreamTransport:
         return 0  # streams are only written through send_all
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send everything; False if the stream broke or a piece of at most
+        ``_STREAM_PIECE`` bytes was not taken within ``send_timeout`` (a
+        stream cannot tell a write that waits from one that does not)."""
+        view = memoryview(data)
         try:
-            await self.stream.send_all(data)
+            for start in range(0, len(view), _STREAM_PIECE):
+                with trio.move_on_after(self.send_timeout) as scope:
+                    await self.stream.send_all(view[start : start + _STREAM_PIECE])
+                if scope.cancelled_caught:
+                    return False  # a cut-off write leaves the stream broken anyway
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
             return False
         return True
@@ -210,7 +291,7 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return str(exc.reason or exc.strerror or exc or type(exc).__name__)
 
 
-class TLSTransport:
+class TLSTransport(TimedWriter):
     """TLS over a connected non-blocking socket, with ``ssl`` memory BIOs.
 
     Unlike ``trio.SSLStream`` under a ``StreamTransport``: one read decrypts
@@ -241,16 +322,18 @@ class TLSTransport:
         "_shut",
         "_shut_wanted",
         "_ssl",
-        "_streak",
-        "sock",
+        "_yield_at",
     )
 
-    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, client: tuple[str, int] | None = None) -> None:
-        sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
+    def __init__(
+        self,
+        sock: socket.socket,
+        ctx: ssl.SSLContext,
+        client: tuple[str, int] | None = None,
+        send_timeout: float = DEFAULT_LIMITS.send_timeout,
+        stalled: set[TimedWriter] | None = None,
+    ) -> None:
+        super().__init__(sock, send_timeout, stalled)
         self._ctx = ctx
         self._client = client
         self._ssl: ssl.SSLObject | None = None  # made by handshake()
@@ -263,7 +346,7 @@ class TLSTransport:
         self._shut = False  # close_notify queued
         self._shut_wanted = False  # shutdown_write() called during a write
         self._eager = False
-        self._streak = 0
+        self._yield_at = 0.0
 
     # -- before and during the handshake ----------------------------------------
 
@@ -405,10 +488,10 @@ class TLSTransport:
         """Read ciphertext into the incoming BIO (``buf`` as scratch: what it
         holds is copied into the BIO before anything is decrypted into it);
         False at EOF. Tried at once after a large read, as SocketTransport
-        does, with a yield every ``_YIELD_EVERY`` reads."""
+        does, for at most ``_EAGER_BUDGET`` seconds before a yield."""
         sock = self.sock
         size = len(buf) if len(buf) < _TLS_READ else _TLS_READ
-        if self._eager and self._streak < _YIELD_EVERY:
+        if self._eager and trio.current_time() < self._yield_at:
             try:
                 n = sock.recv_into(buf, size)
             except BlockingIOError:
@@ -416,9 +499,8 @@ class TLSTransport:
             except OSError:
                 return False
             else:
-                self._streak += 1
                 return self._took(buf, n)
-        self._streak = 0
+        self._eager = False
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -430,6 +512,8 @@ class TLSTransport:
                 continue
             except OSError:
                 return False
+            if n >= _EAGER_MIN:  # the start of a run of reads without waiting
+                self._yield_at = trio.current_time() + _EAGER_BUDGET
             return self._took(buf, n)
 
     def _took(self, buf: memoryview, n: int) -> bool:
@@ -522,9 +606,7 @@ class TLSTransport:
         while not self._send_nowait():
             if self._broken:
                 return False
-            try:
-                await trio.lowlevel.wait_writable(self.sock)
-            except trio.ClosedResourceError:
+            if not await self._wait_writable():  # closed under us, or send_timeout
                 self._broken = True
                 return False
         return True

@@ -11,8 +11,24 @@ Design notes (why it is shaped like this):
   dirty; the server's flusher writes every dirty connection once per
   scheduler tick, so a broadcast costs one syscall per receiver.
 - ``async def on_message`` runs in a second task fed by a bounded deque, so
-  pings and close frames are still handled while the application is slow;
-  when the deque is full, reading pauses (TCP backpressure, bounded memory).
+  pings and close frames are still handled while the application is slow.
+  The reader hands the parser no more messages than the deque has room for
+  (``_MessageBounds`` finds where they end); when it is full, reading goes
+  on up to the start of the next message (answering pings), then pauses
+  (TCP backpressure): at most ``max_queue`` messages wait, whatever a read
+  holds.
+- Work between two yields is bounded: on the pure core a large read is
+  parsed in pieces and the task yields once ``WORK_BUDGET`` is spent, so
+  one client sending costly input (1-byte fragments) cannot stall the
+  others (the compiled core parses a whole read in about a millisecond at
+  worst; the transport bounds a run of reads by time).
+- An echo of one read never meets a full send buffer: while a read (or a
+  piece of one) is parsed, ``send`` accepts as many bytes more than
+  ``send_high_water`` as the read holds (an echo is at most that), and the
+  reader pauses while the drain task holds more than ``send_high_water``.
+- Writes that have to wait are bounded by ``send_timeout`` (in the
+  transport); a wait of the reader itself is also bounded by the keepalive
+  deadline, so a peer that stops reading is dropped by keepalive too.
 - ``on_close`` runs exactly once for every connection that was upgraded,
   whatever ended it.
 - permessage-deflate lives in a subclass, :class:`DeflateWebSocket`, made
@@ -22,6 +38,7 @@ Design notes (why it is shaped like this):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections import deque
@@ -38,6 +55,7 @@ from ..core import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
     CLOSE_NO_STATUS,
+    CORE,
     FAIL,
     OP_BINARY,
     OP_CLOSE,
@@ -76,6 +94,13 @@ _E_CLOSED = ErrorCode.CLOSED
 _E_AGAIN = ErrorCode.AGAIN
 _E_SIZE = ErrorCode.MSG_SIZE
 
+# The most input handed to the parser at once: a whole read for the
+# compiled core, 8 KiB for the pure twin (~50x slower on costly input such
+# as 1-byte fragments); and the parsing time after which a read's remaining
+# pieces wait for the next scheduler turn.
+_PIECE = 1 << 30 if CORE == "compiled" else 8 * 1024
+WORK_BUDGET = 0.002
+
 
 class WebSocket(Outbox):
     """One WebSocket connection, as seen by ``handler_ws`` callbacks.
@@ -88,9 +113,12 @@ class WebSocket(Outbox):
 
     __slots__ = (
         "_batch",
+        "_bounds",
         "_close_code",
         "_close_deadline",
         "_handler",
+        "_handoff",
+        "_high_water",
         "_limits",
         "_mode",
         "_parser",
@@ -120,6 +148,9 @@ class WebSocket(Outbox):
         self.subprotocol = subprotocol
         self._handler = handler
         self._limits = limits
+        # send() refuses above this: send_high_water, raised by the size of
+        # the input while the reader parses a large read (see _feed).
+        self._high_water = limits.send_high_water
         self._mode = mode
         self._parser = FrameParser(limits.max_message_size, mode != MODE_BYTES, deflate=deflate is not None)
         if deflate is not None:
@@ -131,6 +162,8 @@ class WebSocket(Outbox):
         self._close_deadline = math.inf
         self._pong_deadline = math.inf
         self._queue: deque[str | bytes] | None = None
+        self._bounds: _MessageBounds | None = None  # async on_message only
+        self._handoff: Awaitable[object] | None = None  # see _adopt_result
         self._queue_wakeup: trio.Event | None = None
         self._reader_wakeup: trio.Event | None = None
         # Cancel scope around the read loop: its deadline becomes the close
@@ -184,10 +217,9 @@ class WebSocket(Outbox):
             opcode = self._opcode_for(data)
         if self._state != OPEN:
             return _E_CLOSED
-        limits = self._limits
-        if len(self._out) + self._parts_size + self._inflight > limits.send_high_water:
+        if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
-        limit = limits.max_message_size
+        limit = self._limits.max_message_size
         if len(data) < BIG_PAYLOAD:
             if limit is not None and len(data) > limit >> 2:  # a UTF-8 char is at most 4 bytes
                 size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
@@ -227,7 +259,7 @@ class WebSocket(Outbox):
         The frame's payload is its last ``payload_size`` bytes."""
         if self._state != OPEN:
             return _E_CLOSED
-        if self._buffered() > self._limits.send_high_water:
+        if self._buffered() > self._high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and payload_size > limit:
@@ -291,6 +323,10 @@ class WebSocket(Outbox):
         if self._state != CLOSED:
             self._state = CLOSED
             self._close_code = CLOSE_ABNORMAL
+        if self._scope is not None:
+            # Found by a drain task or the flusher: wake the reader, which
+            # may be waiting for a peer that will never send again.
+            self._scope.cancel()
 
     # -- reading ---------------------------------------------------------------
 
@@ -309,6 +345,7 @@ class WebSocket(Outbox):
             scope = self._scope = trio.CancelScope(deadline=self._close_deadline)
             if handler.message_is_async:
                 self._queue = deque()
+                self._bounds = _MessageBounds()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._dispatch_async)
                     try:
@@ -320,7 +357,10 @@ class WebSocket(Outbox):
             else:
                 with scope:
                     await self._read_loop(tail)
-                self._read_loop_ended()
+                if self._queue is None:
+                    self._read_loop_ended()
+                else:
+                    await self._continue_async(scope)
         finally:
             server._websockets.discard(self)
             if self._state == OPEN:
@@ -339,10 +379,27 @@ class WebSocket(Outbox):
             if scope.cancelled_caught:
                 log.warning("wsnest: on_close of websocket %d was cut short by the shutdown", self.id)
 
+    async def _continue_async(self, scope: trio.CancelScope) -> None:
+        """``on_message`` returned an awaitable (an ``async def`` under a
+        decorator that hides it): serve the rest of this connection the
+        async way. The queue has no ``_MessageBounds`` here (they cannot
+        join mid-stream), so it is bounded per read, as a fallback."""
+        read_on = self._state != CLOSED and not scope.cancelled_caught
+        scope = self._scope = trio.CancelScope(deadline=self._close_deadline)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._dispatch_async)
+            try:
+                if read_on:
+                    with scope:
+                        await self._read_loop(b"")
+                self._read_loop_ended()
+            finally:
+                self._wake_dispatcher()
+
     def _read_loop_ended(self) -> None:
         scope = self._scope
         self._scope = None
-        if scope is not None and scope.cancelled_caught:
+        if scope is not None and scope.cancelled_caught and self._state == CLOSING:
             log.debug("websocket %d: no close reply within close_timeout", self.id)
         self._state = CLOSED
 
@@ -350,9 +407,12 @@ class WebSocket(Outbox):
         transport = self._transport
         parser = self._parser
         view = self._server._recv_view
-        timed = self._limits.ping_interval is not None
+        limits = self._limits
+        timed = limits.ping_interval is not None
+        queue = self._queue
+        high_water = limits.send_high_water
         if tail:
-            self._handle(parser.feed(bytearray(tail)))
+            await self._feed(bytearray(tail))
             await self._flush()
         while self._state != CLOSED:
             if timed:
@@ -366,23 +426,120 @@ class WebSocket(Outbox):
                 break
             if parser.finished:
                 continue  # after a failure: discard until the peer closes
-            self._batch = True
-            try:
-                self._handle(parser.feed(view[:n]))
-            finally:
-                self._batch = False
+            if n <= _PIECE and queue is None:
+                self._batch = True
+                self._high_water = high_water + n  # an echo of this read always fits
+                try:
+                    self._handle(parser.feed(view[:n]))
+                finally:
+                    self._batch = False
+                    self._high_water = high_water
+            else:
+                await self._feed(view[:n])
             await self._flush()
             if parser.finished and self._state == CLOSING:
                 # After a protocol failure the parser reads no more frames,
                 # so it cannot see the peer's close reply: send FIN after our
                 # close frame and wait for the peer to hang up.
                 transport.shutdown_write()
-            if self._state != CLOSED and self._writing and self._buffered() > self._limits.send_high_water:
+            if self._state != CLOSED and self._writing and self._buffered() > high_water:
                 # A slow reader: stop reading (pongs would pile up) until
                 # the drain task has caught up.
-                await self._wait_drained()
-            if self._queue is not None and len(self._queue) >= self._limits.max_queue:
+                await self._wait_drained_here()
+            if self._queue is not queue:
+                return  # on_message returned an awaitable: run() goes async
+            if queue is not None and self._bounds is None and len(queue) >= limits.max_queue:
                 await self._wait_for_queue_room()
+
+    async def _feed(self, data: bytearray | bytes | memoryview) -> None:
+        """Parse a large read, or any read for an async ``on_message``, in
+        pieces of at most ``_PIECE``: while one is parsed, ``send`` accepts
+        as many more bytes as it holds (an echo is never refused); the
+        output is written between pieces; the task yields once
+        ``WORK_BUDGET`` is spent; an async handler's queue is never handed
+        more messages than it has room for (the rest waits).
+
+        ``data`` may be the server's shared receive buffer: whatever is left
+        of it is copied before any await (another connection reads into it).
+        """
+        parser = self._parser
+        bounds = self._bounds
+        high_water = self._limits.send_high_water
+        pos, end_of_data = 0, len(data)
+        yield_at = trio.current_time() + WORK_BUDGET
+        while pos < end_of_data and not parser.finished and self._state != CLOSED:
+            end = min(pos + _PIECE, end_of_data)
+            queue = self._queue
+            if bounds is not None and queue is not None and self._state == OPEN:
+                end = pos + bounds.cut(memoryview(data)[pos:end], self._limits.max_queue - len(queue))
+                if end == pos:  # the next message waits for room in the queue
+                    data, pos, end_of_data = bytes(memoryview(data)[pos:]), 0, end_of_data - pos
+                    await self._flush()
+                    await self._wait_for_queue_room()
+                    continue
+            self._batch = True
+            self._high_water = high_water + (end - pos)
+            try:
+                self._handle(parser.feed(memoryview(data)[pos:end]))
+            finally:
+                self._batch = False
+                self._high_water = high_water
+            pos = end
+            if pos == end_of_data:
+                break
+            output = bool(self._out or self._parts)
+            late = trio.current_time() >= yield_at
+            if output or late:
+                if not isinstance(data, bytes):
+                    data, pos, end_of_data = bytes(memoryview(data)[pos:]), 0, end_of_data - pos
+                if output:
+                    await self._flush()
+                    if self._writing and self._buffered() > high_water:
+                        await self._wait_drained_here()
+                if late:
+                    await trio.lowlevel.checkpoint()
+                    yield_at = trio.current_time() + WORK_BUDGET
+
+    # -- keepalive while the reader waits to write ------------------------------
+
+    def _keepalive_deadline(self) -> float:
+        """When a reader that cannot read (it waits to write) must give up:
+        the pong deadline, or one ping interval plus ping timeout from now."""
+        limits = self._limits
+        if limits.ping_interval is None:
+            return math.inf
+        if self._pong_deadline != math.inf:
+            return self._pong_deadline
+        return trio.current_time() + limits.ping_interval + limits.ping_timeout
+
+    async def _drain_here(self) -> None:
+        """A flush that has to wait, bounded by the keepalive deadline (the
+        reader is not reading, so no pong could arrive in the meantime)."""
+        deadline = self._keepalive_deadline()
+        if deadline == math.inf:
+            await self._drain()  # no cancel scope (~5 us) without keepalive
+            return
+        with trio.move_on_at(deadline):
+            await self._drain()
+            return
+        await self._keepalive_expired()
+
+    async def _wait_drained_here(self) -> None:
+        """Wait for the drain task, bounded like :meth:`_drain_here`."""
+        deadline = self._keepalive_deadline()
+        if deadline == math.inf:
+            await self._wait_drained()
+            return
+        with trio.move_on_at(deadline):
+            await self._wait_drained()
+            return
+        await self._keepalive_expired()
+
+    async def _keepalive_expired(self) -> None:
+        log.debug("websocket %d: keepalive timed out while the peer was not reading", self.id)
+        self._torn = True  # a write may have been cut off mid-frame
+        self._broken()
+        await self._transport.aclose()  # wakes a drain task still waiting
 
     async def _receive_timed(self, view: memoryview) -> int:
         """Receive with the close and keepalive deadlines; -1 on a timeout
@@ -429,9 +586,12 @@ class WebSocket(Outbox):
                     self._wake_dispatcher()
                     continue
                 try:
-                    on_message(self, data)
+                    result = on_message(self, data)
                 except Exception:
                     self._callback_failed("on_message")
+                else:
+                    if result is not None:
+                        queue = self._adopt_result(result)
             elif kind == OP_PING:
                 if self._state != CLOSED:
                     append_frame(self._out, OP_PONG, event[1])
@@ -448,6 +608,19 @@ class WebSocket(Outbox):
                 self._fail(event[1], event[2])
             else:  # OP_TEXT_DEFLATED, OP_BINARY_DEFLATED: from a deflate parser only
                 self._inflate_event(kind, event[1])
+
+    def _adopt_result(self, result: object) -> deque[str | bytes] | None:
+        """A plain ``on_message`` returned ``result``: ignored, unless it is
+        awaitable (an ``async def`` under a decorator that hides it). Then
+        it is awaited first, and from here on this connection, and every
+        later one of the handler, dispatches the async way. Returns the
+        queue the rest of the batch goes to."""
+        if inspect.isawaitable(result):
+            log.debug("websocket %d: on_message returned an awaitable; dispatching async", self.id)
+            self._handler.message_is_async = True
+            self._handoff = result
+            self._queue = deque()
+        return self._queue
 
     def _inflate_event(self, kind: int, payload: bytes) -> None:
         """A compressed message; only :class:`DeflateWebSocket` parses any."""
@@ -481,7 +654,14 @@ class WebSocket(Outbox):
     async def _dispatch_async(self) -> None:
         queue = self._queue
         assert queue is not None
-        on_message: Callable[[WebSocket, Any], Awaitable[object]] = self._handler.on_message
+        on_message: Callable[[WebSocket, Any], object] = self._handler.on_message
+        handoff = self._handoff
+        if handoff is not None:
+            self._handoff = None
+            try:
+                await handoff
+            except Exception:
+                self._callback_failed("on_message")
         while True:
             while queue:
                 data = queue.popleft()
@@ -492,7 +672,9 @@ class WebSocket(Outbox):
                     queue.clear()
                     break
                 try:
-                    await on_message(self, data)
+                    result = on_message(self, data)
+                    if result is not None and inspect.isawaitable(result):
+                        await result  # else: a wrapped callback ran plainly
                 except Exception:
                     self._callback_failed("on_message")
             if self._state == CLOSED and not queue:
@@ -559,11 +741,10 @@ class DeflateWebSocket(WebSocket):
         opcode = self._opcode_for(data)
         if self._state != OPEN:
             return _E_CLOSED
-        limits = self._limits
-        if len(self._out) + self._parts_size + self._inflight > limits.send_high_water:
+        if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
         payload = data.encode("utf-8") if isinstance(data, str) else data
-        limit = limits.max_message_size
+        limit = self._limits.max_message_size
         if limit is not None and memoryview(payload).nbytes > limit:
             return _E_SIZE
         self._queue_message(opcode, payload)
@@ -574,7 +755,7 @@ class DeflateWebSocket(WebSocket):
         (its compression context is its own)."""
         if self._state != OPEN:
             return _E_CLOSED
-        if self._buffered() > self._limits.send_high_water:
+        if self._buffered() > self._high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
         if limit is not None and payload_size > limit:
@@ -596,3 +777,80 @@ class DeflateWebSocket(WebSocket):
                 self._queue_payload(compressed)
         if not self._batch:
             self._schedule_flush()
+
+
+class _MessageBounds:
+    """Where the client's messages end in its byte stream.
+
+    Used for an async ``on_message`` only: the reader asks how much of a
+    read it may hand the parser so that no more messages complete than the
+    queue has room for. Only frame headers are read (payloads are skipped
+    by length), so the cost is per frame, never per byte. Malformed input
+    is the parser's business: whatever is cut here, the parser fails on it.
+    """
+
+    __slots__ = ("_ends", "_hdr", "_left")
+
+    def __init__(self) -> None:
+        self._hdr = bytearray()  # header bytes of the current frame, while incomplete
+        self._left = -1  # payload bytes of the current frame still to come; -1: at a frame boundary
+        self._ends = False  # the current frame ends a data message (FIN, opcode < 8)
+
+    def cut(self, data: memoryview, room: int) -> int:
+        """How many bytes of ``data`` to feed: up to where ``room`` more data
+        messages are complete and the next data frame starts (control frames
+        on the way are included, so pings are answered), or all of it."""
+        pos, n = 0, len(data)
+        while pos < n:
+            left = self._left
+            if left < 0:  # in a header
+                hdr = self._hdr
+                if not hdr:
+                    b0 = data[pos]
+                    if room <= 0 and b0 & 0x0F < 8:
+                        return pos  # a data frame with no room for its message
+                    if pos + 2 <= n:
+                        size = _header_size(data[pos + 1])
+                        if pos + size <= n:  # the common case: the whole header is here
+                            self._start_frame(b0, data[pos : pos + size])
+                            pos += size
+                            room = self._frame_done(room)
+                            continue
+                take = min(n - pos, (_header_size(hdr[1]) if len(hdr) >= 2 else 2) - len(hdr))
+                hdr += data[pos : pos + take]
+                pos += take
+                if len(hdr) >= 2 and len(hdr) == _header_size(hdr[1]):
+                    self._start_frame(hdr[0], memoryview(hdr))
+                    self._hdr = bytearray()
+                    room = self._frame_done(room)
+                continue
+            take = min(left, n - pos)
+            pos += take
+            self._left = left - take
+            room = self._frame_done(room)
+        return n
+
+    def _start_frame(self, b0: int, header: memoryview) -> None:
+        len7 = header[1] & 0x7F
+        if len7 == 126:
+            length = int.from_bytes(header[2:4], "big")
+        elif len7 == 127:
+            length = int.from_bytes(header[2:10], "big")
+        else:
+            length = len7
+        self._left = length
+        self._ends = bool(b0 & 0x80) and b0 & 0x0F < 8
+
+    def _frame_done(self, room: int) -> int:
+        """After progress: if the current frame is complete, back to a frame
+        boundary, counting the message it ended; returns the room left."""
+        if self._left != 0:
+            return room
+        self._left = -1
+        return room - 1 if self._ends else room
+
+
+def _header_size(b1: int) -> int:
+    """A client frame header's size from its second byte (mask included)."""
+    len7 = b1 & 0x7F
+    return (2 if len7 < 126 else 4 if len7 == 126 else 10) + (4 if b1 & 0x80 else 0)
