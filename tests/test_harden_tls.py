@@ -22,7 +22,7 @@ import pytest
 import trio
 
 import wsnest
-from serverutil import OP_CLOSE, TIMEOUT, RawClient, client_frame, host_port, new_key, upgrade_request
+from serverutil import OP_CLOSE, TIMEOUT, RawClient, Tracker, client_frame, host_port, new_key, upgrade_request
 from test_tls import tls_server, trusting
 from wsnest.server import _transport
 
@@ -435,3 +435,27 @@ async def test_broadcast_over_tls(pair: wsnest.CertPair, tls: ssl.SSLContext) ->
                 assert await client.read_message() == (0x2, small)
                 assert await client.read_message() == (0x2, big)
                 await client.aclose()
+
+
+async def test_never_reading_wss_client_is_dropped_by_send_timeout(pair: wsnest.CertPair, tls: ssl.SSLContext) -> None:
+    """``send_timeout`` bounds TLS writes as it does plain ones: a WSS peer
+    that stops reading while the server has megabytes for it is dropped,
+    and ``on_close`` runs exactly once."""
+    t = Tracker()
+
+    def flood(ws: wsnest.WebSocket, data: bytes) -> None:
+        for _ in range(16):  # far more than the kernel's socket buffers hold
+            ws.send(bytes((1 << 20) - 64))
+
+    handler = wsnest.handler_ws("/ws", flood, on_open=t.on_open, on_close=t.on_close, send_high_water=32 << 20)
+    async with tls_server(tls, [handler], send_timeout=0.5) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            client = RawClient(await tls_connect(url, pair.cert))
+            await client.handshake()
+            await t.wait_opened(1)
+            await client.send(client_frame(0x2, b"go"))  # then never read again
+            await t.wait_closed(1)
+            assert t.codes() == [1006]
+            await client.aclose()
+    t.assert_balanced()
+    assert len(t.closed) == 1
