@@ -291,7 +291,10 @@ class WebSocket(Outbox):
         """Start the closing handshake with ``code`` and ``reason``.
 
         Frames queued before are sent first. Returns 0, or 7 if the
-        connection was already closing or closed.
+        connection was already closing or closed. ``code`` must be one a
+        peer may send (1000-1003, 1007-1014 or 3000-4999, the set wsnest
+        accepts from peers too), else ``ValueError``; a ``reason`` longer
+        than 123 bytes of UTF-8 is cut at a character boundary.
         """
         payload = close_payload(code, reason)  # validates code and reason
         if self._state != OPEN:
