@@ -484,7 +484,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     save.add_argument("--no-save", action="store_true", help="do not write bench/results")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where --save writes (default bench/results)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="add a column 'wsnest-base': the wsnest of another checkout (its src/ with the compiled core built "
+        "in place, e.g. a git worktree of the previous commit), interleaved with this one; prints "
+        "RATIO suite_<row>_wsnest_vs_base lines (target: no row below 0.97)",
+    )
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        src = args.baseline.resolve() / "src"
+        if not (src / "wsnest" / "__init__.py").is_file():
+            parser.error(f"--baseline: no src/wsnest in {args.baseline}")
+        base = Impl("wsnest-base", "wsnest", {"WSNEST_NO_EXTENSIONS": None, "PYTHONPATH": str(src)}, "compiled")
+        COLUMNS.insert(1, base)
+        COLUMN_BY_LABEL["wsnest-base"] = base
+        COMPARISONS.insert(0, ("wsnest-base", "base", None, 0.97))
 
     def pick(text: str | None, table: dict[str, Any], what: str) -> list[Any]:
         if not text:

@@ -322,9 +322,18 @@ def pct(values: list[float], q: float) -> float | None:
 # -- child: the server -----------------------------------------------------------------
 
 
+def _ensure_wsnest_importable() -> None:
+    """Use the installed wsnest (the one CI built with the compiled core);
+    the checkout's src/ only when none is installed."""
+    try:
+        import wsnest  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "src"))
+
+
 def child_server(cfg: dict[str, Any]) -> int:
     raise_fd_limit()
-    sys.path.insert(0, str(ROOT / "src"))
+    _ensure_wsnest_importable()
     import logging
 
     import trio
@@ -2884,7 +2893,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(a, k, v)
     a.idle_per_proc = 5000
     a.rounds = 2 if full else 1
-    sys.path.insert(0, str(ROOT / "src"))
+    _ensure_wsnest_importable()
     from wsnest import Limits
 
     if a.handshake_timeout is None:
