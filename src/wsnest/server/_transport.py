@@ -35,10 +35,11 @@ _STREAM_PIECE = 64 * 1024
 
 
 class TimedWriter:
-    """Base of the transports over a raw socket: waits for room to write
-    that give up after ``send_timeout`` without progress."""
+    """Base of the transports over a raw socket: the socket set up for
+    them, the state of a run of reads without waiting, and waits for room
+    to write that give up after ``send_timeout`` without progress."""
 
-    __slots__ = ("_stalled", "send_timeout", "sock", "write_deadline")
+    __slots__ = ("_eager", "_stalled", "_yield_at", "send_timeout", "sock", "write_deadline")
 
     def __init__(
         self,
@@ -58,6 +59,8 @@ class TimedWriter:
         # ~5 us). Without one, each wait gets its own scope.
         self._stalled = stalled
         self.write_deadline = 0.0
+        self._eager = False  # try recv before waiting?
+        self._yield_at = 0.0  # when a run of reads without waiting must yield
 
     async def _wait_writable(self) -> bool:
         """Wait until the socket takes more bytes; False on ``send_timeout``
@@ -91,17 +94,7 @@ class TimedWriter:
 class SocketTransport(TimedWriter):
     """A connected, non-blocking stdlib socket driven with trio's I/O waits."""
 
-    __slots__ = ("_eager", "_yield_at")
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        send_timeout: float = DEFAULT_LIMITS.send_timeout,
-        stalled: set[TimedWriter] | None = None,
-    ) -> None:
-        super().__init__(sock, send_timeout, stalled)
-        self._eager = False  # try recv before waiting?
-        self._yield_at = 0.0  # when a run of reads without waiting must yield
+    __slots__ = ()
 
     async def receive_into(self, buf: memoryview) -> int:
         """Read into ``buf``; 0 means the peer closed or reset the connection.
@@ -313,7 +306,6 @@ class TLSTransport(TimedWriter):
         "_broken",
         "_client",
         "_ctx",
-        "_eager",
         "_in",
         "_out",
         "_pending",
@@ -322,7 +314,6 @@ class TLSTransport(TimedWriter):
         "_shut",
         "_shut_wanted",
         "_ssl",
-        "_yield_at",
     )
 
     def __init__(
@@ -345,8 +336,6 @@ class TLSTransport(TimedWriter):
         self._broken = False  # the connection or the TLS stream failed
         self._shut = False  # close_notify queued
         self._shut_wanted = False  # shutdown_write() called during a write
-        self._eager = False
-        self._yield_at = 0.0
 
     # -- before and during the handshake ----------------------------------------
 
