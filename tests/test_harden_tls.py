@@ -130,7 +130,7 @@ async def test_concurrent_handshakes_are_bounded(pair: wsnest.CertPair, tls: ssl
                 await client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
                 stalled.append(client)
             slots = server._tls_slots
-            await wait_until(lambda: slots.value == 0)
+            await wait_until(lambda: slots.free == 0)
 
             done = trio.Event()
             got: list[bytes] = []
@@ -144,17 +144,41 @@ async def test_concurrent_handshakes_are_bounded(pair: wsnest.CertPair, tls: ssl
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(third)
-                await wait_until(lambda: slots.statistics().tasks_waiting == 1)
+                await wait_until(lambda: slots.waiting == 1)
                 assert not done.is_set()  # waiting for a slot, not handshaking
                 # The established connection is untouched by the full slots.
                 await old.send_all(HELLO)
                 assert (await read_response(old)).startswith(b"HTTP/1.1 200")
                 await stalled[0].aclose()  # frees a slot: the third client goes on
             assert got[0].startswith(b"HTTP/1.1 200")
-            assert slots.value == 1  # the other stalled handshake still holds one
+            assert slots.free == 1  # the other stalled handshake still holds one
             for client in [*silent, stalled[1]]:
                 await client.aclose()
             await old.aclose()
+
+
+async def test_stalled_handshakes_cannot_lock_out_new_clients(pair: wsnest.CertPair, tls: ssl.SSLContext) -> None:
+    """Every slot held by a ClientHello cut short, for good: a new client
+    waits only until the oldest has run a tenth of handshake_timeout, which
+    is then dropped for it, not until handshake_timeout (30 s here, longer
+    than the test's own limit)."""
+    async with tls_server(tls, max_tls_handshakes=2, handshake_timeout=30.0) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            stalled = []
+            for _ in range(2):
+                client = await RawClient.connect(url)
+                await client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+                stalled.append(client)
+            slots = server._tls_slots
+            await wait_until(lambda: slots.free == 0)
+            stream = await tls_connect(url, pair.cert)  # evicts the oldest stalled handshake
+            await stream.send_all(HELLO)
+            assert (await read_response(stream)).startswith(b"HTTP/1.1 200")
+            assert await stalled[0].stream.receive_some(65536) == b""  # dropped by the server
+            assert slots.free == 1  # the younger stalled one was not needed, so it stays
+            await stream.aclose()
+            for client in stalled:
+                await client.aclose()
 
 
 def test_max_tls_handshakes_validated() -> None:

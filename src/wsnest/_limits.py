@@ -30,7 +30,8 @@ class Limits:
     #: request body may take longer, but never this long between two reads.
     handshake_timeout: float = 10.0
     #: TLS handshakes in progress at once (each holds 40-230 KiB); later
-    #: clients wait for a slot within their handshake_timeout.
+    #: clients wait for a slot within their handshake_timeout, and one
+    #: stalled for a tenth of handshake_timeout gives its slot up to them.
     max_tls_handshakes: int = 256
     #: Idle time allowed between two requests on a keep-alive connection.
     keepalive_timeout: float = 15.0

@@ -25,6 +25,7 @@ from .._limits import DEFAULT_LIMITS, Limits
 from ..handlers._base import Handler
 from ..http._response import build_response
 from ._connection import HttpConnection
+from ._handshake_slots import HandshakeSlots
 from ._routing import Router
 from ._transport import SocketTransport, TimedWriter, TLSTransport, Transport
 
@@ -69,8 +70,10 @@ class HttpServer:
         self._tls = tls
         self.limits = limits
         # Handshakes in progress (waiters queue in order): each holds an SSL
-        # object and up to a ClientHello's worth of buffers.
-        self._tls_slots = trio.Semaphore(limits.max_tls_handshakes)
+        # object and up to a ClientHello's worth of buffers. One running for
+        # a tenth of handshake_timeout (1 s by default; a real one takes a
+        # few round trips) gives its slot up to a client waiting for one.
+        self._tls_slots = HandshakeSlots(limits.max_tls_handshakes, limits.handshake_timeout / 10)
         self.url = _format_url(scheme, host, port)
         self.state = "not started"
         self._ids = itertools.count(1)
@@ -297,7 +300,9 @@ class HttpServer:
         most ``max_tls_handshakes`` handshakes run at once; the others wait
         for a slot in arrival order (a burst of real clients is served, not
         reset), within their own deadline, so the queue is bounded by the
-        accept rate times ``handshake_timeout``. Failures are logged at
+        accept rate times ``handshake_timeout``; a handshake stalled for a
+        tenth of ``handshake_timeout`` is dropped when a client waits for
+        its slot (see ``HandshakeSlots``). Failures are logged at
         debug level: one line per connection at error level would let any
         client flood the log.
         """
@@ -309,8 +314,16 @@ class HttpServer:
             log.debug("plain HTTP from %s on the TLS port: answered 400", client)
             await transport.reject_plain_http()
             return False
-        async with self._tls_slots:
-            reason = await transport.handshake()
+        slots = self._tls_slots
+        with trio.CancelScope() as scope:
+            await slots.acquire(scope)
+            try:
+                reason = await transport.handshake()
+            finally:
+                slots.release(scope)
+        if scope.cancelled_caught:
+            log.debug("TLS handshake with %s stalled while others waited: dropped", client)
+            return False
         if reason is not None:
             log.debug("TLS handshake with %s failed: %s", client, reason)
             return False
