@@ -63,13 +63,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import datetime
 import json
 import os
 import random
-import resource
 import selectors
 import signal
 import socket
@@ -89,6 +87,22 @@ from http.client import HTTPSConnection
 from pathlib import Path
 from typing import Any
 
+from _util import raise_fd_limit, set_affinity
+from wire import (
+    DEFLATE_OFFER,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_TEXT,
+    FrameBuffer,
+    client_frame,
+    close_frame,
+    deflate_message,
+    read_head,
+    upgrade_request,
+    zero_bomb,
+)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOC = ROOT / "docs" / "reliability.md"
@@ -98,34 +112,9 @@ DOC_END = "<!-- soak-results:end -->"
 SERVER_CPU = 0
 CLIENT_CPU = 1
 HOST = "127.0.0.1"
-MASK_KEY = b"\x37\xfa\x21\x3d"
-KEY = base64.b64encode(b"wsnest-soak-key!").decode()
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 # -- shared helpers ------------------------------------------------------------------
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-    return soft
-
-
-def pin(cpu: int, pid: int = 0) -> bool:
-    if not hasattr(os, "sched_setaffinity"):
-        return False
-    try:
-        if cpu not in os.sched_getaffinity(0) and pid == 0:
-            return False
-        os.sched_setaffinity(pid, {cpu})
-    except OSError:
-        return False
-    return True
 
 
 def rss_kib(pid: int) -> int:
@@ -171,119 +160,6 @@ def expected_core() -> str | None:
     if env_flag("WSNEST_REQUIRE_EXTENSIONS"):
         return "compiled"
     return None
-
-
-def mask(payload: bytes, key: bytes = MASK_KEY) -> bytes:
-    n = len(payload)
-    if n == 0:
-        return b""
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
-
-
-def cframe(opcode: int, payload: bytes = b"", *, fin: bool = True, length: int | None = None) -> bytes:
-    """A masked client frame; ``length`` declares another length than the payload's."""
-    n = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | opcode
-    if n < 126:
-        head = bytes((first, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, n)
-    return head + MASK_KEY + mask(payload)
-
-
-def close_reply(code: int) -> bytes:
-    return cframe(OP_CLOSE, struct.pack("!H", code))
-
-
-def upgrade_request(path: str, extra: str = "") -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    ).encode("ascii")
-
-
-DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
-
-
-def deflate_message(data: bytes) -> bytes:
-    """``data`` compressed as one permessage-deflate message (RFC 7692 7.2.1:
-    raw deflate, sync flush, the final 00 00 ff ff removed)."""
-    z = zlib.compressobj(9, zlib.DEFLATED, -15)
-    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
-    assert out.endswith(b"\x00\x00\xff\xff")
-    return out[:-4]
-
-
-def zero_bomb(inflated: int) -> bytes:
-    """A permessage-deflate message that inflates to ``inflated`` zero bytes
-    (about 1/1000 of that on the wire), built without holding it whole."""
-    z = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = bytes(1 << 20)
-    parts = [z.compress(block) for _ in range(inflated >> 20)]
-    parts.append(z.flush(zlib.Z_SYNC_FLUSH))
-    out = b"".join(parts)
-    assert out.endswith(b"\x00\x00\xff\xff")
-    return out[:-4]
-
-
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """Read an HTTP response head from a blocking socket: (head, bytes after it)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head: {data[:200]!r}")
-        data += chunk
-    end = data.index(b"\r\n\r\n") + 4
-    return data[:end], data[end:]
-
-
-class FrameBuffer:
-    """Incremental parser of the server's (unmasked) frames. With
-    ``allow_rsv1`` (permessage-deflate) RSV1 is accepted and recorded per
-    frame in ``rsv1``."""
-
-    def __init__(self, allow_rsv1: bool = False) -> None:
-        self.buf = bytearray()
-        self.pos = 0
-        self.allow_rsv1 = allow_rsv1
-        self.rsv1: list[bool] = []
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[bool, int, bytes]]:
-        buf = self.buf
-        buf += data
-        out = []
-        pos = self.pos
-        n = len(buf)
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            length = b1 & 0x7F
-            head = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = struct.unpack_from("!H", buf, pos + 2)[0]
-                head = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = struct.unpack_from("!Q", buf, pos + 2)[0]
-                head = 10
-            if b1 & 0x80 or b0 & (0x30 if self.allow_rsv1 else 0x70):
-                raise ValueError(f"bad server frame header {b0:#x} {b1:#x}")
-            if n - pos < head + length:
-                break
-            out.append((bool(b0 & 0x80), b0 & 0x0F, bytes(buf[pos + head : pos + head + length])))
-            self.rsv1.append(bool(b0 & 0x40))
-            pos += head + length
-        if pos > 1 << 16 or pos == n:
-            del buf[:pos]
-            pos = 0
-        self.pos = pos
-        return out
 
 
 def emit(event: str, **data: Any) -> None:
@@ -620,7 +496,7 @@ class IdleProtocol(asyncio.Protocol):
             code = struct.unpack("!H", self.buf[2:4])[0] if self.buf[1] >= 2 else 1005
             self.owner.close_codes[code] = self.owner.close_codes.get(code, 0) + 1
             self.state = "closed_by_server"
-            self.transport.write(close_reply(code))
+            self.transport.write(close_frame(code))
         elif self.state == "open" and self.buf:
             self.owner.unexpected += 1
             self.buf.clear()
@@ -854,7 +730,7 @@ class ReaderProtocol(asyncio.Protocol):
         for fin, op, payload in frames:
             if op == OP_CLOSE:
                 self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                self.transport.write(close_reply(self.close_code))
+                self.transport.write(close_frame(self.close_code))
             elif op in (OP_TEXT, OP_BINARY):
                 if not fin:
                     self.error = "fragmented server message"
@@ -961,7 +837,7 @@ async def _bcast_main(cfg: dict[str, Any]) -> None:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 s.transport.abort()
             for f in fast:
-                f.transport.write(close_reply(1000))
+                f.transport.write(close_frame(1000))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(f.done for f in fast)), 10)
             emit("done", fast=[f.report() for f in fast])
@@ -1043,7 +919,7 @@ def child_trickle(cfg: dict[str, Any]) -> int:
             if op == OP_CLOSE:
                 close_code = struct.unpack("!H", payload[:2])[0]
                 with contextlib.suppress(OSError):
-                    s.sendall(close_reply(close_code))
+                    s.sendall(close_frame(close_code))
             elif close_code is not None:
                 problem = "data after the close frame"
             elif op != OP_BINARY or not fin or not valid_data(payload, received):
@@ -1091,7 +967,7 @@ def child_killme(cfg: dict[str, Any]) -> int:
                     break
                 head += chunk
             # Half a frame: the header says 1000 bytes, 100 follow.
-            s.sendall(cframe(OP_BINARY, b"k" * 100, length=1000))
+            s.sendall(client_frame(OP_BINARY, b"k" * 100, length=1000))
     emit("ready", count=len(socks))
     time.sleep(3600)  # the parent SIGKILLs us here
     return 0
@@ -1104,7 +980,8 @@ async def _fragments_main(cfg: dict[str, Any]) -> None:
     """``count`` connections at once send one message of ``fragments``
     one-byte frames to ``path``; each reports what came back."""
     n = cfg["fragments"]
-    blob = cframe(OP_BINARY, b"a", fin=False) + cframe(OP_CONT, b"b", fin=False) * (n - 2) + cframe(OP_CONT, b"c")
+    middle = client_frame(OP_CONT, b"b", fin=False) * (n - 2)
+    blob = client_frame(OP_BINARY, b"a", fin=False) + middle + client_frame(OP_CONT, b"c")
     expected = b"a" + b"b" * (n - 2) + b"c"
     loop = asyncio.get_running_loop()
 
@@ -1116,7 +993,7 @@ async def _fragments_main(cfg: dict[str, Any]) -> None:
 
         def on_frame(self, op: int, payload: bytes) -> None:
             self.echo = payload
-            self.transport.write(close_reply(1000))
+            self.transport.write(close_frame(1000))
 
         def data_received(self, data: bytes) -> None:
             had = self.close_code
@@ -1355,7 +1232,7 @@ async def wss_echo(port: int, ctx: ssl.SSLContext, tag: int, until: float) -> di
     while time.monotonic() < until:
         payload = struct.pack("!II", tag, seq) + bytes(1016)
         t0 = time.monotonic()
-        writer.write(cframe(OP_BINARY, payload))
+        writer.write(client_frame(OP_BINARY, payload))
         frames: list[tuple[bool, int, bytes]] = []
         while not frames:
             chunk = await asyncio.wait_for(reader.read(65536), 30)
@@ -1365,7 +1242,7 @@ async def wss_echo(port: int, ctx: ssl.SSLContext, tag: int, until: float) -> di
         rtts.append(time.monotonic() - t0)
         wrong += len(frames) != 1 or frames[0][2] != payload
         seq += 1
-    writer.write(close_reply(1000))
+    writer.write(close_frame(1000))
     with contextlib.suppress(asyncio.TimeoutError, OSError):
         await asyncio.wait_for(reader.read(), 5)
     writer.close()
@@ -1390,7 +1267,7 @@ async def _wssflood_main(cfg: dict[str, Any]) -> None:
     if await commands.get() != "go":
         return
     until = time.monotonic() + cfg["duration"]
-    request = cframe(OP_TEXT, f"{cfg['count']} {cfg['size']}".encode())
+    request = client_frame(OP_TEXT, f"{cfg['count']} {cfg['size']}".encode())
     requests = 0
 
     async def ask() -> None:
@@ -1463,7 +1340,7 @@ class Child:
             env=full_env,
         )
         if cpu is not None:
-            pin(cpu, self.proc.pid)
+            set_affinity(self.proc.pid, cpu)
         self._buf = b""
         self._sel = selectors.DefaultSelector()
         assert self.proc.stdout is not None
@@ -1973,7 +1850,7 @@ class Soak:
             else:
                 s.sendall(request)
                 read_head(s)
-                s.sendall(cframe(OP_BINARY, b"r" * 50, length=4000))
+                s.sendall(client_frame(OP_BINARY, b"r" * 50, length=4000))
             socks.append(s)
         time.sleep(0.2)
         for s in socks:
@@ -2000,7 +1877,7 @@ class Soak:
             i = alive[turn % len(alive)]
             s, fb, pending = conns[i]
             payload = f"m{seq}".encode()
-            s.sendall(cframe(OP_BINARY, payload))
+            s.sendall(client_frame(OP_BINARY, payload))
             while not pending:
                 chunk = s.recv(65536)
                 if not chunk:
@@ -2011,7 +1888,7 @@ class Soak:
                 code = struct.unpack("!H", data[:2])[0]
                 got_1011 += code == 1011
                 wrong += code != 1011 or bool(data[2:])
-                s.sendall(close_reply(code))
+                s.sendall(close_frame(code))
                 s.close()
                 alive.remove(i)
             else:
@@ -2021,7 +1898,7 @@ class Soak:
         survivors_ok = 0
         for i in alive:
             s, fb, pending = conns[i]
-            s.sendall(close_reply(1000))
+            s.sendall(close_frame(1000))
             while not pending:
                 chunk = s.recv(65536)
                 if not chunk:
@@ -2074,7 +1951,7 @@ class Soak:
             fb = FrameBuffer()
             rest = fb.feed(after)
             t0 = time.monotonic()
-            s.sendall(cframe(OP_BINARY, b"", length=1 << 30))
+            s.sendall(client_frame(OP_BINARY, b"", length=1 << 30))
             frames = list(rest)
             while not frames:
                 chunk = s.recv(4096)
@@ -2083,7 +1960,7 @@ class Soak:
                 frames += fb.feed(chunk)
             latencies.append(time.monotonic() - t0)
             codes.append(struct.unpack("!H", frames[0][2][:2])[0] if frames and frames[0][1] == OP_CLOSE else None)
-            s.sendall(close_reply(1009))
+            s.sendall(close_frame(1009))
             s.close()
         self.inputs["1 GiB headers"] = self.inputs.get("1 GiB headers", 0) + a.bomb_headers
         self.check(
@@ -2145,18 +2022,16 @@ class Soak:
         assert self.server is not None
         inflated = 256 << 20
         if self._bomb is None:
-            self._bomb = cframe(OP_BINARY, zero_bomb(inflated))
-            self._bomb = bytes([self._bomb[0] | 0x40]) + self._bomb[1:]  # RSV1: compressed
+            self._bomb = client_frame(OP_BINARY, zero_bomb(inflated), rsv=4)  # RSV1: compressed
         bomb = self._bomb
         # A compressed echo first: the route works, it does not just refuse.
         text = (b"wsnest soak, compressed echo " * 4000)[:100_000]
         s = socket.create_connection((HOST, self.port))
         s.settimeout(10)
-        s.sendall(upgrade_request("/deflate", DEFLATE_OFFER))
+        s.sendall(upgrade_request("/deflate", extra=DEFLATE_OFFER))
         head, after = read_head(s)
         negotiated = b"permessage-deflate" in head.lower()
-        frame = cframe(OP_BINARY, deflate_message(text))
-        s.sendall(bytes([frame[0] | 0x40]) + frame[1:])
+        s.sendall(client_frame(OP_BINARY, deflate_message(text), rsv=4))
         fb = FrameBuffer(allow_rsv1=True)
         frames = fb.feed(after)
         while not frames:
@@ -2168,7 +2043,7 @@ class Soak:
         if frames and frames[0][1] == OP_BINARY:
             rsv1, payload = fb.rsv1[0], frames[0][2]
             echoed = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff") if rsv1 else payload
-        s.sendall(close_reply(1000))
+        s.sendall(close_frame(1000))
         s.close()
         self.check(
             "E",
@@ -2183,7 +2058,7 @@ class Soak:
             for _ in range(a.bomb_conns):
                 c = socket.create_connection((HOST, self.port))
                 c.settimeout(30)
-                c.sendall(upgrade_request("/deflate", DEFLATE_OFFER))
+                c.sendall(upgrade_request("/deflate", extra=DEFLATE_OFFER))
                 socks.append((c, *read_head(c)))
             for c, _head, _after in socks:
                 c.sendall(bomb)
@@ -2198,7 +2073,7 @@ class Soak:
                     frames += fb.feed(chunk)
                 codes.append(struct.unpack("!H", frames[0][2][:2])[0] if frames and frames[0][1] == OP_CLOSE else None)
                 with contextlib.suppress(OSError):
-                    c.sendall(close_reply(1009))
+                    c.sendall(close_frame(1009))
                 c.close()
         growth = sampler.peak - before
         self.inputs["compressed bombs"] = self.inputs.get("compressed bombs", 0) + a.bomb_conns
@@ -2942,7 +2817,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(CHILD_ROLES[argv[1]](json.loads(argv[2])) or 0)
     args = parse_args(argv)
     raise_fd_limit()
-    pin(CLIENT_CPU)  # this process (the fault injector) stays off the server's CPU
+    set_affinity(0, CLIENT_CPU)  # this process (the fault injector) stays off the server's CPU
     return Soak(args).run()
 
 
