@@ -14,6 +14,7 @@ per operation over the repetitions is reported.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -23,6 +24,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard limit (thousands of
+    connections); return the soft limit now in force (-1: no such limit here)."""
+    try:
+        import resource
+    except ImportError:
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def set_affinity(pid: int, cpu: int) -> bool:
+    """Pin process ``pid`` (0: this one) to ``cpu``; False if that is impossible.
+
+    Pinning this process to a CPU outside its own affinity is refused; another
+    process (a child) may be pinned to any CPU the system allows, even when
+    this one is already pinned elsewhere.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        if pid in (0, os.getpid()) and cpu not in os.sched_getaffinity(0):
+            return False
+        os.sched_setaffinity(pid, {cpu})
+    except OSError:
+        return False
+    return True
 
 
 def ensure_importable() -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import loadclient
 import servers
-from _util import machine_summary, markdown_table
+from _util import machine_summary, markdown_table, set_affinity
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if client_cpu is not None:
         # This process only waits; keep it off the server's CPU.
-        servers.set_affinity(os.getpid(), client_cpu)
+        set_affinity(os.getpid(), client_cpu)
 
     impls = IMPLS
     cells = {(s, i.label): Cell() for s in scenarios for i in impls if i.runs(s)}

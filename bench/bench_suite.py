@@ -68,7 +68,7 @@ from typing import Any
 
 import loadclient
 import servers
-from _util import machine_summary, markdown_table
+from _util import machine_summary, markdown_table, raise_fd_limit, set_affinity
 from bench_echo import Impl, cpu_available, fmt_rate, impl_env, pinning
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     filtered = bool(args.servers or args.scenarios)
     do_save = args.save or (not args.no_save and not args.quick and not filtered and args.repeat in (None, 3))
 
-    soft = servers.raise_fd_limit()
+    soft = raise_fd_limit()
     if soft != -1 and soft < 4400 and any(r.key == "idle2000" for r in rows):
         print(f"warning: open-file limit is {soft}; idle2000 needs ~2,100 per process", file=sys.stderr)
     server_cpu, client_cpu = (None, None) if args.no_pin else pinning()
@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     avail_before = {c: cpu_available(c) for c in (server_cpu, client_cpu) if c is not None}
     load_before = load_now()
     if client_cpu is not None:
-        servers.set_affinity(os.getpid(), client_cpu)  # this process only waits: off the server's CPU
+        set_affinity(os.getpid(), client_cpu)  # this process only waits: off the server's CPU
     n_cells = sum(1 for r in rows for c in columns if c.runs(r.key)) * reps
     print(
         f"# {len(rows)} scenario(s) x {len(columns)} server(s), {reps} repetition(s), {n_cells} cells, "

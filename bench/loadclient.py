@@ -82,8 +82,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from _util import raise_fd_limit, set_affinity
+from wire import OP_BINARY, OP_CONT, OP_TEXT, client_frame
+
 MAX_FRAME_SIZE = 64 << 20
-OP_BINARY = 0x2
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,6 @@ EXTRA_SCENARIOS: dict[str, Scenario] = {
 }
 
 ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **EXTRA_SCENARIOS}
-OP_CONT = 0x0
-OP_TEXT = 0x1
 BCAST_PATH = "/bcast"  # keep in step with servers.py
 TRIGGER_PATH = "/trigger"
 IDLE_WARMUP_CONNECTIONS = 100
@@ -147,29 +147,6 @@ def make_payload(size: int) -> bytes:
     """A deterministic, non-repeating-looking payload of ``size`` bytes."""
     pattern = bytes((i * 131 + 7) & 0xFF for i in range(251))  # 251: prime, so frames don't align
     return (pattern * (size // len(pattern) + 1))[:size]
-
-
-def mask(payload: bytes, key: bytes) -> bytes:
-    n = len(payload)
-    if n == 0:
-        return b""
-    keystream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(keystream, "little")).to_bytes(n, "little")
-
-
-def client_frame(payload: bytes, key: bytes, opcode: int = OP_BINARY) -> bytes:
-    """One complete masked client frame (FIN set)."""
-    n = len(payload)
-    head = bytearray([0x80 | opcode])
-    if n < 126:
-        head.append(0x80 | n)
-    elif n < 1 << 16:
-        head.append(0x80 | 126)
-        head += n.to_bytes(2, "big")
-    else:
-        head.append(0x80 | 127)
-        head += n.to_bytes(8, "big")
-    return bytes(head) + key + mask(payload, key)
 
 
 def make_text_payload(size: int, kind: str) -> bytes:
@@ -204,15 +181,12 @@ def client_message(payload: bytes, key: bytes, opcode: int = OP_BINARY, fragment
     (nearly) equal size (first ``opcode`` without FIN, CONTINUATION after,
     FIN on the last)."""
     if fragments <= 1:
-        return client_frame(payload, key, opcode)
+        return client_frame(opcode, payload, mask=key)
     step = -(-len(payload) // fragments)
     out = bytearray()
     for i in range(fragments):
         part = payload[i * step : (i + 1) * step]
-        frame = bytearray(client_frame(part, key, opcode if i == 0 else OP_CONT))
-        if i != fragments - 1:
-            frame[0] &= 0x7F  # clear FIN
-        out += frame
+        out += client_frame(opcode if i == 0 else OP_CONT, part, fin=i == fragments - 1, mask=key)
     return bytes(out)
 
 
@@ -429,7 +403,7 @@ async def run_scenario(
     if scenario.text is not None or scenario.fragments > 1:
         return await run_messages(url, scenario, duration, warmup, server_pid)
     payload = make_payload(scenario.size)
-    frame = client_frame(payload, os.urandom(4))
+    frame = client_frame(OP_BINARY, payload, mask=os.urandom(4))
     stats = Stats()
     clients = await asyncio.gather(
         *(_connect(url, scenario, stats, frame, payload) for _ in range(scenario.connections))
@@ -751,7 +725,7 @@ async def run_broadcast(
 ) -> dict[str, Any]:
     """``scenario.connections`` receivers, one trigger; deliveries/s."""
     payload = make_payload(scenario.size)
-    frame = client_frame(payload, os.urandom(4))
+    frame = client_frame(OP_BINARY, payload, mask=os.urandom(4))
     stats = Stats()
     shared = _Broadcast(scenario.connections, scenario.window, frame)
     receiver_cls = _make_receiver_class()
@@ -905,18 +879,6 @@ async def run_idle(url: str, scenario: Scenario, server_pid: int | None) -> dict
     return result
 
 
-def raise_fd_limit() -> None:
-    """Soft open-file limit up to the hard limit (2,000+ connections)."""
-    try:
-        import resource
-    except ImportError:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def _loop_name() -> str:
     loop = asyncio.get_running_loop()
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
@@ -957,9 +919,8 @@ def run_loadclient(
     if window is not None:
         cmd += ["--window", str(window)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if cpu is not None and hasattr(os, "sched_setaffinity"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(proc.pid, {cpu})
+    if cpu is not None:
+        set_affinity(proc.pid, cpu)
     try:
         out, err = proc.communicate(timeout=timeout if timeout is not None else duration + warmup + 30)
     except subprocess.TimeoutExpired:

@@ -79,6 +79,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from _util import raise_fd_limit, set_affinity
+
 MAX_MESSAGE_SIZE = 64 << 20
 RAW_RECV_SIZE = 256 * 1024
 WS_PATH = "/ws"
@@ -603,32 +605,6 @@ def _readline_until(proc: subprocess.Popen[str], deadline: float) -> str | None:
                 return line.strip() if line else None
             if proc.poll() is not None:
                 return None
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft open-file limit to the hard limit; returns the new soft limit."""
-    try:
-        import resource
-    except ImportError:
-        return -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def set_affinity(pid: int, cpu: int) -> bool:
-    """Pin process ``pid`` to ``cpu``; False if that is impossible here."""
-    if not hasattr(os, "sched_setaffinity"):
-        return False
-    try:
-        if cpu not in os.sched_getaffinity(0):
-            return False
-        os.sched_setaffinity(pid, {cpu})
-    except OSError:
-        return False
-    return True
 
 
 # -- child side ---------------------------------------------------------------

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+# The wire toolkit (client frames, masking, raw handshakes) is shared with the
+# benchmarks and the soak: it lives in bench/wire.py, not in the wheel.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 
 def _extensions_required() -> bool:

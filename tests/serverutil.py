@@ -4,8 +4,8 @@
   duration of an ``async with`` block (closed with ``aclose()`` on exit).
 - :class:`RawClient`: a raw TCP client on ``trio.open_tcp_stream`` that sends
   hand-made requests and frames and parses the server's (unmasked) frames.
-- :func:`client_frame`: build a client frame by hand (masked or not, any
-  opcode, RSV bits, declared length), so hostile input is easy to make.
+- Frames, masks and handshake requests come from the shared wire toolkit,
+  ``bench/wire.py`` (:func:`wire.client_frame` and friends).
 - :class:`Tracker`: records on_open / on_close and lets a test wait for them.
 - :func:`echo_ok`: a quick "the server still works" check.
 - :func:`memory_server` / :func:`memory_connection`: drive a connection over
@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,20 +25,12 @@ import trio
 import trio.testing
 
 import wsnest
+from wire import OP_CLOSE, OP_TEXT, client_frame, close_frame, new_key, parse_close, server_frame_head, upgrade_request
 from wsnest.core import accept_key
 from wsnest.server._transport import StreamTransport
 
 # Generous bound for anything that could hang; every test stays far below it.
 TIMEOUT = 10
-
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-
-MASK = bytes.fromhex("a1b2c3d4")
 
 
 # -- servers -------------------------------------------------------------------
@@ -83,90 +73,6 @@ def has_ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
-
-
-# -- frames --------------------------------------------------------------------
-
-
-def client_frame(
-    opcode: int,
-    payload: bytes | str = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bytes | None = MASK,
-    length: int | None = None,
-) -> bytes:
-    """A client frame built by hand.
-
-    ``mask=None`` leaves it unmasked (illegal from a client); ``rsv`` sets the
-    three RSV bits (0-7); ``length`` declares another payload length than the
-    real one (the payload is then sent as given, possibly truncated).
-    """
-    data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-    n = len(data) if length is None else length
-    first = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0x0F)
-    mbit = 0x80 if mask is not None else 0
-    if n < 126:
-        head = bytes((first, mbit | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, mbit | 127, n)
-    if mask is None:
-        return head + data
-    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(data)) if len(data) < 4096 else _mask_fast(data, mask)
-    return head + mask + masked
-
-
-def _mask_fast(data: bytes, mask: bytes) -> bytes:
-    n = len(data)
-    full = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(full, "little")).to_bytes(n, "little")
-
-
-def close_frame(code: int | None = 1000, reason: bytes | str = b"", **kw: Any) -> bytes:
-    """A masked client close frame with ``code`` (None: empty payload) and ``reason``."""
-    raw = reason.encode("utf-8") if isinstance(reason, str) else reason
-    payload = b"" if code is None else struct.pack("!H", code) + raw
-    return client_frame(OP_CLOSE, payload, **kw)
-
-
-def parse_close(payload: bytes) -> tuple[int | None, str]:
-    """``(code, reason)`` of a close payload (``(None, "")`` if empty)."""
-    if not payload:
-        return None, ""
-    assert len(payload) >= 2, f"close payload of {len(payload)} byte(s)"
-    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8")
-
-
-def new_key() -> str:
-    """A fresh random ``Sec-WebSocket-Key``."""
-    return base64.b64encode(os.urandom(16)).decode("ascii")
-
-
-def upgrade_request(
-    path: str = "/ws",
-    host: str = "127.0.0.1",
-    *,
-    method: str = "GET",
-    key: str | None = None,
-    version: str | None = "13",
-    upgrade: str | None = "websocket",
-    connection: str | None = "Upgrade",
-    extra: Sequence[tuple[str, str]] = (),
-) -> bytes:
-    """An opening-handshake request; ``None`` omits that header."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
-    if upgrade is not None:
-        lines.append(f"Upgrade: {upgrade}")
-    if connection is not None:
-        lines.append(f"Connection: {connection}")
-    lines.append(f"Sec-WebSocket-Key: {new_key() if key is None else key}")
-    if version is not None:
-        lines.append(f"Sec-WebSocket-Version: {version}")
-    lines.extend(f"{k}: {v}" for k, v in extra)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 # -- callback recorder ---------------------------------------------------------
@@ -299,16 +205,15 @@ class RawClient:
         return resp
 
     async def read_frame(self) -> tuple[bool, int, bytes]:
-        """Read one server frame: ``(fin, opcode, payload)``; it must be unmasked."""
-        b0, b1 = await self._exactly(2)
-        assert b0 & 0x70 == 0, f"server set RSV bits: {b0:#x}"
-        assert not b1 & 0x80, "server frame is masked"
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await self._exactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", await self._exactly(8))[0]
-        return bool(b0 & 0x80), b0 & 0x0F, await self._exactly(n)
+        """Read one server frame: ``(fin, opcode, payload)``; it must be
+        unmasked and set no RSV bit (ValueError otherwise)."""
+        while (head := server_frame_head(self.buf)) is None or len(self.buf) < head[4]:
+            if not await self._fill():
+                raise EOFError(f"connection closed inside a frame: {bytes(self.buf[:20])!r}")
+        fin, opcode, _, start, end = head
+        payload = bytes(self.buf[start:end])
+        del self.buf[:end]
+        return fin, opcode, payload
 
     async def read_message(self) -> tuple[int, bytes]:
         """Read frames until a whole data message: ``(opcode, payload)``;

@@ -26,20 +26,8 @@ import trio.testing
 
 import wsnest
 import wsnest.server._websocket as websocket_module
-from serverutil import (
-    OP_BINARY,
-    OP_CONT,
-    OP_TEXT,
-    TIMEOUT,
-    RawClient,
-    Tracker,
-    client_frame,
-    close_frame,
-    connect_slow_reader,
-    echo_ok,
-    running_server,
-    upgrade_request,
-)
+from serverutil import TIMEOUT, RawClient, Tracker, connect_slow_reader, echo_ok, running_server
+from wire import OP_BINARY, OP_CONT, OP_TEXT, client_frame, close_frame, upgrade_request
 
 GiB = 1 << 30
 

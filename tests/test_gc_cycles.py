@@ -21,7 +21,8 @@ import trio
 import trio.testing
 
 import wsnest
-from serverutil import MASK, TIMEOUT, client_frame, close_frame, host_port, running_server, upgrade_request
+from serverutil import TIMEOUT, host_port, running_server
+from wire import MASK, client_frame, close_frame, upgrade_request
 
 N = 20
 

@@ -28,22 +28,8 @@ import websockets
 import websockets.sync.client
 
 import wsnest
-from serverutil import (
-    MASK,
-    OP_BINARY,
-    OP_CONT,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    TIMEOUT,
-    client_frame,
-    close_frame,
-    echo_handler,
-    raw_ws,
-    run_in_thread,
-    running_server,
-    ws_url,
-)
+from serverutil import TIMEOUT, echo_handler, raw_ws, run_in_thread, running_server, ws_url
+from wire import MASK, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, client_frame, close_frame
 from wsnest.core import CLOSE_CODE_RANGES, CLOSE_TOO_BIG, OP_CLOSE, close_payload
 from wsnest.core._deflate import R_INFLATE_TOO_BIG
 

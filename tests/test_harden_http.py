@@ -13,15 +13,8 @@ import pytest
 import trio
 
 import wsnest
-from serverutil import (
-    TIMEOUT,
-    RawClient,
-    Tracker,
-    echo_ok,
-    host_port,
-    running_server,
-    upgrade_request,
-)
+from serverutil import TIMEOUT, RawClient, Tracker, echo_ok, host_port, running_server
+from wire import upgrade_request
 from wsnest.http import Request
 
 MiB = 1 << 20

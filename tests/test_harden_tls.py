@@ -22,8 +22,9 @@ import pytest
 import trio
 
 import wsnest
-from serverutil import OP_CLOSE, TIMEOUT, RawClient, Tracker, client_frame, host_port, new_key, upgrade_request
+from serverutil import TIMEOUT, RawClient, Tracker, host_port
 from test_tls import tls_server, trusting
+from wire import OP_CLOSE, client_frame, new_key, upgrade_request
 from wsnest.server import _transport
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"

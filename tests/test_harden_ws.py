@@ -22,22 +22,8 @@ import trio
 import trio.testing
 
 import wsnest
-from serverutil import (
-    OP_BINARY,
-    OP_CONT,
-    OP_PING,
-    OP_PONG,
-    TIMEOUT,
-    RawClient,
-    Tracker,
-    client_frame,
-    close_frame,
-    connect_slow_reader,
-    host_port,
-    new_key,
-    running_server,
-    upgrade_request,
-)
+from serverutil import TIMEOUT, RawClient, Tracker, connect_slow_reader, host_port, running_server
+from wire import OP_BINARY, OP_CONT, OP_PING, OP_PONG, client_frame, close_frame, new_key, upgrade_request
 from wsnest.handlers import _static
 
 MiB = 1 << 20

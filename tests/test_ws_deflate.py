@@ -25,24 +25,8 @@ import websockets.sync.client
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 import wsnest
-from serverutil import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONT,
-    OP_PING,
-    OP_TEXT,
-    TIMEOUT,
-    RawClient,
-    Tracker,
-    client_frame,
-    close_frame,
-    echo_ok,
-    parse_close,
-    raw_ws,
-    run_in_thread,
-    running_server,
-    ws_url,
-)
+from serverutil import TIMEOUT, RawClient, Tracker, echo_ok, raw_ws, run_in_thread, running_server, ws_url
+from wire import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, client_frame, close_frame, parse_close
 from wsnest.core._common import R_BAD_UTF8, R_RSV, R_TOO_BIG
 from wsnest.core._deflate import MIN_COMPRESS_SIZE, R_INFLATE_BAD, R_INFLATE_TOO_BIG
 

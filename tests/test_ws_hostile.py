@@ -13,22 +13,8 @@ import pytest
 import trio
 
 import wsnest
-from serverutil import (
-    OP_BINARY,
-    OP_CONT,
-    OP_PING,
-    OP_TEXT,
-    TIMEOUT,
-    RawClient,
-    client_frame,
-    close_frame,
-    echo_handler,
-    echo_ok,
-    new_key,
-    raw_ws,
-    running_server,
-    upgrade_request,
-)
+from serverutil import TIMEOUT, RawClient, echo_handler, echo_ok, raw_ws, running_server
+from wire import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, client_frame, close_frame, new_key, upgrade_request
 
 
 def _on_open(ws: wsnest.WebSocket, req: wsnest.Request) -> object:

@@ -14,15 +14,9 @@ import websockets
 
 import wsnest
 from serverutil import (
-    OP_BINARY,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
     TIMEOUT,
     RawClient,
     Tracker,
-    client_frame,
-    close_frame,
     connect_slow_reader,
     echo_handler,
     echo_ok,
@@ -30,9 +24,9 @@ from serverutil import (
     run_in_thread,
     running_server,
     sync_connect,
-    upgrade_request,
     ws_url,
 )
+from wire import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, client_frame, close_frame, upgrade_request
 
 
 def _scripted_on_message(ws: wsnest.WebSocket, data: bytes) -> None:

@@ -10,20 +10,8 @@ import trio
 import trio.testing
 
 import wsnest
-from serverutil import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    TIMEOUT,
-    RawClient,
-    client_frame,
-    close_frame,
-    memory_connection,
-    memory_server,
-    upgrade_request,
-)
+from serverutil import TIMEOUT, RawClient, memory_connection, memory_server
+from wire import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, client_frame, close_frame, upgrade_request
 
 
 class Seen:
