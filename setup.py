@@ -56,9 +56,18 @@ class OptionalBuildExt(build_ext):
 def _extensions() -> list:
     if NO_EXTENSIONS:
         return []
-    source = "src/wsnest/core/_frames_c.pyx"
+    core = "src/wsnest/core"
     compile_args = [] if sys.platform == "win32" else ["-O3"]
-    ext = Extension("wsnest.core._frames_c", [source], extra_compile_args=compile_args)
+    # _kernels.h (the C kernels the .pyx includes) is a build-time input only:
+    # `depends` rebuilds on its change and ships it in the sdist; the wheel
+    # carries just the compiled module.
+    ext = Extension(
+        "wsnest.core._frames_c",
+        [f"{core}/_frames_c.pyx"],
+        include_dirs=[core],
+        depends=[f"{core}/_kernels.h"],
+        extra_compile_args=compile_args,
+    )
     try:
         from Cython.Build import cythonize
     except ImportError as exc:
