@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import struct
 
 # Opcodes (RFC 6455 section 5.2). Event kinds reuse them; FAIL is ours.
@@ -140,11 +139,6 @@ def accept_key(key: str | bytes) -> str:
     if isinstance(key, str):
         key = key.encode("ascii")
     return base64.b64encode(hashlib.sha1(key.strip() + _GUID).digest()).decode("ascii")
-
-
-def random_mask() -> bytes:
-    """Four random bytes for a client frame mask."""
-    return os.urandom(4)
 
 
 def utf8_partial_ok(pending: bytes) -> bool:
