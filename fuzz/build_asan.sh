@@ -64,6 +64,7 @@ CFILE="$OUT/_frames_c.c"
 SUFFIX=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 SO="$OUT/src/wsnest/core/_frames_c$SUFFIX"
 INCLUDES=$("$PY" -c "import sysconfig; print('-I' + sysconfig.get_paths()['include'])")
+INCLUDES="$INCLUDES -I$OUT/src/wsnest/core"  # _kernels.h, which _frames_c.pyx includes
 
 echo "== cythonize $PYX (same directives as setup.py)"
 "$PY" -m cython -3 --module-name wsnest.core._frames_c \

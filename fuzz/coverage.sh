@@ -37,6 +37,7 @@ EOF
     -o "$OUT/_frames_c.c" "$OUT/src/wsnest/core/_frames_c.pyx"
 SUFFIX=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 INCLUDES=$("$PY" -c "import sysconfig; print('-I' + sysconfig.get_paths()['include'])")
+INCLUDES="$INCLUDES -I$OUT/src/wsnest/core"  # _kernels.h, which _frames_c.pyx includes
 SO="$OUT/src/wsnest/core/_frames_c$SUFFIX"
 "$CLANG" -O1 -g -fPIC -shared -fprofile-instr-generate -fcoverage-mapping $INCLUDES -o "$SO" "$OUT/_frames_c.c"
 
