@@ -6,6 +6,11 @@ Two twins implement the hot part with one API: ``_frames_c`` (Cython) and
 the compiled twin unless it is missing or ``WSNEST_NO_EXTENSIONS`` is set.
 ``WSNEST_REQUIRE_EXTENSIONS`` turns a missing compiled twin into an
 ``ImportError`` instead of a silent fallback.
+
+``apply_mask``, ``mask_inplace`` and ``encode_frame(mask=...)`` are the
+client role's side of the wire (a client masks what it sends). The server
+never masks; tests and benchmarks use them today, and the planned WebSocket
+client will, so they stay here, compiled and fuzzed with the rest.
 """
 
 from __future__ import annotations

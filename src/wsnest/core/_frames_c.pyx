@@ -4,7 +4,9 @@
 
 Same API, same events, same failure reasons as ``_frames_py`` for every
 input and every split of the input; ``tests/test_core_differential.py``
-holds the two together. What differs is how the work is done:
+holds the two together. What differs is how the work is done (the C
+kernels, unmasking, UTF-8 and frame headers, are in ``_kernels.h``, which
+``fuzz/kernels_fuzz.c`` fuzzes on its own):
 
 - payloads are unmasked 8 bytes at a time (a 64-bit mask word rotated for
   the current mask offset, loads and stores through ``memcpy`` so any
@@ -307,7 +309,7 @@ def validate_utf8(data):
 
 def encode_frame(opcode, payload=b"", fin=True, mask=None):
     """Encode one frame. Server frames are unmasked (``mask=None``); pass a
-    4-byte ``mask`` to build a client frame (tests and benchmarks)."""
+    4-byte ``mask`` to build a client frame."""
     cdef Py_buffer view
     cdef bint have_view = False
     cdef const uint8_t* src

@@ -129,7 +129,7 @@ def encode_frame(
     mask: bytes | None = None,
 ) -> bytes:
     """Encode one frame. Server frames are unmasked (``mask=None``); pass a
-    4-byte ``mask`` to build a client frame (tests and benchmarks)."""
+    4-byte ``mask`` to build a client frame."""
     data = _payload_bytes(payload)
     if mask is None:
         return _header(opcode, len(data), fin, False) + data
