@@ -1,4 +1,5 @@
-"""What every handler has: a path, how it matches, and callback helpers."""
+"""What every handler has: the :class:`Handler` base (the server's
+contract, defined in ``wsnest.server``) and callback helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from ..server import Handler, call_maybe_async
+
+__all__ = ["Handler", "call_maybe_async", "check_callback", "check_optional_callback", "check_path", "is_async"]
 
 log = logging.getLogger("wsnest")
 
@@ -38,24 +43,3 @@ def is_async(fn: Callable[..., Any] | None) -> bool:
     if fn is None:
         return False
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
-
-
-async def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a plain or ``async def`` callback and return its result."""
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class Handler:
-    """Base of all handlers: a route (``path``, ``method``, ``prefix``)."""
-
-    kind = "handler"
-    path: str
-    method: str = "GET"
-    prefix: bool = False
-
-    def __repr__(self) -> str:
-        extra = " prefix" if self.prefix else ""
-        return f"<{type(self).__name__} {self.method} {self.path}{extra}>"

@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..http import Request
-from ..http._response import build_response, header_pairs
+from ..http import Request, build_response
+from ..http._response import header_pairs
 from ._base import Handler, check_callback, check_path
 
 if TYPE_CHECKING:
-    from ..server._connection import HttpConnection
-    from ..server._server import HttpServer
+    from ..server import Responder, ServerContext, Session
 
 log = logging.getLogger("wsnest")
 
@@ -91,7 +90,7 @@ class CallbackHandler(Handler):
         self.method = check_method(method)
         self.prefix = bool(prefix)
 
-    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+    async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         try:
             result = self.callback(req)
             if type(result) is not dict and inspect.isawaitable(result):
@@ -100,9 +99,9 @@ class CallbackHandler(Handler):
         except Exception:
             log.exception("wsnest: handler callback for %s %s failed", req.method, req.path)
             await conn.respond(req, 500, [("Content-Type", TEXT_PLAIN)], b"Internal Server Error\n")
-            return False
+            return None
         await conn.respond(req, status, headers, body)
-        return False
+        return None
 
 
 class InlineHandler(Handler):
@@ -120,13 +119,13 @@ class InlineHandler(Handler):
         # The usual answer (GET, HTTP/1.1, keep-alive), built once.
         self._keep_alive_response = build_response(200, self.headers, self.data)
 
-    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+    async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         if req.method == "GET" and req.http_version == "1.1" and req.keep_alive and conn.keep_alive:
             if not await conn.send(self._keep_alive_response):
                 conn.keep_alive = False
-            return False
+            return None
         await conn.respond(req, 200, self.headers, self.data)
-        return False
+        return None
 
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -163,7 +162,7 @@ class RedirectHandler(Handler):
         self.status = int(status)
         self.prefix = bool(prefix)
 
-    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+    async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         # As NNG: the rest of the request URI after the route path, query
         # included, is appended to the location.
         base = "" if self.path == "/" else self.path.rstrip("/")
@@ -185,7 +184,7 @@ class RedirectHandler(Handler):
             [("Location", target), ("Content-Type", "text/html; charset=utf-8")],
             page.encode("utf-8"),
         )
-        return False
+        return None
 
 
 def handler(path: str, callback: Callback, method: str = "GET", prefix: bool = False) -> CallbackHandler:

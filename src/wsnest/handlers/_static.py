@@ -32,8 +32,7 @@ from ._base import Handler, check_path, log
 from ._http import TEXT_PLAIN
 
 if TYPE_CHECKING:
-    from ..server._connection import HttpConnection
-    from ..server._server import HttpServer
+    from ..server import Responder, ServerContext, Session
 
 CHUNK = 256 * 1024
 SMALL = 64 * 1024
@@ -239,7 +238,7 @@ def _file_headers(path: str, etag: str, st: os.stat_result) -> list[tuple[str, s
     ]
 
 
-async def serve_file(conn: HttpConnection, req: Request, path: str, f: io.BufferedReader, st: os.stat_result) -> None:
+async def serve_file(conn: Responder, req: Request, path: str, f: io.BufferedReader, st: os.stat_result) -> None:
     """Answer ``req`` with the open regular file ``f`` (named ``path``,
     fstat'ed as ``st``): 200, 206, 304 or 416."""
     etag = _etag(st)
@@ -275,7 +274,7 @@ async def serve_file(conn: HttpConnection, req: Request, path: str, f: io.Buffer
         await chunks.aclose()  # a client that stalled or left: no reader thread is left pending
 
 
-async def _send_file(conn: HttpConnection, req: Request, path: str) -> None:
+async def _send_file(conn: Responder, req: Request, path: str) -> None:
     """Answer ``req`` with the regular file at ``path``; 404 if there is none,
     the status :func:`_error_for` gives for any other OS error."""
     try:
@@ -291,11 +290,11 @@ async def _send_file(conn: HttpConnection, req: Request, path: str) -> None:
         await serve_file(conn, req, path, f, st)
 
 
-async def _not_found(conn: HttpConnection, req: Request) -> None:
+async def _not_found(conn: Responder, req: Request) -> None:
     await conn.respond(req, 404, [("Content-Type", TEXT_PLAIN)], b"Not Found\n")
 
 
-async def _error_for(conn: HttpConnection, req: Request, exc: OSError) -> None:
+async def _error_for(conn: Responder, req: Request, exc: OSError) -> None:
     """The answer for a file system error (before any byte of a response):
     404 for a path that names nothing servable, 403 for a refused one, 500
     only for a fault of the server's own (out of descriptors, I/O error)."""
@@ -322,9 +321,9 @@ class FileHandler(Handler):
             warnings.warn(f"handler_file: {self.file} does not exist (yet)", stacklevel=3)
         self.prefix = bool(prefix)
 
-    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+    async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         await _send_file(conn, req, self.file)
-        return False
+        return None
 
 
 class DirectoryHandler(Handler):
@@ -357,22 +356,22 @@ class DirectoryHandler(Handler):
             return None  # a symlink pointing outside
         return real
 
-    async def handle_http(self, server: HttpServer, conn: HttpConnection, req: Request) -> bool:
+    async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         base = "" if self.path == "/" else self.path.rstrip("/")
         rel = req.path[len(base) :]
         if rel == "":
             # /dir -> /dir/ so that relative links in its index work.
             await _redirect_to_slash(conn, req)
-            return False
+            return None
         target = self.resolve(rel)
         if target is None:
             await _not_found(conn, req)
-            return False
+            return None
         try:
             st = os.stat(target)
         except OSError as exc:
             await _error_for(conn, req, exc)
-            return False
+            return None
         if stat.S_ISDIR(st.st_mode):
             if not rel.endswith("/"):
                 await _redirect_to_slash(conn, req)
@@ -384,9 +383,9 @@ class DirectoryHandler(Handler):
             await _not_found(conn, req)
         else:
             await _send_file(conn, req, target)
-        return False
+        return None
 
-    async def _serve_index(self, conn: HttpConnection, req: Request, rel: str) -> None:
+    async def _serve_index(self, conn: Responder, req: Request, rel: str) -> None:
         for name in INDEX_FILES:
             index = self.resolve(rel + name)  # None for a symlink pointing out
             if index is not None and os.path.isfile(index):
@@ -395,7 +394,7 @@ class DirectoryHandler(Handler):
         await _not_found(conn, req)  # no listing
 
 
-async def _redirect_to_slash(conn: HttpConnection, req: Request) -> None:
+async def _redirect_to_slash(conn: Responder, req: Request) -> None:
     location = "/" + req.raw_path.lstrip("/") + "/" + ("?" + req.query if req.query else "")
     await conn.respond(req, 301, [("Location", location), ("Content-Type", TEXT_PLAIN)], b"Moved\n")
 

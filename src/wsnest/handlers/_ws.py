@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HTTPError, Reject
@@ -11,12 +11,11 @@ from .._limits import WS_FIELDS
 from ..core._deflate import negotiate
 from ..http import Request
 from ..http._upgrade import check_upgrade, switching_protocols
-from ..server._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, DeflateWebSocket, WebSocket
+from ..server import MODE_AUTO, MODE_BYTES, MODE_TEXT, DeflateWebSocket, WebSocket
 from ._base import Handler, call_maybe_async, check_callback, check_optional_callback, check_path, is_async
 
 if TYPE_CHECKING:
-    from ..server._server import HttpServer
-    from ..server._transport import Transport
+    from ..server import Responder, ServerContext
 
 log = logging.getLogger("wsnest")
 
@@ -25,6 +24,7 @@ class WebSocketHandler(Handler):
     """A WebSocket endpoint; made by :func:`handler_ws`."""
 
     kind = "ws"
+    upgrades = True
 
     def __init__(
         self,
@@ -59,29 +59,23 @@ class WebSocketHandler(Handler):
         unknown = set(limits) - WS_FIELDS
         if unknown:
             raise TypeError(f"handler_ws: unknown limit(s) {', '.join(sorted(unknown))}")
-        self.limit_overrides = limits
+        self.limit_overrides: Mapping[str, Any] = limits
         # Also set on the first call that returns an awaitable (an async
         # def under a decorator that hides it): see WebSocket._adopt_result.
         self.message_is_async = is_async(self.on_message)
 
-    async def accept_upgrade(
-        self, server: HttpServer, transport: Transport, req: Request, tail: bytes
-    ) -> tuple[WebSocket, bytes] | None:
+    async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> WebSocket | None:
         """Answer an upgrade request routed here: check it, run ``on_open``
-        and queue the 101. Returns ``(ws, tail)`` for the caller to run
-        (``ws.run(tail)``), or None when the upgrade was refused (the error
-        response is sent and the transport closed)."""
-        accepted: tuple[WebSocket, bytes] | None = None
-        try:
-            accepted = await self._accept(server, transport, req, tail)
-        finally:
-            if accepted is None:
-                await transport.aclose()
-        return accepted
+        and queue the 101. Returns the session for the connection task to
+        run (``ws.run(tail)``), or None when the upgrade was refused (the
+        error response is sent and the connection closes)."""
+        ws = await self._accept(ctx, conn, req)
+        if ws is None:
+            conn.keep_alive = False
+        return ws
 
-    async def _accept(
-        self, server: HttpServer, transport: Transport, req: Request, tail: bytes
-    ) -> tuple[WebSocket, bytes] | None:
+    async def _accept(self, ctx: ServerContext, conn: Responder, req: Request) -> WebSocket | None:
+        transport = conn.transport
         try:
             accept, subprotocol = check_upgrade(req, self.subprotocols, self.origins)
             if not req.upgrade:
@@ -90,17 +84,19 @@ class WebSocketHandler(Handler):
                 # (on_open would run with no 101 and no on_close).
                 raise HTTPError(400, "Not an upgrade request")
         except HTTPError as exc:
-            await server._send_error(transport, exc, head_only=req.method == "HEAD")
+            await ctx.send_error(transport, exc, head_only=req.method == "HEAD")
             return None
-        limits = server._ws_limits(self)
+        limits = ctx.limits_for(self)
         transport.send_timeout = limits.send_timeout  # the handler's own, if set
         # Offers the client cannot be answered with are declined: no
         # extension, never an error.
         deflate = negotiate(req.headers.getall("sec-websocket-extensions")) if self.permessage_deflate else None
+        head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
+        ws_id = ctx.next_id()
         if deflate is None:
-            ws = WebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol)
+            ws = WebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, head=head)
         else:
-            ws = DeflateWebSocket(server, self, transport, server._next_id(), limits, self.mode, subprotocol, deflate)
+            ws = DeflateWebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, deflate, head=head)
         if self.on_open is not None:
             try:
                 result = await call_maybe_async(self.on_open, ws, req)
@@ -108,16 +104,13 @@ class WebSocketHandler(Handler):
                 result = rej
             except Exception:
                 log.exception("wsnest: on_open callback raised for %s", req.path)
-                await server._send_error(transport, HTTPError(500, "Internal Server Error"))
+                await ctx.send_error(transport, HTTPError(500, "Internal Server Error"))
                 return None
             if isinstance(result, Reject):
-                await server._send_error(transport, HTTPError(result.status, result.reason or "Rejected"))
+                await ctx.send_error(transport, HTTPError(result.status, result.reason or "Rejected"))
                 return None
-        head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
-        # The 101 and whatever on_open queued leave in one write.
-        ws._prepend(head)
         log.debug("websocket %d opened on %s from %s", ws.id, req.path, req.client)
-        return ws, tail
+        return ws
 
     async def call_on_close(self, ws: WebSocket) -> None:
         """Run ``on_close`` once; errors are logged, never raised."""

@@ -62,11 +62,15 @@ def build_response(
     content_length: int | None = None,
     keep_alive: bool = True,
     version: str = "1.1",
+    close_delimited: bool = False,
 ) -> bytes:
     """Build a response head (and body). ``Content-Length`` is always set
     (to ``content_length`` if given, e.g. for HEAD), unless ``headers``
-    already frame the body with ``Transfer-Encoding`` or the status forbids
-    a body (1xx, 204, 304)."""
+    already frame the body with ``Transfer-Encoding``, the status forbids
+    a body (1xx, 204, 304), or ``close_delimited`` says the body ends when
+    the connection does. ``Connection: close`` is sent unless
+    ``keep_alive``; an HTTP/1.0 response kept alive says
+    ``Connection: keep-alive`` (1.0 closes by default)."""
     line = _STATUS_LINES.get((version, status))
     if line is None:
         line = _STATUS_LINES[(version, status)] = f"HTTP/{version} {status} {reason_phrase(status)}\r\n"
@@ -81,10 +85,12 @@ def build_response(
             if low == "transfer-encoding":
                 framed = True
         parts.append(f"{name}: {value}\r\n")
-    if not framed and status >= 200 and status != 204 and status != 304:
+    if not (framed or close_delimited) and status >= 200 and status != 204 and status != 304:
         parts.append(f"Content-Length: {len(body) if content_length is None else content_length}\r\n")
     if not keep_alive:
         parts.append("Connection: close\r\n")
+    elif version == "1.0":
+        parts.append("Connection: keep-alive\r\n")
     parts.append("\r\n")
     head = "".join(parts).encode("latin-1")
     return head + body if body else head

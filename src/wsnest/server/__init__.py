@@ -1,8 +1,32 @@
-"""The trio server: listener, connection tasks, routing, the WebSocket
-session. Byte-level protocol work is delegated to ``wsnest.core`` and
-``wsnest.http``."""
+"""The trio server: listener, connection tasks, routing, the sessions
+(WebSocket, stream), broadcast. Byte-level protocol work is delegated to
+``wsnest.core`` and ``wsnest.http``.
 
+The handler contract (:class:`Handler`, :class:`ServerContext`,
+:class:`Responder`, :class:`Session`) and the sessions are exported here
+for ``wsnest.handlers``, which depends on this package (never the reverse).
+"""
+
+from ._contract import Closable, Handler, Responder, ServerContext, Session, call_maybe_async
+from ._outbox import Outbox
 from ._server import HttpServer, http_server
-from ._websocket import WebSocket
+from ._stream import StreamConnection
+from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, DeflateWebSocket, WebSocket
 
-__all__ = ["HttpServer", "WebSocket", "http_server"]
+__all__ = [
+    "MODE_AUTO",
+    "MODE_BYTES",
+    "MODE_TEXT",
+    "Closable",
+    "DeflateWebSocket",
+    "Handler",
+    "HttpServer",
+    "Outbox",
+    "Responder",
+    "ServerContext",
+    "Session",
+    "StreamConnection",
+    "WebSocket",
+    "call_maybe_async",
+    "http_server",
+]

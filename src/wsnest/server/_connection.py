@@ -10,7 +10,8 @@ Policy (in one place, as h11's example server does it):
 - pipelined requests are answered in order, and parsed only a slice ahead
   of the answers; a large read is parsed a slice at a time, yielding to
   the other connections after every ``_FEED_BUDGET`` bytes;
-- a WebSocket upgrade (or a stream) takes the connection over for good.
+- a WebSocket upgrade (or a stream) takes the connection over for good;
+- the caller (the server's connection task) closes the transport.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import HTTPError
-from ..http import Request, RequestParser
-from ..http._response import build_response
+from ..http import Request, RequestParser, build_response
 
 if TYPE_CHECKING:
-    from ._server import HttpServer
+    from ._contract import ServerContext, Session
+    from ._routing import Router
     from ._transport import Transport
-    from ._websocket import WebSocket
 
 log = logging.getLogger("wsnest")
 
@@ -50,20 +50,25 @@ _REQUEST_WEIGHT = 512
 class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
-    __slots__ = ("_unyielded", "client", "deadline", "keep_alive", "scope", "server", "transport", "upgraded")
+    __slots__ = ("_unyielded", "client", "conns", "ctx", "deadline", "keep_alive", "router", "scope", "transport")
 
     def __init__(
-        self, server: HttpServer, transport: Transport, client: tuple[str, int] | None, deadline: float = _INF
+        self,
+        ctx: ServerContext,
+        router: Router,
+        conns: set[HttpConnection],
+        transport: Transport,
+        client: tuple[str, int] | None,
+        deadline: float = _INF,
     ) -> None:
-        self.server = server
+        self.ctx = ctx
+        self.router = router
+        self.conns = conns  # the server's, for its reaper (see ``deadline``)
         self.transport = transport
         self.client = client
         self.keep_alive = True
         self.deadline = deadline  # the first head's, if the budget started earlier (TLS)
         self.scope: trio.CancelScope | None = None
-        # Set when a WebSocket upgrade was accepted: the session and the
-        # bytes that followed the request head, for the caller to run.
-        self.upgraded: tuple[WebSocket, bytes] | None = None
         # Bytes parsed since this connection last let the others run.
         self._unyielded = 0
 
@@ -97,8 +102,6 @@ class HttpConnection:
             keep_alive=keep,
             version="1.1" if req.http_version == "1.1" else "1.0",
         )
-        if req.http_version == "1.0" and keep:
-            data = data.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
         transport = self.transport
         sent = transport.try_send(data)
         if sent != len(data) and (sent < 0 or not await transport.send_all(memoryview(data)[sent:])):
@@ -131,19 +134,19 @@ class HttpConnection:
         if sent != length:  # the file changed under us: the framing is broken
             self.keep_alive = False
 
-    async def serve(self) -> tuple[WebSocket, bytes] | None:
+    async def serve(self) -> tuple[Session, bytes] | None:
         """Serve requests until the connection ends or is handed over.
 
-        Returns ``(ws, tail)`` when a WebSocket upgrade was accepted: the
-        caller runs ``ws.run(tail)`` (and owns the transport from then on).
+        Returns ``(session, tail)`` when a handler took the connection over
+        (a WebSocket upgrade, a stream): the caller runs
+        ``session.run(tail)`` (and owns the transport from then on).
         """
-        server = self.server
-        limits = server.limits
+        ctx = self.ctx
+        limits = ctx.limits
         parser = RequestParser(limits, self.client)
-        view = server._recv_view
+        view = ctx.recv_buffer
         transport = self.transport
         first = True
-        handed_over = False
         # Bytes received but not parsed yet: parsing stops once a request is
         # queued, so pipelined requests wait as bytes (at most one read),
         # not as thousands of Request objects.
@@ -156,7 +159,7 @@ class HttpConnection:
         # is finite only while waiting for a request, so a handler is never
         # cancelled by it. (A CancelScope per request costs ~5 us in trio.)
         scope = self.scope = trio.CancelScope()
-        server._http_conns.add(self)
+        self.conns.add(self)
         try:
             with scope:
                 while self.keep_alive:
@@ -188,7 +191,7 @@ class HttpConnection:
                         except HTTPError as exc:
                             if not parser.requests:
                                 self.deadline = _INF
-                                await server._send_error(transport, exc)
+                                await ctx.send_error(transport, exc)
                                 return None
                             error = exc  # answer the requests before it first
                             break
@@ -209,16 +212,15 @@ class HttpConnection:
                             tail = parser.upgrade_tail
                             assert tail is not None  # llhttp stopped after this request
                             parser.close()  # the WebSocket session does not need it
-                            handed_over = True
-                            await server._dispatch(self, req, tail)
-                            return self.upgraded
-                        handed_over = await server._dispatch(self, req, b"")
-                        if handed_over:
-                            return None
-                        if not self.keep_alive:
+                        else:
+                            tail = b""
+                        session = await self._dispatch(req, tail)
+                        if session is not None:
+                            return session, tail
+                        if req.upgrade or not self.keep_alive:
                             return None  # what follows a closing request is ignored
                     if error is not None:
-                        await server._send_error(transport, error)
+                        await ctx.send_error(transport, error)
                         return None
                     if parser.upgrade_tail is not None:
                         # An Upgrade we do not speak on a non-WebSocket route was
@@ -228,11 +230,30 @@ class HttpConnection:
                 log.debug("connection from %s timed out waiting for a request", self.client)
         finally:
             parser.close()
-            server._http_conns.discard(self)
-            if not handed_over:
-                with trio.CancelScope(shield=True):
-                    await transport.aclose()
-        return None
+            self.conns.discard(self)
+        return None  # the caller closes the transport
+
+    async def _dispatch(self, req: Request, tail: bytes) -> Session | None:
+        """Route one request: the handler answers it, or returns the
+        session that takes the connection over."""
+        handler, allowed = self.router.match(req.path, req.method)
+        if handler is None:
+            if allowed:
+                await self.respond(
+                    req,
+                    405,
+                    [("Allow", ", ".join(allowed)), ("Content-Type", "text/plain; charset=utf-8")],
+                    b"Method Not Allowed\n",
+                )
+            else:
+                await self.respond(req, 404, [("Content-Type", "text/plain; charset=utf-8")], b"Not Found\n")
+            return None
+        if req.body and handler.rejects_body:
+            # As NNG: static handlers take no request body.
+            self.keep_alive = False
+            await self.respond(req, 400, [("Content-Type", "text/plain; charset=utf-8")], b"Unexpected body\n")
+            return None
+        return await handler.handle(self.ctx, self, req, tail)
 
     async def _feed(self, parser: RequestParser, data: memoryview) -> memoryview | None:
         """Parse ``data`` (owned, larger than a slice) a slice at a time.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from ._server import HttpServer
+    from ._contract import ServerContext
     from ._transport import Transport
 
 #: Payloads at least this large are queued by reference, not copied.
@@ -45,7 +45,7 @@ class Outbox:
         "_writing",
     )
 
-    def __init__(self, server: HttpServer, transport: Transport) -> None:
+    def __init__(self, server: ServerContext, transport: Transport) -> None:
         self._server = server
         self._transport = transport
         self._out = bytearray()
@@ -70,16 +70,6 @@ class Outbox:
         self._parts_size += len(out) + len(payload)
         self._out = bytearray()
 
-    def _prepend(self, head: bytes) -> None:
-        """Put ``head`` in front of everything queued (the 101 response)."""
-        if self._parts:
-            first = self._parts[0]
-            assert isinstance(first, bytearray)  # _queue_payload puts _out first
-            first[0:0] = head
-            self._parts_size += len(head)
-        else:
-            self._out[0:0] = head
-
     def _take(self) -> list[Chunk]:
         """Everything queued, in order, leaving the outbox empty."""
         chunks = self._parts
@@ -100,7 +90,7 @@ class Outbox:
         # The server's flusher calls _flush_nowait on every dirty outbox.
         if not self._dirty:
             self._dirty = True
-            self._server._mark_dirty(self)
+            self._server.mark_dirty(self._flush_nowait)
 
     def _write_now(self) -> bool:
         """Write what the kernel takes at once; True if nothing is left."""
@@ -122,7 +112,7 @@ class Outbox:
             return
         if self._parts or not self._write_now():
             self._writing = True
-            self._server._spawn(self._drain)
+            self._server.spawn(self._drain)
 
     async def _flush(self) -> None:
         """Write everything queued, waiting for room (the connection's task)."""

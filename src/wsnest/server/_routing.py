@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..handlers._base import Handler
+from ._contract import Handler
 
 _CACHE_SIZE = 1024
 
@@ -53,8 +53,10 @@ class Router:
         # (path, method) -> result; bounded, as paths come from clients.
         self._cache: dict[tuple[str, str], tuple[Handler | None, list[str]]] = {}
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return (h for _, h in self._routes)
+    @property
+    def handlers(self) -> tuple[Handler, ...]:
+        """Every handler, in routing order."""
+        return tuple(h for _, h in self._routes)
 
     def match(self, path: str, method: str) -> tuple[Handler | None, list[str]]:
         """Return ``(handler, [])``, or ``(None, allowed_methods)`` where an
@@ -85,7 +87,7 @@ class Router:
                 head_fallback = handler
             if hm not in allowed:
                 allowed.append(hm)
-                get_is_ws = get_is_ws or (hm == "GET" and handler.kind == "ws")
+                get_is_ws = get_is_ws or (hm == "GET" and handler.upgrades)
         if head_fallback is not None:
             return head_fallback, []
         if "GET" in allowed and "HEAD" not in allowed and not get_is_ws:

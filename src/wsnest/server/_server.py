@@ -14,24 +14,20 @@ import math
 import signal
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 
 from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
-from ..handlers._base import Handler
-from ..http._response import build_response
+from ..http import build_response
 from ._connection import HttpConnection
+from ._contract import Closable, Handler, Session
 from ._handshake_slots import HandshakeSlots
 from ._routing import Router
-from ._transport import SocketTransport, TimedWriter, TLSTransport, Transport
-
-if TYPE_CHECKING:
-    from ._outbox import Outbox
-    from ._websocket import WebSocket
+from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
 
 log = logging.getLogger("wsnest")
 
@@ -78,33 +74,37 @@ class HttpServer:
         self.state = "not started"
         self._ids = itertools.count(1)
         self._ws_limit_cache: dict[int, Limits] = {}
-        self._websockets: set[WebSocket] = set()
+        self._websockets: set[Closable] = set()
         self._http_conns: set[HttpConnection] = set()
         self._stalled_writers: set[TimedWriter] = set()  # waiting to write, see _reaper
         self._finalizers: set[trio.CancelScope] = set()
         self._stopping = False
-        self._dirty: list[Outbox] = []
+        self._dirty: list[Callable[[], None]] = []
         self._flush_wakeup: trio.Event | None = None  # created in serve()
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
         self._done: trio.Event | None = None
         self._listener: socket.socket | None = None
-        self._recv_view = memoryview(bytearray(RECV_BUFFER_SIZE))
+        self._external: set[trio.CancelScope] = set()  # serve_connection() calls
+        #: The receive buffer shared by every connection task (see ServerContext).
+        self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
 
     def __repr__(self) -> str:
         return f"<HttpServer {self.url} {self.state}>"
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, listen: bool = True, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled or :meth:`aclose` is called.
 
         Works with ``await nursery.start(server.serve)``, which returns the
         URL (with the real port) once the server is listening.
+        ``listen=False`` opens no listener: the server then serves only the
+        connections given to :meth:`serve_connection`.
         """
         if self.state != "not started":
             raise RuntimeError(f"server: cannot serve, it is {self.state}")
-        listener = self._listen()
+        listener = self._listen() if listen else None
         self._listener = listener
         self.state = "started"
         self._stop = trio.Event()
@@ -115,8 +115,9 @@ class HttpServer:
                 self._nursery = nursery
                 nursery.start_soon(self._flusher)
                 nursery.start_soon(self._reaper)
-                nursery.start_soon(self._accept_loop, listener)
-                log.info("wsnest serving at %s", self.url)
+                if listener is not None:
+                    nursery.start_soon(self._accept_loop, listener)
+                    log.info("wsnest serving at %s", self.url)
                 task_status.started(self.url)
                 try:
                     await self._stop.wait()
@@ -127,6 +128,49 @@ class HttpServer:
             self._close_listener()
             self.state = "closed"
             self._done.set()
+
+    async def serve_connection(
+        self, stream: trio.abc.Stream | socket.socket, client: tuple[str, int] | None = None
+    ) -> None:
+        """Serve one connected client until it ends, then close it.
+
+        For tests and for embedding wsnest behind another listener. The
+        server must be serving (:meth:`serve`, with ``listen=False`` if it
+        should accept nothing itself); call this from any task, e.g.
+        ``nursery.start_soon(server.serve_connection, stream)``.
+
+        Args:
+            stream: a trio ``Stream`` (served as it is: wrap it in
+                ``trio.SSLStream`` yourself for TLS), or a connected stdlib
+                ``socket.socket`` (the fast path; TLS if the server has it).
+            client: the peer address that ``req.client`` shows; by default a
+                socket's peer address, None for a stream.
+
+        The connection is closed (1001 for a WebSocket) when the server
+        stops, as those it accepted itself.
+        """
+        if self.state != "started":
+            raise RuntimeError(f"server: cannot serve a connection, it is {self.state}")
+        deadline = math.inf
+        transport: Transport
+        if isinstance(stream, socket.socket):
+            if client is None:
+                client = _peer_of(stream)
+            if self._tls is None:
+                transport = SocketTransport(stream, self.limits.send_timeout, self._stalled_writers)
+            else:
+                transport = TLSTransport(stream, self._tls, client, self.limits.send_timeout, self._stalled_writers)
+                deadline = trio.current_time() + self.limits.handshake_timeout
+        elif isinstance(stream, trio.abc.Stream):
+            transport = StreamTransport(stream, client, self.limits.send_timeout)
+        else:
+            raise TypeError(f"stream: expected a trio Stream or a socket.socket, got {type(stream).__name__}")
+        with trio.CancelScope() as scope:
+            self._external.add(scope)  # cancelled when the server stops
+            try:
+                await self._serve_transport(transport, client, deadline)
+            finally:
+                self._external.discard(scope)
 
     async def aclose(self) -> None:
         """Stop gracefully: stop accepting, close every WebSocket with 1001
@@ -161,7 +205,7 @@ class HttpServer:
             raise error
 
     @contextlib.contextmanager
-    def _finalizing(self) -> Iterator[trio.CancelScope]:
+    def finalizing(self) -> Iterator[trio.CancelScope]:
         """A shielded scope for a connection's last words (final flush,
         on_close): never cancelled by the connection's end, but bounded by
         ``close_timeout`` once the server is shutting down."""
@@ -188,6 +232,8 @@ class HttpServer:
         with trio.move_on_after(self.limits.close_timeout + 0.5):
             while self._websockets:
                 await trio.sleep(0.01)
+        for scope in self._external:
+            scope.cancel()
         nursery.cancel_scope.cancel()
 
     def _close_listener(self) -> None:
@@ -256,6 +302,52 @@ class HttpServer:
     async def _handle_tls(self, sock: socket.socket, client: tuple[str, int] | None, deadline: float) -> None:
         assert self._tls is not None
         transport = TLSTransport(sock, self._tls, client, self.limits.send_timeout, self._stalled_writers)
+        await self._serve_transport(transport, client, deadline)
+
+    async def _serve_transport(
+        self, transport: Transport, client: tuple[str, int] | None, deadline: float = math.inf
+    ) -> None:
+        """Serve one connection: the TLS handshake if any, HTTP requests
+        until it ends or a handler hands it over, then the session. This
+        task owns the transport: it alone closes it, once everything is
+        over (then the session's ``finish()`` runs ``on_close``).
+
+        The HTTP state (connection, parser, request, cancel scope, the
+        coroutines that routed the request) is gone before the session
+        starts: a connection held open for hours keeps only what the session
+        needs, and every full garbage collection walks those objects for
+        every open connection. ``deadline`` bounds the TLS handshake and
+        the first request head together.
+        """
+        session: Session | None = None
+        try:
+            if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
+                return
+            upgraded = await HttpConnection(self, self._router, self._http_conns, transport, client, deadline).serve()
+            if upgraded is not None:
+                session, tail = upgraded
+                del upgraded
+                await session.run(tail)
+        except Exception:
+            log.exception("wsnest: connection from %s failed", client)
+        finally:
+            await self._release(transport, session)
+
+    async def _release(self, transport: Transport, session: Session | None) -> None:
+        """Close the transport, then let the session run ``on_close``:
+        shielded, and bounded by ``close_timeout`` once the server stops."""
+        if session is None:
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
+            return
+        with self.finalizing() as scope:
+            await transport.aclose()
+            await session.finish()
+        if scope.cancelled_caught:
+            log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
+
+    async def _tls_open(self, transport: TLSTransport, client: tuple[str, int] | None, deadline: float) -> bool:
+        """The TLS handshake within ``deadline``; True when done."""
         done = False
         try:
             with trio.move_on_at(deadline) as scope:
@@ -264,34 +356,7 @@ class HttpServer:
                 log.debug("TLS handshake with %s timed out", client)
         except Exception:
             log.exception("wsnest: TLS handshake with %s failed", client)
-        if not done:
-            await transport.aclose()
-            return
-        await self._serve_transport(transport, client, deadline)
-
-    async def _serve_transport(
-        self, transport: Transport, client: tuple[str, int] | None, deadline: float = math.inf
-    ) -> None:
-        """Serve one connection: HTTP requests until it ends or upgrades,
-        then the WebSocket session.
-
-        The HTTP state (connection, parser, request, cancel scope, the
-        coroutines that routed the upgrade) is gone before the session
-        starts: a connection held open for hours keeps only what the session
-        needs, and every full garbage collection walks those objects for
-        every open connection. ``deadline`` bounds the first request head
-        (after TLS: what is left of the handshake budget).
-        """
-        try:
-            upgraded = await HttpConnection(self, transport, client, deadline).serve()
-            if upgraded is not None:
-                ws, tail = upgraded
-                del upgraded
-                await ws.run(tail)
-        except Exception:
-            log.exception("wsnest: connection from %s failed", client)
-            with trio.CancelScope(shield=True):
-                await transport.aclose()
+        return done
 
     async def _tls_handshake(self, transport: TLSTransport, client: tuple[str, int] | None) -> bool:
         """Handshake once the client's first bytes are in; True when done.
@@ -329,30 +394,43 @@ class HttpServer:
             return False
         return True
 
-    # -- services for connections and handlers ---------------------------------
+    # -- services for connections and handlers (the ServerContext interface) ---
 
-    def _next_id(self) -> int:
+    def next_id(self) -> int:
+        """A connection id unique per server, from 1, never reused."""
         return next(self._ids)
 
-    def _ws_limits(self, handler: Any) -> Limits:
+    def limits_for(self, handler: Handler) -> Limits:
+        """The server's limits with ``handler.limit_overrides`` applied."""
         cached = self._ws_limit_cache.get(id(handler))
         if cached is None:
-            cached = self.limits.replace(**handler.limit_overrides) if handler.limit_overrides else self.limits
+            overrides = handler.limit_overrides
+            cached = self.limits.replace(**overrides) if overrides else self.limits
             self._ws_limit_cache[id(handler)] = cached
         return cached
 
-    def _mark_dirty(self, box: Outbox) -> None:
-        self._dirty.append(box)
+    def mark_dirty(self, flush: Callable[[], None]) -> None:
+        """Call ``flush()`` on the flusher's next tick."""
+        self._dirty.append(flush)
         wakeup = self._flush_wakeup
         if wakeup is not None:
             wakeup.set()
 
-    def _spawn(self, fn: Any, *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in the server's nursery; an error is logged."""
         assert self._nursery is not None
         self._nursery.start_soon(self._guarded, fn, *args)
 
+    def session_opened(self, session: Closable) -> None:
+        """Track ``session``: the shutdown closes it (1001) and waits for it."""
+        self._websockets.add(session)
+
+    def session_closed(self, session: Closable) -> None:
+        """Stop tracking ``session``."""
+        self._websockets.discard(session)
+
     @staticmethod
-    async def _guarded(fn: Any, *args: Any) -> None:
+    async def _guarded(fn: Callable[..., Awaitable[object]], *args: object) -> None:
         # A helper task runs in the server's nursery: an unexpected error in
         # it must cost one connection at most, never the server.
         try:
@@ -368,8 +446,8 @@ class HttpServer:
             await self._flush_wakeup.wait()
             self._flush_wakeup = trio.Event()
             dirty, self._dirty = self._dirty, []
-            for box in dirty:
-                box._flush_nowait()
+            for flush in dirty:
+                flush()
 
     async def _reaper(self) -> None:
         # Cancels HTTP connections whose deadline (waiting for a request)
@@ -390,15 +468,17 @@ class HttpServer:
                 transport.write_timed_out()
 
     def _send_timeouts(self) -> list[float]:
-        """Every send_timeout in force: the server's and its WebSocket handlers'."""
+        """Every send_timeout in force: the server's and its handlers'."""
         found = [self.limits.send_timeout]
-        for handler in self._router:
-            overrides = getattr(handler, "limit_overrides", None)
-            if overrides and "send_timeout" in overrides:
+        for handler in self._router.handlers:
+            overrides = handler.limit_overrides
+            if "send_timeout" in overrides:
                 found.append(float(overrides["send_timeout"]))
         return found
 
-    async def _send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
+    async def send_error(self, transport: Transport, exc: HTTPError, head_only: bool = False) -> None:
+        """Send the error response of ``exc`` with ``Connection: close``
+        (bounded by ``close_timeout``); the caller then closes."""
         body = (exc.message + "\n").encode("utf-8")
         headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
         data = build_response(
@@ -407,31 +487,13 @@ class HttpServer:
         with trio.move_on_after(self.limits.close_timeout):
             await transport.send_all(data)
 
-    async def _dispatch(self, conn: HttpConnection, req: Any, tail: bytes) -> bool:
-        """Route one request. True if the handler took the connection over."""
-        handler, allowed = self._router.match(req.path, req.method)
-        if handler is None:
-            if allowed:
-                await conn.respond(
-                    req,
-                    405,
-                    [("Allow", ", ".join(allowed)), ("Content-Type", "text/plain; charset=utf-8")],
-                    b"Method Not Allowed\n",
-                )
-            else:
-                await conn.respond(req, 404, [("Content-Type", "text/plain; charset=utf-8")], b"Not Found\n")
-            return False
-        if handler.kind == "ws":
-            # Handshake and on_open only; the caller runs the session once the
-            # HTTP connection's state is released (see _serve_transport).
-            conn.upgraded = await handler.accept_upgrade(self, conn.transport, req, tail)  # type: ignore[attr-defined]
-            return True
-        if req.body and getattr(handler, "rejects_body", False):
-            # As NNG: static handlers take no request body.
-            conn.keep_alive = False
-            await conn.respond(req, 400, [("Content-Type", "text/plain; charset=utf-8")], b"Unexpected body\n")
-            return False
-        return await handler.handle_http(self, conn, req)  # type: ignore[attr-defined,no-any-return]
+
+def _peer_of(sock: socket.socket) -> tuple[str, int] | None:
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return None
+    return (addr[0], addr[1]) if isinstance(addr, tuple) else None
 
 
 def _parse_url(url: str) -> tuple[str, str, int]:

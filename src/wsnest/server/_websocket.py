@@ -74,7 +74,7 @@ from ..core._deflate import MIN_COMPRESS_SIZE, DeflateError, DeflateParams, Defl
 from ._outbox import BIG_PAYLOAD, Outbox
 
 if TYPE_CHECKING:
-    from ._server import HttpServer
+    from ._contract import ServerContext
     from ._transport import Transport
 
 log = logging.getLogger("wsnest")
@@ -134,7 +134,7 @@ class WebSocket(Outbox):
 
     def __init__(
         self,
-        server: HttpServer,
+        server: ServerContext,
         handler: Any,
         transport: Transport,
         ws_id: int,
@@ -142,8 +142,11 @@ class WebSocket(Outbox):
         mode: int,
         subprotocol: str | None = None,
         deflate: DeflateParams | None = None,
+        head: bytes = b"",
     ) -> None:
         super().__init__(server, transport)
+        # The 101 goes first; what on_open sends follows it in one write.
+        self._out += head
         self.id = ws_id
         self.subprotocol = subprotocol
         self._handler = handler
@@ -337,7 +340,7 @@ class WebSocket(Outbox):
         """Serve the connection after the 101; returns when it is over."""
         handler = self._handler
         server = self._server
-        server._websockets.add(self)
+        server.session_opened(self)
         try:
             self._batch = False
             await self._flush()  # what on_open sent
@@ -365,22 +368,23 @@ class WebSocket(Outbox):
                 else:
                     await self._continue_async(scope)
         finally:
-            server._websockets.discard(self)
+            server.session_closed(self)
             if self._state == OPEN:
                 # Cancelled while open: the server is shutting down.
                 self._close_code = CLOSE_GOING_AWAY
                 self._queue_close_frame(close_payload(CLOSE_GOING_AWAY, "server shutting down"))
             self._state = CLOSED
-            # Shielded so that on_close runs even when we are cancelled; the
-            # server bounds the scope once it shuts down (see _finalizing).
-            with server._finalizing() as scope:
-                with trio.move_on_after(self._limits.close_timeout):
-                    await self._final_flush()
-                await self._transport.aclose()
-                log.debug("websocket %d closed (%d)", self.id, self._close_code)
-                await handler.call_on_close(self)
-            if scope.cancelled_caught:
-                log.warning("wsnest: on_close of websocket %d was cut short by the shutdown", self.id)
+            # Shielded so that the close frame leaves even when we are
+            # cancelled; the server bounds the scope once it shuts down. The
+            # connection task then closes the transport and calls finish().
+            with server.finalizing(), trio.move_on_after(self._limits.close_timeout):
+                await self._final_flush()
+
+    async def finish(self) -> None:
+        """Run ``on_close`` once the transport is closed (called by the
+        server after :meth:`run`); its errors are logged, never raised."""
+        log.debug("websocket %d closed (%d)", self.id, self._close_code)
+        await self._handler.call_on_close(self)
 
     async def _continue_async(self, scope: trio.CancelScope) -> None:
         """``on_message`` returned an awaitable (an ``async def`` under a
@@ -409,7 +413,7 @@ class WebSocket(Outbox):
     async def _read_loop(self, tail: bytes) -> None:
         transport = self._transport
         parser = self._parser
-        view = self._server._recv_view
+        view = self._server.recv_buffer
         limits = self._limits
         timed = limits.ping_interval is not None
         queue = self._queue
