@@ -546,7 +546,9 @@ class WebSocket(Outbox):
         log.debug("websocket %d: keepalive timed out while the peer was not reading", self.id)
         self._torn = True  # a write may have been cut off mid-frame
         self._broken()
-        await self._transport.aclose()  # wakes a drain task still waiting
+        # An early abort, only to wake a drain task still waiting to write
+        # (the connection task closes the transport for good after run()).
+        await self._transport.aclose()
 
     async def _receive_timed(self, view: memoryview) -> int:
         """Receive with the close and keepalive deadlines; -1 on a timeout
