@@ -28,8 +28,7 @@ from .handlers import (
     handler_ws,
 )
 from .http import Headers, Request
-from .server import HttpServer, WebSocket, http_server
-from .server._broadcast import broadcast
+from .server import HttpServer, WebSocket, broadcast, http_server
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,7 @@
-"""Handler objects: they hold the user's callbacks and options, and know how
-to serve a request routed to them."""
+"""Handler objects: they hold the user's callbacks and options, and serve a
+request routed to them through ``Handler.handle``, the contract declared in
+``wsnest.server`` (this package depends on ``wsnest.server``, never the
+reverse)."""
 
 from ._base import Handler
 from ._http import CallbackHandler, InlineHandler, RedirectHandler, handler, handler_inline, handler_redirect

@@ -7,6 +7,7 @@ The handler contract (:class:`Handler`, :class:`ServerContext`,
 for ``wsnest.handlers``, which depends on this package (never the reverse).
 """
 
+from ._broadcast import broadcast
 from ._contract import Closable, Handler, Responder, ServerContext, Session, call_maybe_async
 from ._outbox import Outbox
 from ._server import HttpServer, http_server
@@ -27,6 +28,7 @@ __all__ = [
     "Session",
     "StreamConnection",
     "WebSocket",
+    "broadcast",
     "call_maybe_async",
     "http_server",
 ]

@@ -2,6 +2,9 @@
 
 Structured concurrency throughout: ``serve()`` owns one nursery holding the
 accept loop, the flusher, and one task per connection; nothing outlives it.
+Each connection task owns its transport and is the one place that closes it.
+``HttpServer`` implements :class:`~wsnest.server.ServerContext`, the only
+part of the server that handlers and sessions use.
 """
 
 from __future__ import annotations
