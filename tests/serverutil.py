@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,10 +29,12 @@ import trio.testing
 import wsnest
 from wire import OP_CLOSE, OP_TEXT, client_frame, close_frame, new_key, parse_close, server_frame_head, upgrade_request
 from wsnest.core import accept_key
-from wsnest.server._transport import StreamTransport
 
 # Generous bound for anything that could hang; every test stays far below it.
 TIMEOUT = 10
+
+# The nursery each memory_server serves in, for spawn().
+_NURSERIES: weakref.WeakKeyDictionary[wsnest.HttpServer, trio.Nursery] = weakref.WeakKeyDictionary()
 
 
 # -- servers -------------------------------------------------------------------
@@ -315,32 +319,34 @@ async def run_in_thread(fn: Callable[[], Any]) -> Any:
 
 @asynccontextmanager
 async def memory_server(handlers: Any, **limits: Any) -> AsyncIterator[wsnest.HttpServer]:
-    """A server object prepared as ``serve()`` would (nursery, flusher,
-    events) but with no listener: connections are fed to it by hand with
-    :func:`memory_connection`."""
+    """A server serving with no listener (``serve(listen=False)``):
+    connections are given to it with :func:`memory_connection` and
+    :func:`spawn`."""
     server = wsnest.http_server("http://127.0.0.1:0", handlers, **limits)
     async with trio.open_nursery() as nursery:
-        server._nursery = nursery
-        server._flush_wakeup = trio.Event()
-        server._stop = trio.Event()
-        server._done = trio.Event()
-        server.state = "started"
-        nursery.start_soon(server._flusher)
+        await nursery.start(functools.partial(server.serve, listen=False))
+        _NURSERIES[server] = nursery
         try:
             yield server
         finally:
+            del _NURSERIES[server]
             nursery.cancel_scope.cancel()
+
+
+def spawn(server: wsnest.HttpServer, fn: Callable[[], Any]) -> None:
+    """Start ``fn()`` in the nursery of a :func:`memory_server`."""
+    _NURSERIES[server].start_soon(fn)
 
 
 def memory_connection(
     server: wsnest.HttpServer, client: tuple[str, int] = ("10.0.0.1", 40000)
 ) -> tuple[RawClient, Callable[[], Any]]:
-    """A client end over a memory stream and the coroutine function that serves
-    the server end (start it in ``server._nursery``)."""
+    """A client end over a memory stream and the coroutine function that
+    serves the server end through the public ``serve_connection`` (start it
+    with :func:`spawn`)."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    transport = StreamTransport(server_stream, client)
 
     async def serve() -> None:
-        await server._serve_transport(transport, client)
+        await server.serve_connection(server_stream, client)
 
     return RawClient(client_stream), serve

@@ -1,5 +1,5 @@
 """Connection logic without sockets: an ``HttpConnection`` served over
-``trio.testing.memory_stream_pair()`` (through ``StreamTransport``), with a
+``trio.testing.memory_stream_pair()`` (through ``serve_connection``), with a
 server object prepared by ``serverutil.memory_server``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import wsnest
-from serverutil import TIMEOUT, RawClient, memory_connection, memory_server
+from serverutil import TIMEOUT, RawClient, memory_connection, memory_server, spawn
 from wire import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, client_frame, close_frame, upgrade_request
 
 
@@ -43,8 +43,7 @@ class Seen:
 
 async def _connect(server: wsnest.HttpServer, path: str = "/ws") -> RawClient:
     client, serve = memory_connection(server)
-    assert server._nursery is not None
-    server._nursery.start_soon(serve)
+    spawn(server, serve)
     await client.handshake(path)
     return client
 
@@ -88,8 +87,7 @@ async def test_frames_in_the_same_write_as_the_handshake() -> None:
     with trio.fail_after(TIMEOUT):
         async with memory_server(seen.handler(textframes=False)) as server:
             c, serve = memory_connection(server)
-            assert server._nursery is not None
-            server._nursery.start_soon(serve)
+            spawn(server, serve)
             await c.send(upgrade_request() + client_frame(OP_TEXT, "a") + client_frame(OP_BINARY, b"b"))
             assert (await c.read_head()).status == 101
             assert await c.read_message() == (OP_BINARY, b"a")
@@ -104,8 +102,7 @@ async def test_reject_over_memory_stream() -> None:
     with trio.fail_after(TIMEOUT):
         async with memory_server(seen.handler()) as server:
             c, serve = memory_connection(server)
-            assert server._nursery is not None
-            server._nursery.start_soon(serve)
+            spawn(server, serve)
             await c.send(upgrade_request("/ws?reject"))
             resp = await c.read_head()
             assert resp.status == 403
