@@ -25,7 +25,7 @@ import trio
 import trio.testing
 
 import wsnest
-import wsnest.server._websocket as websocket_module
+import wsnest.core._session as session_module
 from serverutil import TIMEOUT, RawClient, Tracker, connect_slow_reader, echo_ok, running_server
 from wire import OP_BINARY, OP_CONT, OP_TEXT, client_frame, close_frame, upgrade_request
 
@@ -266,7 +266,7 @@ async def test_aclose_delivers_every_frame_queued_before_the_1001() -> None:
 @pytest.fixture
 def any_core(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Serve with each WebSocket core in turn (compiled, then pure)."""
-    monkeypatch.setattr(websocket_module, "FrameParser", core.FrameParser)
+    monkeypatch.setattr(session_module, "FrameParser", core.FrameParser)
     return core
 
 

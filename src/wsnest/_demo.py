@@ -12,8 +12,7 @@ import trio
 from .handlers import Handler, handler_inline, handler_stream, handler_ws
 from .handlers._stream import StreamConnection, format_sse
 from .http import Request
-from .server import WebSocket
-from .server._broadcast import broadcast
+from .server import WebSocket, broadcast
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

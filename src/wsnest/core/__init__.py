@@ -15,9 +15,7 @@ client will, so they stay here, compiled and fuzzed with the rest.
 
 from __future__ import annotations
 
-import os
-from types import ModuleType
-
+from ._bounds import MessageBounds
 from ._common import (
     CLOSE_ABNORMAL,
     CLOSE_CODE_RANGES,
@@ -46,38 +44,24 @@ from ._common import (
     is_valid_close_code,
     parse_close_payload,
 )
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
-
-
-def _select() -> tuple[ModuleType, str]:
-    from . import _frames_py
-
-    if _flag("WSNEST_NO_EXTENSIONS"):
-        return _frames_py, "pure"
-    try:
-        from . import _frames_c
-    except ImportError as exc:
-        if _flag("WSNEST_REQUIRE_EXTENSIONS"):
-            raise ImportError(
-                "WSNEST_REQUIRE_EXTENSIONS is set but the compiled core wsnest.core._frames_c cannot be imported"
-            ) from exc
-        return _frames_py, "pure"
-    return _frames_c, "compiled"
-
-
-_impl, CORE = _select()
-
-FrameParser = _impl.FrameParser
-apply_mask = _impl.apply_mask
-mask_inplace = _impl.mask_inplace
-validate_utf8 = _impl.validate_utf8
-encode_frame = _impl.encode_frame
-append_frame = _impl.append_frame
+from ._session import (
+    CLIENT,
+    CLOSED,
+    CLOSING,
+    MODE_AUTO,
+    MODE_BYTES,
+    MODE_TEXT,
+    OPEN,
+    SERVER,
+    DeflateSession,
+    WebSocketSession,
+    new_session,
+)
+from ._twin import CORE, FrameParser, append_frame, apply_mask, encode_frame, mask_inplace, validate_utf8
 
 __all__ = [
+    "CLIENT",
+    "CLOSED",
     "CLOSE_ABNORMAL",
     "CLOSE_CODE_RANGES",
     "CLOSE_GOING_AWAY",
@@ -89,9 +73,14 @@ __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_TOO_BIG",
     "CLOSE_UNSUPPORTED",
+    "CLOSING",
     "CORE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "FAIL",
+    "MODE_AUTO",
+    "MODE_BYTES",
+    "MODE_TEXT",
+    "OPEN",
     "OP_BINARY",
     "OP_BINARY_DEFLATED",
     "OP_CLOSE",
@@ -100,7 +89,11 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "OP_TEXT_DEFLATED",
+    "SERVER",
+    "DeflateSession",
     "FrameParser",
+    "MessageBounds",
+    "WebSocketSession",
     "accept_key",
     "append_frame",
     "apply_mask",
@@ -109,6 +102,7 @@ __all__ = [
     "frame_header",
     "is_valid_close_code",
     "mask_inplace",
+    "new_session",
     "parse_close_payload",
     "validate_utf8",
 ]

@@ -11,7 +11,7 @@ from .._limits import WS_FIELDS
 from ..core._deflate import negotiate
 from ..http import Request
 from ..http._upgrade import check_upgrade, switching_protocols
-from ..server import MODE_AUTO, MODE_BYTES, MODE_TEXT, DeflateWebSocket, WebSocket
+from ..server import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket
 from ._base import Handler, call_maybe_async, check_callback, check_optional_callback, check_path, is_async
 
 if TYPE_CHECKING:
@@ -93,10 +93,7 @@ class WebSocketHandler(Handler):
         deflate = negotiate(req.headers.getall("sec-websocket-extensions")) if self.permessage_deflate else None
         head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
         ws_id = ctx.next_id()
-        if deflate is None:
-            ws = WebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, head=head)
-        else:
-            ws = DeflateWebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, deflate, head=head)
+        ws = WebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, deflate, head=head)
         if self.on_open is not None:
             try:
                 result = await call_maybe_async(self.on_open, ws, req)

@@ -1,25 +1,24 @@
 """The trio server: listener, connection tasks, routing, the sessions
 (WebSocket, stream), broadcast. Byte-level protocol work is delegated to
-``wsnest.core`` and ``wsnest.http``.
+``wsnest.core`` (frames and the WebSocket session's decisions) and
+``wsnest.http``.
 
 The handler contract (:class:`Handler`, :class:`ServerContext`,
 :class:`Responder`, :class:`Session`) and the sessions are exported here
 for ``wsnest.handlers``, which depends on this package (never the reverse).
 """
 
-from ._broadcast import broadcast
 from ._contract import Closable, Handler, Responder, ServerContext, Session, call_maybe_async
 from ._outbox import Outbox
 from ._server import HttpServer, http_server
 from ._stream import StreamConnection
-from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, DeflateWebSocket, WebSocket
+from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket, broadcast
 
 __all__ = [
     "MODE_AUTO",
     "MODE_BYTES",
     "MODE_TEXT",
     "Closable",
-    "DeflateWebSocket",
     "Handler",
     "HttpServer",
     "Outbox",

@@ -69,6 +69,7 @@ class Outbox:
         self._parts.append(payload)
         self._parts_size += len(out) + len(payload)
         self._out = bytearray()
+        self._out_replaced()
 
     def _take(self) -> list[Chunk]:
         """Everything queued, in order, leaving the outbox empty."""
@@ -78,7 +79,12 @@ class Outbox:
         self._parts = []
         self._parts_size = 0
         self._out = bytearray()
+        self._out_replaced()
         return chunks
+
+    def _out_replaced(self) -> None:
+        """``_out`` is a new buffer (the old one left by reference); a
+        subclass whose protocol object writes into it points that there."""
 
     def _broken(self) -> None:
         """The peer is gone: drop what is queued (subclasses record it)."""

@@ -1,0 +1,431 @@
+"""One WebSocket connection's protocol, sans I/O: what to do with the
+bytes that arrive, what bytes to send, and when (RFC 6455, RFC 7692).
+
+A :class:`WebSocketSession` starts where the opening handshake ended. It owns the
+state (open, closing, closed), the close handshake, ping/pong and
+keepalive, permessage-deflate and every close code. It never reads,
+writes, sleeps or imports trio; its owner (the server's ``WebSocket``, or
+a client) does the I/O around it:
+
+- bytes read go to :meth:`WebSocketSession.receive`: each complete data message is
+  handed to ``deliver(data)`` in order, pings are answered, a close is
+  echoed, a protocol failure starts the close with its code;
+- bytes to write accumulate in ``out`` (a ``bytearray`` the owner writes
+  and clears); a large payload is not copied into it: :meth:`WebSocketSession.send`
+  returns it, and the owner queues it right after ``out``'s content;
+- time is read from ``clock`` (any monotonic seconds) only when a deadline
+  is set: ``close_deadline`` once we sent a close frame,
+  :meth:`WebSocketSession.receive_deadline` while keepalive is on. When it passes,
+  the owner calls :meth:`WebSocketSession.timer` and the session decides (ping, or
+  close with 1011);
+- after any call, ``state`` tells whether the session started the close
+  (``CLOSING``: the owner then bounds its read by ``close_deadline``).
+
+The role decides the masking (RFC 6455 section 5.1): a ``"server"``
+session expects masked frames and sends unmasked ones; a ``"client"``
+session expects unmasked frames and masks what it sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ._common import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_NO_STATUS,
+    CLOSE_PROTOCOL_ERROR,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FAIL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    OP_TEXT_DEFLATED,
+    R_BAD_UTF8,
+    close_payload,
+    frame_header,
+)
+from ._deflate import MIN_COMPRESS_SIZE, DeflateError, DeflateParams, Deflater, Inflater
+from ._twin import FrameParser, append_frame, apply_mask, validate_utf8
+
+log = logging.getLogger("wsnest")
+
+#: Roles.
+SERVER = "server"
+CLIENT = "client"
+
+#: WebSocketSession states.
+OPEN = 0
+CLOSING = 1  # our close frame is queued; waiting for the peer's
+CLOSED = 2
+
+#: How messages are typed (``textframes``).
+MODE_BYTES = 0  # bytes in, BINARY out
+MODE_TEXT = 1  # str in, TEXT out
+MODE_AUTO = 2  # follow the frame type in, the Python type out
+
+#: Payloads at least this large are returned by ``send``, not copied into ``out``.
+SPILL_SIZE = 64 * 1024
+
+#: The payload of the pings keepalive sends.
+PING_PAYLOAD = b"wsnest"
+
+_R_COMPRESSED = "compressed message without permessage-deflate"
+_R_KEEPALIVE = "keepalive ping timeout"
+
+
+class WebSocketSession:
+    """The protocol state of one WebSocket connection (see the module
+    docstring). Use :func:`new_session` to get the right class for the
+    negotiated extensions.
+
+    Attributes the owner reads: ``state``, ``close_code`` (the peer's, ours,
+    or 1006 until one is known), ``close_deadline``, ``out``, ``finished``
+    (the parser reads no more frames after a failure).
+    """
+
+    __slots__ = (
+        "_clock",
+        "close_code",
+        "close_deadline",
+        "close_timeout",
+        "deliver",
+        "label",
+        "masks",
+        "max_message_size",
+        "mode",
+        "out",
+        "parser",
+        "ping_interval",
+        "ping_timeout",
+        "pong_deadline",
+        "role",
+        "state",
+    )
+
+    def __init__(
+        self,
+        role: str,
+        *,
+        mode: int = MODE_AUTO,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        close_timeout: float = 5.0,
+        ping_interval: float | None = None,
+        ping_timeout: float = 20.0,
+        clock: Callable[[], float],
+        deliver: Callable[[Any], object] | None = None,
+        deflate: DeflateParams | None = None,
+        label: str = "websocket",
+    ) -> None:
+        if role not in (SERVER, CLIENT):
+            raise ValueError(f"role: expected 'server' or 'client', got {role!r}")
+        if mode not in (MODE_BYTES, MODE_TEXT, MODE_AUTO):
+            raise ValueError(f"mode: expected MODE_BYTES, MODE_TEXT or MODE_AUTO, got {mode!r}")
+        self.role = role
+        self.masks = role == CLIENT
+        self.mode = mode
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self._clock = clock
+        self.deliver: Callable[[Any], object] = deliver if deliver is not None else _drop
+        self.label = label
+        self.parser = FrameParser(max_message_size, mode != MODE_BYTES, deflate=deflate is not None)  # TEMP
+        self.out = bytearray()
+        self.state = OPEN
+        self.close_code = CLOSE_ABNORMAL
+        self.close_deadline = math.inf
+        self.pong_deadline = math.inf
+
+    @property
+    def finished(self) -> bool:
+        """True once a protocol failure stopped the parser: the rest of
+        the peer's bytes are discarded unread."""
+        return bool(self.parser.finished)
+
+    @property
+    def deflate(self) -> bool:
+        """True if permessage-deflate is on (:class:`DeflateSession`)."""
+        return False
+
+    # -- sending -----------------------------------------------------------------
+
+    def fits(self, data: str | bytes | bytearray | memoryview) -> bool:
+        """Whether ``data`` is within ``max_message_size`` (as UTF-8 for str)."""
+        limit = self.max_message_size
+        if limit is None or len(data) <= limit >> 2:  # a UTF-8 character is at most 4 bytes
+            return True
+        size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
+        return size <= limit
+
+    def send(self, opcode: int, data: str | bytes | bytearray | memoryview) -> bytes | None:
+        """Frame one message (checked by the owner: open, and :meth:`fits`)
+        into ``out``. A large payload is not copied: its header goes into
+        ``out`` and the payload is returned, for the owner to write right
+        after ``out``'s content (None: all of it is in ``out``)."""
+        if self.masks:
+            return self._put(opcode, data, False)
+        if len(data) < SPILL_SIZE:
+            append_frame(self.out, opcode, data)
+            return None
+        payload = data.encode("utf-8") if isinstance(data, str) else data if type(data) is bytes else bytes(data)
+        self.out += frame_header(opcode, len(payload))
+        return payload
+
+    def send_frame(self, frame: bytes, payload_size: int) -> bytes | None:
+        """Queue a server frame encoded once for many receivers
+        (``broadcast``); its payload is its last ``payload_size`` bytes.
+        Returns the frame itself when it is large (shared by every
+        receiver, never copied), as :meth:`send` returns a payload."""
+        if self.masks:
+            raise ValueError("frame: a client session cannot send a frame encoded for many receivers")
+        if len(frame) < SPILL_SIZE:
+            self.out += frame
+            return None
+        return frame
+
+    def _put(self, opcode: int, data: str | bytes | bytearray | memoryview, rsv1: bool) -> bytes | None:
+        """Frame a message the slow way: masked (client) or compressed."""
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        n = memoryview(payload).nbytes
+        head = frame_header(opcode, n, rsv1=rsv1)
+        if self.masks:
+            mask = os.urandom(4)
+            self.out += head[:1]
+            self.out.append(head[1] | 0x80)
+            self.out += head[2:]
+            self.out += mask
+            self.out += apply_mask(payload, mask)
+            return None
+        self.out += head
+        if n < SPILL_SIZE:
+            self.out += payload
+            return None
+        return payload if type(payload) is bytes else bytes(payload)
+
+    def ping(self, payload: bytes = PING_PAYLOAD) -> bool:
+        """Queue a ping; False if the session is not open."""
+        if self.state != OPEN:
+            return False
+        self._control(OP_PING, payload)
+        return True
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        if self.masks:
+            self._put(opcode, payload, False)
+        else:
+            append_frame(self.out, opcode, payload)
+
+    # -- closing -----------------------------------------------------------------
+
+    def close(self, code: int, payload: bytes) -> bool:
+        """Start the closing handshake (``payload`` from ``close_payload``);
+        False if it was already closing or closed."""
+        if self.state != OPEN:
+            return False
+        self.state = CLOSING
+        self.close_code = code
+        self.close_deadline = self._clock() + self.close_timeout
+        self._control(OP_CLOSE, payload)
+        return True
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection: close with ``code`` if still open."""
+        log.debug("%s: failing with %d (%s)", self.label, code, reason)
+        if self.state == OPEN:
+            self.close(code, close_payload(code, reason))
+
+    def going_away(self) -> None:
+        """We are shutting down: close frame 1001, and the session is over
+        (no reply is awaited)."""
+        if self.state == OPEN:
+            self.close_code = CLOSE_GOING_AWAY
+            self._control(OP_CLOSE, close_payload(CLOSE_GOING_AWAY, f"{self.role} shutting down"))
+        self.state = CLOSED
+
+    def connection_lost(self) -> None:
+        """The peer's end of the stream closed: the session is over; the
+        close code stays (the peer's, ours, or 1006)."""
+        self.state = CLOSED
+
+    def abort(self) -> None:
+        """The connection broke (a write failed, keepalive gave up): over,
+        with 1006 unless a close had already ended it."""
+        if self.state != CLOSED:
+            self.state = CLOSED
+            self.close_code = CLOSE_ABNORMAL
+
+    def detach(self) -> None:
+        """Drop the owner's ``deliver`` (the connection is over): it is
+        usually the owner's bound method, and holding it would keep a
+        reference cycle alive until a full garbage collection."""
+        self.deliver = _drop
+
+    # -- keepalive ---------------------------------------------------------------
+
+    def receive_deadline(self) -> float:
+        """When the owner's read should give up and call :meth:`timer`:
+        the pong deadline, or one ping interval from now (keepalive only)."""
+        if self.pong_deadline != math.inf:
+            return self.pong_deadline
+        interval = self.ping_interval
+        return math.inf if interval is None else self._clock() + interval
+
+    def write_deadline(self) -> float:
+        """When an owner that waits to write (and so cannot read a pong)
+        must give up: the pong deadline, or one ping interval plus the
+        ping timeout from now (keepalive only)."""
+        if self.ping_interval is None:
+            return math.inf
+        if self.pong_deadline != math.inf:
+            return self.pong_deadline
+        return self._clock() + self.ping_interval + self.ping_timeout
+
+    def traffic(self) -> None:
+        """Bytes arrived: the peer is alive, whatever they hold."""
+        self.pong_deadline = math.inf
+
+    def timer(self) -> None:
+        """The read deadline passed with nothing read: close with 1011 if a
+        ping went unanswered, else ping (when open)."""
+        now = self._clock()
+        if self.pong_deadline != math.inf and now >= self.pong_deadline:
+            log.debug("%s: keepalive ping timed out", self.label)
+            self.pong_deadline = math.inf
+            self.close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR, _R_KEEPALIVE))
+        elif self.state == OPEN:
+            self._control(OP_PING, PING_PAYLOAD)
+            self.pong_deadline = now + self.ping_timeout
+
+    # -- receiving ---------------------------------------------------------------
+
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data`` and act on everything in it, in order."""
+        self.handle(self.parser.feed(data))
+
+    def handle(self, events: list[tuple[Any, ...]]) -> None:
+        """Act on parser events: deliver data, answer pings, echo a close,
+        fail on errors. ``deliver`` runs inline, so what it sends is queued
+        before anything a later event queues."""
+        for event in events:
+            kind = event[0]
+            if kind in (OP_TEXT, OP_BINARY):
+                if self.state != OPEN:
+                    continue  # closing: the peer's remaining messages are dropped
+                data = event[1]
+                if kind == OP_BINARY and self.mode == MODE_TEXT:
+                    try:
+                        data = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self.fail(CLOSE_INVALID_DATA, "binary message is not UTF-8 text")
+                        continue
+                self.deliver(data)  # looked up each time: the owner may swap it mid-batch
+            elif kind == OP_PING:
+                if self.state != CLOSED:
+                    self._control(OP_PONG, event[1])
+            elif kind == OP_PONG:
+                self.pong_deadline = math.inf
+            elif kind == OP_CLOSE:
+                code = event[1]
+                if self.state == OPEN:
+                    # Echo the peer's code (RFC 6455 section 5.5.1).
+                    self.close_code = code
+                    self._control(OP_CLOSE, b"" if code == CLOSE_NO_STATUS else close_payload(code))
+                self.state = CLOSED
+            elif kind == FAIL:
+                self.fail(event[1], event[2])
+            else:  # OP_TEXT_DEFLATED, OP_BINARY_DEFLATED: only a deflate parser makes them
+                self._inflated(kind, event[1])
+
+    def _inflated(self, kind: int, payload: bytes) -> None:
+        """A compressed message; only :class:`DeflateSession` accepts them."""
+        self.fail(CLOSE_PROTOCOL_ERROR, _R_COMPRESSED)
+
+
+class DeflateSession(WebSocketSession):
+    """A session that negotiated permessage-deflate (RFC 7692): compressed
+    messages are inflated (bounded by ``max_message_size``), checked and
+    delivered like the others; text and binary messages of
+    ``MIN_COMPRESS_SIZE`` bytes or more are sent compressed."""
+
+    __slots__ = ("_deflater", "_inflater")
+
+    def __init__(self, role: str, *, deflate: DeflateParams, **kw: Any) -> None:
+        super().__init__(role, deflate=deflate, **kw)
+        if role == SERVER:
+            self._inflater = Inflater(deflate.client_no_context_takeover)
+            self._deflater = Deflater(deflate.window_bits, deflate.server_no_context_takeover)
+        else:
+            self._inflater = Inflater(deflate.server_no_context_takeover)
+            self._deflater = Deflater(no_context_takeover=deflate.client_no_context_takeover)
+
+    @property
+    def deflate(self) -> bool:
+        """True: permessage-deflate is on."""
+        return True
+
+    def send(self, opcode: int, data: str | bytes | bytearray | memoryview) -> bytes | None:
+        """Frame one message, compressed unless it is small; returns as
+        :meth:`WebSocketSession.send` does."""
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        view = memoryview(payload)
+        if view.nbytes < MIN_COMPRESS_SIZE:
+            if self.masks:
+                return self._put(opcode, payload, False)
+            append_frame(self.out, opcode, payload)
+            return None
+        return self._put(opcode, self._deflater.compress(view if view.c_contiguous else view.tobytes()), True)
+
+    def send_frame(self, frame: bytes, payload_size: int) -> bytes | None:
+        """A frame encoded for many receivers, compressed again for this
+        connection (its compression context is its own)."""
+        return self.send(frame[0] & 0x0F, memoryview(frame)[len(frame) - payload_size :])
+
+    def _inflated(self, kind: int, payload: bytes) -> None:
+        if self.state != OPEN:
+            return  # closing: the rest of the peer's messages are dropped unread
+        try:
+            raw = self._inflater.decompress(payload, self.max_message_size)
+        except DeflateError as exc:
+            self.fail(exc.code, exc.reason)  # 1009 or 1007, as the parser's failures
+            return
+        if kind != OP_TEXT_DEFLATED:
+            self.handle([(OP_BINARY, raw)])
+            return
+        # Text is checked as strictly as uncompressed text, then delivered
+        # the same way (bytes with MODE_BYTES, else str).
+        data: str | bytes = raw
+        if self.mode == MODE_BYTES:
+            ok = validate_utf8(raw)
+        else:
+            try:
+                data = raw.decode("utf-8")
+                ok = True
+            except UnicodeDecodeError:
+                ok = False
+        if not ok:
+            self.fail(CLOSE_INVALID_DATA, R_BAD_UTF8)
+            return
+        self.handle([(OP_TEXT, data)])
+
+
+def new_session(role: str, *, deflate: DeflateParams | None = None, **kw: Any) -> WebSocketSession:
+    """A :class:`WebSocketSession`, or a :class:`DeflateSession` when ``deflate``
+    holds negotiated permessage-deflate parameters. Keywords as
+    :class:`WebSocketSession` takes them."""
+    if deflate is None:
+        return WebSocketSession(role, **kw)
+    return DeflateSession(role, deflate=deflate, **kw)
+
+
+def _drop(data: object) -> None:
+    """The default ``deliver``: messages are discarded."""
