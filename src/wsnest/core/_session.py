@@ -7,9 +7,11 @@ keepalive, permessage-deflate and every close code. It never reads,
 writes, sleeps or imports trio; its owner (the server's ``WebSocket``, or
 a client) does the I/O around it:
 
-- bytes read go to :meth:`WebSocketSession.receive`: each complete data message is
-  handed to ``deliver(data)`` in order, pings are answered, a close is
-  echoed, a protocol failure starts the close with its code;
+- bytes read go to :meth:`WebSocketSession.receive`: each complete data
+  message is handed to ``deliver(owner, data)`` in order (an exception
+  from it is logged and closes with 1011; a result other than None goes
+  to ``returned(result)``), pings are answered, a close is echoed, a
+  protocol failure starts the close with its code;
 - bytes to write accumulate in ``out`` (a ``bytearray`` the owner writes
   and clears); a large payload is not copied into it: :meth:`WebSocketSession.send`
   returns it, and the owner queues it right after ``out``'s content;
@@ -103,10 +105,12 @@ class WebSocketSession:
         "max_message_size",
         "mode",
         "out",
+        "owner",
         "parser",
         "ping_interval",
         "ping_timeout",
         "pong_deadline",
+        "returned",
         "role",
         "state",
     )
@@ -121,7 +125,9 @@ class WebSocketSession:
         ping_interval: float | None = None,
         ping_timeout: float = 20.0,
         clock: Callable[[], float],
-        deliver: Callable[[Any], object] | None = None,
+        owner: object = None,
+        deliver: Callable[[Any, Any], object] | None = None,
+        returned: Callable[[object], None] | None = None,
         deflate: DeflateParams | None = None,
         label: str = "websocket",
     ) -> None:
@@ -137,7 +143,9 @@ class WebSocketSession:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._clock = clock
-        self.deliver: Callable[[Any], object] = deliver if deliver is not None else _drop
+        self.owner = owner
+        self.deliver: Callable[[Any, Any], object] = deliver if deliver is not None else _drop
+        self.returned = returned
         self.label = label
         self.parser = FrameParser(max_message_size, mode != MODE_BYTES, deflate=deflate is not None)  # TEMP
         self.out = bytearray()
@@ -265,10 +273,19 @@ class WebSocketSession:
             self.close_code = CLOSE_ABNORMAL
 
     def detach(self) -> None:
-        """Drop the owner's ``deliver`` (the connection is over): it is
-        usually the owner's bound method, and holding it would keep a
-        reference cycle alive until a full garbage collection."""
+        """Forget the owner and its hooks (the connection is over): the
+        owner holds this session, so keeping them would make a reference
+        cycle that lives until a full garbage collection."""
+        self.owner = None
         self.deliver = _drop
+        self.returned = None
+
+    def callback_failed(self, name: str) -> None:
+        """An application callback raised (the exception being handled):
+        log it, and close with 1011 if still open."""
+        log.exception("wsnest: %s callback raised on %s", name, self.label)
+        if self.state == OPEN:
+            self.close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR))
 
     # -- keepalive ---------------------------------------------------------------
 
@@ -316,6 +333,7 @@ class WebSocketSession:
         """Act on parser events: deliver data, answer pings, echo a close,
         fail on errors. ``deliver`` runs inline, so what it sends is queued
         before anything a later event queues."""
+        deliver, owner = self.deliver, self.owner
         for event in events:
             kind = event[0]
             if kind in (OP_TEXT, OP_BINARY):
@@ -328,7 +346,14 @@ class WebSocketSession:
                     except UnicodeDecodeError:
                         self.fail(CLOSE_INVALID_DATA, "binary message is not UTF-8 text")
                         continue
-                self.deliver(data)  # looked up each time: the owner may swap it mid-batch
+                try:
+                    result = deliver(owner, data)
+                except Exception:
+                    self.callback_failed("on_message")
+                else:
+                    if result is not None and self.returned is not None:
+                        self.returned(result)
+                        deliver = self.deliver  # the owner may have switched it for the rest
             elif kind == OP_PING:
                 if self.state != CLOSED:
                     self._control(OP_PONG, event[1])
@@ -427,5 +452,5 @@ def new_session(role: str, *, deflate: DeflateParams | None = None, **kw: Any) -
     return DeflateSession(role, deflate=deflate, **kw)
 
 
-def _drop(data: object) -> None:
+def _drop(owner: object, data: object) -> None:
     """The default ``deliver``: messages are discarded."""
