@@ -3,9 +3,10 @@
     python fuzz/fuzz_core.py [--quick SECONDS] [libFuzzer flags] [corpus dir | input files]
 
 Every input is fed to ``wsnest.core._frames_c`` and ``wsnest.core._frames_py``
-with the same parameters and the same chunk splits; any difference in the
-returned events (values *and* exact types), in ``finished``, or in the
-exceptions raised is an ``AssertionError``. A third of the inputs exercise
+with the same parameters (the role included: server or client parsers) and
+the same chunk splits; any difference in the returned events (values *and*
+exact types), in ``finished``, or in the exceptions raised is an
+``AssertionError``. A third of the inputs exercise
 ``apply_mask``, ``mask_inplace``, ``validate_utf8``, ``encode_frame`` and
 ``append_frame`` the same way (plus a plain reference where one is cheap).
 
@@ -13,13 +14,19 @@ Input layout (see ``_harness.py``): parameter bytes are read from the end,
 the payload is what is left at the front. The first parameter byte picks the
 mode (``mode % 8``):
 
-- 0-3 raw: the payload is the client byte stream itself;
+- 0-3 raw: the payload is the byte stream itself;
 - 4-5 structured: the payload is a small program of frames (opcode, FIN,
   RSV, mask, length form, payload with repetition) encoded into a stream, so
   that fragmentation, interleaved control frames, long UTF-8 texts (the
   compiled 512-byte four-chain DFA) and 64-bit lengths are reached often;
   mode 5 also cuts the end of the stream off;
 - 6-7 functions.
+
+Its bit 3 (``ROLE_CLIENT``) picks the role in the parser modes: clear, the
+parsers are servers (``FrameParser()``, reading masked client frames); set,
+they are clients (``FrameParser(masked=False)``, reading unmasked server
+frames). A structured program encodes the same frames in both roles, as the
+role's peer sends them (see ``build_stream``).
 
 For the parser modes the next bytes are: options (max_message_size
 selector in bits 0-2, ``decode_text=False`` in bit 3, input type in bits
@@ -50,6 +57,8 @@ MODE_RAW = 0
 MODE_STRUCTURED = 4
 MODE_STRUCTURED_CUT = 5
 MODE_FUNCTIONS = 6
+#: In the mode byte of a parser mode: the parsers take the client role.
+ROLE_CLIENT = 8
 
 C: ModuleType | None = None  # wsnest.core._frames_c
 P: ModuleType | None = None  # wsnest.core._frames_py
@@ -223,6 +232,8 @@ def raw_frame(
 STRUCT_OPS = (OP_TEXT, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_CLOSE, OP_CONT, None)
 CLOSE_CODES = (1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999, 0, 999, 1004, 1005, 1006, 1015, 5000)
 MAX_STRUCT_STREAM = 300_000
+#: The masking key of a masked frame in a server stream (which fails).
+WRONG_KIND_KEY = b"\x5a\xa5\x0f\xf0"
 SPLIT_CHECK_MAX = 4096
 #: Input types whose objects do not expose the chunk's bytes as they are (a
 #: strided view shows every other byte): no split-invariance check for them.
@@ -253,17 +264,24 @@ class _Front:
         return out
 
 
-def build_stream(program: bytes) -> bytes:
-    """Encode a structured program into a client byte stream.
+def build_stream(program: bytes, client: bool = False) -> bytes:
+    """Encode a structured program into a client byte stream, or with
+    ``client`` (a parser in the client role) into a server byte stream.
 
     Per frame: a control byte ``c`` (opcode from ``STRUCT_OPS[c & 7]``, the
     last entry reading a raw 4-bit opcode; FIN unless bit 3; high nibble 15:
-    RSV bits from the next byte, 14: unmasked, 12/13: forced 16/64-bit
-    length), a payload byte ``p`` (``p & 63`` literal bytes follow; ``p >> 6``:
-    0 raw, 1 latin-1 to UTF-8, 2 UTF-8 with replacement characters, 3 a close
-    code in front for close frames), a repetition byte ``q`` (``q >> 6``: 0
-    once, 1 ``(q & 63) + 2`` times, 2 repeated up to ``((q & 63) + 1) * 64``
-    bytes, 3 up to ``65536 + (q & 63)`` bytes), then the 4 mask bytes.
+    RSV bits from the next byte, 14: the wrong kind for the role, 12/13:
+    forced 16/64-bit length), a payload byte ``p`` (``p & 63`` literal bytes
+    follow; ``p >> 6``: 0 raw, 1 latin-1 to UTF-8, 2 UTF-8 with replacement
+    characters, 3 a close code in front for close frames), a repetition byte
+    ``q`` (``q >> 6``: 0 once, 1 ``(q & 63) + 2`` times, 2 repeated up to
+    ``((q & 63) + 1) * 64`` bytes, 3 up to ``65536 + (q & 63)`` bytes), then
+    (unless high nibble 14) the 4 mask bytes.
+
+    A client frame is masked with those bytes; the wrong kind (14) is then
+    unmasked. A server frame skips them (so one program reads the same in
+    both roles) and is unmasked; the wrong kind is then masked with
+    ``WRONG_KIND_KEY``.
     """
     r = _Front(program)
     out = bytearray()
@@ -300,6 +318,8 @@ def build_stream(program: bytes) -> bytes:
             unit = lit or b"\xe2\x82\xac"
             payload = (unit * (target // len(unit) + 1))[:target]
         mask = None if hi == 14 else r.take(4).ljust(4, b"\x00")
+        if client:
+            mask = WRONG_KIND_KEY if mask is None else None
         out += raw_frame(op, payload, fin=fin, rsv=rsv, mask=mask, form=form)
     return bytes(out)
 
@@ -411,17 +431,19 @@ def check_parser(stream: bytes, kwargs: dict[str, Any], chunks: list[bytes], kin
             )
 
 
-def decode_parser_input(reader: Any, mode: int) -> tuple[bytes, dict[str, Any], list[bytes], str]:
+def decode_parser_input(reader: Any, mode: int, client: bool = False) -> tuple[bytes, dict[str, Any], list[bytes], str]:
     """(stream, FrameParser kwargs, chunks, input type) of a parser-mode input
-    whose mode byte has been read."""
+    whose mode byte has been read (``client``: its ``ROLE_CLIENT`` bit)."""
     opts = reader.byte()
     value = reader.byte()
     split_mode, sizes = read_split(reader)
     payload = reader.rest()
     kwargs = parser_kwargs(opts, value)
+    if client:
+        kwargs["masked"] = False
     kind = FEED_KINDS[(opts >> 4) & 7]
     if mode in (MODE_STRUCTURED, MODE_STRUCTURED_CUT):
-        stream = build_stream(payload)
+        stream = build_stream(payload, client)
         if mode == MODE_STRUCTURED_CUT and stream:
             stream = stream[: -(value % 7 + 1)]
     else:
@@ -431,8 +453,8 @@ def decode_parser_input(reader: Any, mode: int) -> tuple[bytes, dict[str, Any], 
     return stream, kwargs, split(stream, split_mode, sizes), kind
 
 
-def check_parser_input(reader: Any, mode: int) -> None:
-    check_parser(*decode_parser_input(reader, mode))
+def check_parser_input(reader: Any, mode: int, client: bool = False) -> None:
+    check_parser(*decode_parser_input(reader, mode, client))
 
 
 # -- stateless functions ----------------------------------------------------------
@@ -579,11 +601,15 @@ def check_functions(reader: Any) -> None:
     c = outcome(lambda: C.encode_frame(opcode, _payload(pkind, data), fin, _mask_obj(mask_obj_kind, mask_arg)))
     p = outcome(lambda: P.encode_frame(opcode, _payload(pkind, data), fin, _mask_obj(mask_obj_kind, mask_arg)))
     _same("encode_frame", c, p, detail + f" mask arg={mask_arg!r}")
-    if c[0] == "ok" and t[5] & 4 and mask_arg is not None and len(c[1]) < 1 << 20:
-        # Round trip through both parsers.
+    if c[0] == "ok" and t[5] & 4 and len(c[1]) < 1 << 20:
+        # Round trip through both parsers: a masked (client) frame in the
+        # server role, an unmasked (server) one in the client role.
         frame = c[1]
-        check_parser(frame, {"max_message_size": None}, [frame], "bytes")
-        check_parser(frame, {"max_message_size": None}, [frame], "bytearray")
+        kwargs: dict[str, Any] = {"max_message_size": None}
+        if mask_arg is None:
+            kwargs["masked"] = False
+        check_parser(frame, kwargs, [frame], "bytes")
+        check_parser(frame, kwargs, [frame], "bytearray")
 
     # append_frame, optionally onto itself
     prefix = data[: t[5] >> 4]
@@ -624,13 +650,15 @@ def check_input(data: bytes, reader: Any = None) -> None:
         load(None)
     if reader is None:
         reader = TailReader(data)
-    mode = reader.byte() & 7
+    first = reader.byte()
+    mode = first & 7
+    client = bool(first & ROLE_CLIENT)
     if mode >= MODE_FUNCTIONS:
         check_functions(reader)
     elif mode >= MODE_STRUCTURED:
-        check_parser_input(reader, mode)
+        check_parser_input(reader, mode, client)
     else:
-        check_parser_input(reader, MODE_RAW)
+        check_parser_input(reader, MODE_RAW, client)
 
 
 def test_one_input(data: bytes) -> None:

@@ -13,7 +13,9 @@ client frames built with ``encode_frame(..., mask=MASK)``, malformed ones as
 raw bytes), the chunking streams of that file, valid fragmented and
 interleaved streams, and a few inputs for the structured and function modes.
 Each stream is written whole and split byte by byte (and a few with
-patterns), each as ``bytes`` and as a writable ``bytearray``.
+patterns), each as ``bytes`` and as a writable ``bytearray``. For the client
+role (parsers made with ``masked=False``): a few server streams (unmasked
+frames, and a masked one that must fail) and the structured programs again.
 
 HTTP seeds: valid requests, pipelined requests, chunked bodies, upgrade
 requests with WebSocket bytes after the head, Expect: 100-continue, and the
@@ -53,6 +55,7 @@ from fuzz_core import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    ROLE_CLIENT,
     raw_frame,
 )
 
@@ -419,6 +422,52 @@ def core_cases() -> list[Case]:
     return edge_cases() + stream_cases()
 
 
+def server_frame(opcode: int, payload: bytes | str = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """An unmasked (server) frame, as a client-role parser reads it."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return raw_frame(opcode, payload, fin=fin, rsv=rsv, mask=None)
+
+
+def client_role_cases() -> list[Case]:
+    """Server byte streams for parsers in the client role (``masked=False``,
+    which the seed carries in its mode byte, not in these kwargs)."""
+    s = server_frame
+    return [
+        (
+            "client-valid",
+            s(OP_TEXT, "hé", fin=False)
+            + s(OP_PING, b"p1")
+            + s(OP_CONT, b"l\xf0\x9f", fin=False)
+            + s(OP_CONT, b"\x98\x80")
+            + s(OP_BINARY, bytes(range(130)))
+            + s(OP_PONG)
+            + s(OP_TEXT)
+            + s(OP_CLOSE, struct.pack("!H", 1000) + b"bye"),
+            {"max_message_size": 200},
+        ),
+        ("client-long-text", s(OP_TEXT, "€" * 200) + s(OP_CLOSE), {}),
+        ("client-64bit", s(OP_BINARY, b"z" * 65536, fin=False) + s(OP_CONT, b"!"), {"max_message_size": None}),
+        ("client-too-big", s(OP_TEXT, "ok") + s(OP_BINARY, b"ab", fin=False) + s(OP_CONT, b"x" * 300), {}),
+        ("client-bad-utf8", s(OP_TEXT, b"a\xed\xa0", fin=False) + s(OP_PING, b"x"), {}),
+        ("client-masked-frame", s(OP_TEXT, "ok") + frame(OP_TEXT, "masked") + s(OP_TEXT, "never"), {}),
+        ("client-masked-continuation", s(OP_BINARY, b"a", fin=False) + frame(OP_CONT, b"b"), {}),
+        (
+            "client-deflate",
+            s(OP_TEXT, b"\xf2H\xcd\xc9\xc9\x07\x00", rsv=4)
+            + s(OP_BINARY, b"\xff", fin=False, rsv=4)
+            + s(OP_CONT, b"\xed\xa0")
+            + s(OP_TEXT, "plain"),
+            {"deflate": True},
+        ),
+        (
+            "client-deflate-rsv1-on-cont",
+            s(OP_TEXT, b"a", fin=False, rsv=4) + s(OP_CONT, b"b", rsv=4),
+            {"deflate": True},
+        ),
+    ]
+
+
 def encode_max(kwargs: dict) -> tuple[int, int]:
     """The (selector, value) bytes of ``fuzz_core.parser_kwargs`` for these kwargs."""
     opts = 0 if kwargs.get("decode_text", True) else 8
@@ -454,6 +503,13 @@ def core_seed(
 
 def core_seeds() -> dict[str, bytes]:
     seeds: dict[str, bytes] = {}
+    for name, stream, kwargs in client_role_cases():
+        for kind in (KIND_BYTES, KIND_BYTEARRAY):
+            k = "b" if kind == KIND_BYTES else "ba"
+            client = MODE_RAW | ROLE_CLIENT
+            seeds[f"{name}.whole.{k}"] = core_seed(stream, kwargs, SPLIT_WHOLE, kind=kind, mode=client)
+            if len(stream) < 4096:
+                seeds[f"{name}.bytewise.{k}"] = core_seed(stream, kwargs, SPLIT_BYTEWISE, kind=kind, mode=client)
     for name, stream, kwargs in core_cases():
         for kind in (KIND_BYTES, KIND_BYTEARRAY):
             k = "b" if kind == KIND_BYTES else "ba"
@@ -502,10 +558,19 @@ def core_seeds() -> dict[str, bytes]:
         + MASK,
         "deflate-rsv1-on-cont": bytes([0xF8 | 1, 4, 0x01]) + b"b" + b"\x00" + MASK + bytes([0xF2, 4, 0x01]) + b"c",
     }
+    # Each program also in the client role (ROLE_CLIENT: the same frames,
+    # unmasked), and once with a frame of the wrong kind for it (control byte
+    # high nibble 14: masked in a server stream).
+    fixed100 = split_trailer(SPLIT_FIXED, (100,))
+    fixed5 = split_trailer(SPLIT_FIXED, (5,))
     for name, program in programs.items():
-        seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0, 0, *split_trailer(SPLIT_FIXED, (100,)))
+        seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0, 0, *fixed100)
+        seeds[f"structured-client-{name}"] = program + trailer(MODE_STRUCTURED | ROLE_CLIENT, 0, 0, *fixed100)
     for name, program in deflate_programs.items():
-        seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0x80, 0, *split_trailer(SPLIT_FIXED, (5,)))
+        seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0x80, 0, *fixed5)
+        seeds[f"structured-client-{name}"] = program + trailer(MODE_STRUCTURED | ROLE_CLIENT, 0x80, 0, *fixed5)
+    wrong_kind = bytes([0x01, 0x02]) + b"ok" + b"\x00" + MASK + bytes([0xE1, 0x01]) + b"!" + b"\x00"
+    seeds["structured-client-wrong-kind"] = wrong_kind + trailer(MODE_STRUCTURED | ROLE_CLIENT, 0, 0, *fixed5)
     # Function mode: t[0..5], 4 mask bytes, then the data.
     funcs = {
         "ascii": (b"Hello, world", [0, 0, 1, OP_TEXT, 1, 4 | 1, *MASK]),

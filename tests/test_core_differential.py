@@ -3,16 +3,22 @@
 The reference model below is written from RFC 6455 (sections 5 and 7) and
 RFC 3629 (UTF-8), not from either core. It is deliberately plain and
 non-incremental: it walks the whole byte stream once and returns the events
-a server-side parser must produce, using the event tuples and failure
-reasons of ``wsnest.core._common``.
+a parser must produce, using the event tuples and failure reasons of
+``wsnest.core._common``. It has the parser's two roles: a server
+(``masked=True``) reads client frames, which must be masked, and a client
+(``masked=False``) reads server frames, which must not be (RFC 6455 section
+5.1); every property below runs in both roles, the client role on the same
+generated streams with the MASK bit of every frame flipped.
 
 Where RFC 6455 leaves a choice open, the model follows the documented
 behaviour of the cores:
 
 - the checks run in this order: RSV bits, opcode, FIN on a control frame,
-  control length > 125, mask bit, continuation rules (these need only the
-  first two bytes); then non-minimal length, top bit of a 64-bit length and
-  the message size limit (these need the extended length, not the mask);
+  control length > 125, mask bit (wrong for the role: ``R_UNMASKED`` for a
+  server, ``R_MASKED`` for a client), continuation rules (these need only
+  the first two bytes); then non-minimal length, top bit of a 64-bit length
+  and the message size limit (these need the extended length, not the
+  masking key);
 - each check runs as soon as the bytes it needs are in, so a header cut
   short produces nothing unless the part received already fails;
 - a text message fails at its first byte that cannot start or continue
@@ -61,6 +67,7 @@ from wsnest.core._common import (
     R_CTL_TOO_LONG,
     R_DATA_UNEXPECTED,
     R_LENGTH_MSB,
+    R_MASKED,
     R_NON_MINIMAL,
     R_OPCODE,
     R_RSV,
@@ -140,9 +147,14 @@ def ref_close_event(payload: bytes) -> tuple:
 
 
 def reference_events(
-    stream: bytes, max_message_size: int | None = 1 << 20, decode_text: bool = True, deflate: bool = False
+    stream: bytes,
+    max_message_size: int | None = 1 << 20,
+    decode_text: bool = True,
+    deflate: bool = False,
+    masked: bool = True,
 ) -> list[tuple]:
-    """Events a server must produce for the client byte stream ``stream``."""
+    """Events a server (``masked=True``) must produce for the client byte
+    stream ``stream``, or a client (``masked=False``) for a server stream."""
     events: list[tuple] = []
 
     def proto(reason: str) -> list[tuple]:
@@ -159,7 +171,7 @@ def reference_events(
             return events
         b0, b1 = stream[pos], stream[pos + 1]
         fin, rsv, opcode = b0 >> 7, (b0 >> 4) & 7, b0 & 0xF
-        masked, len7 = b1 >> 7, b1 & 0x7F
+        mask_bit, len7 = b1 >> 7, b1 & 0x7F
         control = opcode >= 8
         # RFC 7692 section 6: with the extension, RSV1 marks a compressed
         # message on its first frame; it is not allowed on control frames
@@ -172,8 +184,11 @@ def reference_events(
             return proto(R_CTL_FRAGMENTED)
         if control and len7 > 125:
             return proto(R_CTL_TOO_LONG)
-        if not masked:
+        # Section 5.1: client frames are masked, server frames are not.
+        if masked and not mask_bit:
             return proto(R_UNMASKED)
+        if mask_bit and not masked:
+            return proto(R_MASKED)
         if opcode == OP_CONT and not msg_op:
             return proto(R_CONT_UNEXPECTED)
         if opcode in (OP_TEXT, OP_BINARY) and msg_op:
@@ -195,12 +210,15 @@ def reference_events(
             if max_message_size is not None and so_far + length > max_message_size:
                 events.append((FAIL, CLOSE_TOO_BIG, R_TOO_BIG))
                 return events
-        # Masking key, then as much payload as the stream holds.
-        if n - pos < 2 + ext + 4:
+        # Masking key (client frames only), then as much payload as the
+        # stream holds.
+        key = 4 if masked else 0
+        if n - pos < 2 + ext + key:
             return events
-        mask = stream[pos + 2 + ext : pos + 6 + ext]
-        start = pos + 6 + ext
-        payload = ref_xor(stream[start : start + length], mask)
+        start = pos + 2 + ext + key
+        payload = stream[start : start + length]
+        if masked:
+            payload = ref_xor(payload, stream[pos + 2 + ext : start])
         complete = len(payload) == length
         if not control:
             if opcode != OP_CONT:
@@ -243,6 +261,20 @@ def test_reference_model_sanity() -> None:
     compressed = bytes((0xC1, 0x87)) + b"\x00\x00\x00\x00" + bytes.fromhex("f248cdc9c90700")
     assert reference_events(compressed) == [(FAIL, CLOSE_PROTOCOL_ERROR, R_RSV)]
     assert reference_events(compressed, deflate=True) == [(OP_TEXT_DEFLATED, bytes.fromhex("f248cdc9c90700"))]
+    # The client role: RFC 6455 section 5.7 unmasked "Hello", then a close;
+    # the masked "Hello" fails.
+    server_hello = bytes.fromhex("810548656c6c6f")
+    assert reference_events(server_hello + bytes.fromhex("880203e8"), masked=False) == [
+        (OP_TEXT, "Hello"),
+        (OP_CLOSE, 1000, ""),
+    ]
+    assert reference_events(stream, masked=False) == [(FAIL, CLOSE_PROTOCOL_ERROR, R_MASKED)]
+    assert reference_events(bytes.fromhex("010348656c") + bytes.fromhex("80026c6f"), masked=False) == [
+        (OP_TEXT, "Hello")
+    ]
+    # Section 7.2.3.1 in the client role: the same compressed "Hello", unmasked.
+    plain = bytes((0xC1, 0x07)) + bytes.fromhex("f248cdc9c90700")
+    assert reference_events(plain, deflate=True, masked=False) == [(OP_TEXT_DEFLATED, bytes.fromhex("f248cdc9c90700"))]
 
 
 # -- frame strategies --------------------------------------------------------------
@@ -250,7 +282,8 @@ def test_reference_model_sanity() -> None:
 
 @dataclass(frozen=True)
 class Frame:
-    """A client frame, possibly malformed. ``length`` overrides the declared length."""
+    """A frame, possibly malformed: a client frame (masked) unless
+    ``masked=False``. ``length`` overrides the declared length."""
 
     opcode: int
     payload: bytes = b""
@@ -489,14 +522,22 @@ def stream_items(deflate: bool) -> st.SearchStrategy[list[Frame]]:
     )
 
 
+def for_role(frames: list[Frame], masked: bool) -> list[Frame]:
+    """``frames`` as written (client frames), or for ``masked=False`` as a
+    server sends them: the MASK bit of every frame flipped, so a server frame
+    is unmasked and a client frame "corrupted" to unmasked is masked."""
+    return frames if masked else [replace(f, masked=not f.masked) for f in frames]
+
+
 @st.composite
-def streams(draw: st.DrawFn, deflate: bool = False) -> bytes:
-    """A client byte stream; with ``deflate``, many messages are compressed."""
+def streams(draw: st.DrawFn, deflate: bool = False, masked: bool = True) -> bytes:
+    """A client byte stream (a server one if not ``masked``); with
+    ``deflate``, many messages are compressed."""
     frames = [frame for item in draw(st.lists(stream_items(deflate), min_size=1, max_size=5)) for frame in item]
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2]))):
         at = draw(st.integers(0, len(frames) - 1))
         frames[at] = draw(corrupt(frames[at]))
-    stream = b"".join(f.encode() for f in frames)
+    stream = b"".join(f.encode() for f in for_role(frames, masked))
     if draw(st.integers(0, 5)) == 0:
         stream = stream[: draw(st.integers(0, len(stream)))]
     if draw(st.integers(0, 7)) == 0:
@@ -510,9 +551,9 @@ max_sizes = st.one_of(st.none(), st.integers(0, 16), st.integers(0, 400), st.jus
 DATA_KINDS = (OP_TEXT, OP_BINARY, OP_TEXT_DEFLATED, OP_BINARY_DEFLATED)
 
 
-def max_sizes_for(stream: bytes, deflate: bool = False) -> st.SearchStrategy[int | None]:
+def max_sizes_for(stream: bytes, deflate: bool = False, masked: bool = True) -> st.SearchStrategy[int | None]:
     """Limits that often sit right at the size of one of the messages in ``stream``."""
-    sizes = [len(e[1]) for e in reference_events(stream, None, False, deflate) if e[0] in DATA_KINDS]
+    sizes = [len(e[1]) for e in reference_events(stream, None, False, deflate, masked) if e[0] in DATA_KINDS]
     near = [max(size + delta, 0) for size in sizes for delta in (-1, 0, 1)]
     if not near:
         return st.one_of(max_sizes, st.integers(0, len(stream) + 8))
@@ -527,9 +568,17 @@ def shape(events: list[tuple]) -> list[tuple]:
 
 
 def run(
-    core: ModuleType, chunks: list[bytes], max_message_size: int | None, decode_text: bool, deflate: bool = False
+    core: ModuleType,
+    chunks: list[bytes] | list[bytearray],
+    max_message_size: int | None,
+    decode_text: bool,
+    deflate: bool = False,
+    masked: bool = True,
 ) -> list[tuple]:
-    parser = core.FrameParser(max_message_size=max_message_size, decode_text=decode_text, deflate=deflate)
+    parser = core.FrameParser(
+        max_message_size=max_message_size, decode_text=decode_text, deflate=deflate, masked=masked
+    )
+    assert parser.masked is masked
     events: list[tuple] = []
     for chunk in chunks:
         events.extend(parser.feed(chunk))
@@ -545,23 +594,30 @@ def check_same(actual: list[tuple], expected: list[tuple]) -> None:
 
 
 @SETTINGS
-@given(deflate=st.booleans(), decode_text=st.booleans(), data=st.data())
-def test_cores_match_reference(core: ModuleType, deflate: bool, decode_text: bool, data: st.DataObject) -> None:
+@given(deflate=st.booleans(), decode_text=st.booleans(), masked=st.booleans(), data=st.data())
+def test_cores_match_reference(
+    core: ModuleType, deflate: bool, decode_text: bool, masked: bool, data: st.DataObject
+) -> None:
     # deflate: a parser for a connection with permessage-deflate, fed streams
     # where many messages carry RSV1 (and RSV1 lands on other frames too).
-    stream = data.draw(streams(deflate), label="stream")
-    max_message_size = data.draw(max_sizes_for(stream, deflate), label="max_message_size")
-    expected = reference_events(stream, max_message_size, decode_text, deflate)
+    # masked: the role; False is a client reading server frames.
+    stream = data.draw(streams(deflate, masked), label="stream")
+    max_message_size = data.draw(max_sizes_for(stream, deflate, masked), label="max_message_size")
+    expected = reference_events(stream, max_message_size, decode_text, deflate, masked)
     chunkings = [[stream], data.draw(split(stream, max_parts=12), label="chunks")]
     if len(stream) <= 64:
         chunkings.append([stream[i : i + 1] for i in range(len(stream))])
     for chunks in chunkings:
-        check_same(run(core, chunks, max_message_size, decode_text, deflate), expected)
+        check_same(run(core, chunks, max_message_size, decode_text, deflate, masked), expected)
         if core is not _frames_py:
-            check_same(run(_frames_py, chunks, max_message_size, decode_text, deflate), expected)
-        if deflate:
-            # The same bytes as writable buffers (the compiled core unmasks in place).
-            check_same(run(core, [bytearray(c) for c in chunks], max_message_size, decode_text, deflate), expected)
+            check_same(run(_frames_py, chunks, max_message_size, decode_text, deflate, masked), expected)
+        if deflate or not masked:
+            # The same bytes as writable buffers (the compiled core unmasks in
+            # place in the server role, and must leave them alone in the client role).
+            writable = [bytearray(c) for c in chunks]
+            check_same(run(core, writable, max_message_size, decode_text, deflate, masked), expected)
+            if not masked:
+                assert writable == chunks
 
 
 @SETTINGS
@@ -570,6 +626,7 @@ def test_cores_match_reference(core: ModuleType, deflate: bool, decode_text: boo
     max_message_size=max_sizes,
     decode_text=st.booleans(),
     deflate=st.booleans(),
+    masked=st.booleans(),
     data=st.data(),
 )
 def test_cores_match_reference_on_noise(
@@ -578,16 +635,19 @@ def test_cores_match_reference_on_noise(
     max_message_size: int | None,
     decode_text: bool,
     deflate: bool,
+    masked: bool,
     data: st.DataObject,
 ) -> None:
-    # Random bytes, forced masked so parsing gets past the first checks now
-    # and then (keeping RSV1 as it is, so deflate parsers see it).
-    if stream and data.draw(st.booleans(), label="masked"):
-        stream = bytes((stream[0] & 0xCF,)) + bytes((stream[1] | 0x80,) if len(stream) > 1 else ()) + stream[2:]
-    expected = reference_events(stream, max_message_size, decode_text, deflate)
+    # Random bytes, with the MASK bit forced right for the role so parsing
+    # gets past the first checks now and then (keeping RSV1 as it is, so
+    # deflate parsers see it).
+    if stream and data.draw(st.booleans(), label="fix-mask-bit"):
+        second = (stream[1] | 0x80 if masked else stream[1] & 0x7F,) if len(stream) > 1 else ()
+        stream = bytes((stream[0] & 0xCF, *second)) + stream[2:]
+    expected = reference_events(stream, max_message_size, decode_text, deflate, masked)
     chunks = data.draw(split(stream, max_parts=8), label="chunks")
-    check_same(run(core, [stream], max_message_size, decode_text, deflate), expected)
-    check_same(run(core, chunks, max_message_size, decode_text, deflate), expected)
+    check_same(run(core, [stream], max_message_size, decode_text, deflate, masked), expected)
+    check_same(run(core, chunks, max_message_size, decode_text, deflate, masked), expected)
 
 
 @st.composite
@@ -607,19 +667,44 @@ def valid_messages(draw: st.DrawFn, deflate: bool = False) -> list[Frame]:
 
 
 @SETTINGS
-@given(deflate=st.booleans(), decode_text=st.booleans(), data=st.data())
+@given(deflate=st.booleans(), decode_text=st.booleans(), masked=st.booleans(), data=st.data())
 def test_cores_match_reference_on_message_sequences(
-    core: ModuleType, deflate: bool, decode_text: bool, data: st.DataObject
+    core: ModuleType, deflate: bool, decode_text: bool, masked: bool, data: st.DataObject
 ) -> None:
     # The size limit applies to each message on its own, across its fragments
     # (compressed ones included: their wire size).
     messages = data.draw(st.lists(valid_messages(deflate), min_size=2, max_size=5), label="messages")
-    stream = b"".join(f.encode() for frames in messages for f in frames)
-    max_message_size = data.draw(max_sizes_for(stream, deflate), label="max_message_size")
-    expected = reference_events(stream, max_message_size, decode_text, deflate)
-    check_same(run(core, [stream], max_message_size, decode_text, deflate), expected)
+    stream = b"".join(f.encode() for frames in messages for f in for_role(frames, masked))
+    max_message_size = data.draw(max_sizes_for(stream, deflate, masked), label="max_message_size")
+    expected = reference_events(stream, max_message_size, decode_text, deflate, masked)
+    check_same(run(core, [stream], max_message_size, decode_text, deflate, masked), expected)
     chunks = data.draw(split(stream, max_parts=6), label="chunks")
-    check_same(run(core, chunks, max_message_size, decode_text, deflate), expected)
+    check_same(run(core, chunks, max_message_size, decode_text, deflate, masked), expected)
+
+
+@SETTINGS
+@given(deflate=st.booleans(), decode_text=st.booleans(), masked=st.booleans(), data=st.data())
+def test_mask_bit_of_the_other_role_fails(
+    core: ModuleType, deflate: bool, decode_text: bool, masked: bool, data: st.DataObject
+) -> None:
+    # Valid messages for the role, one of their frames with the MASK bit of
+    # the other role: everything before it is delivered, then 1002, as soon
+    # as that frame's first two bytes are in (a server still refuses unmasked
+    # frames, a client refuses masked ones).
+    messages = data.draw(st.lists(valid_messages(deflate), min_size=1, max_size=4), label="messages")
+    frames = [f for message in messages for f in for_role(message, masked)]
+    at = data.draw(st.integers(0, len(frames) - 1), label="at")
+    frames[at] = replace(frames[at], masked=not frames[at].masked)
+    before = b"".join(f.encode() for f in frames[:at])
+    stream = before + b"".join(f.encode() for f in frames[at:])
+    expected = reference_events(stream, None, decode_text, deflate, masked)
+    assert expected[-1] == (FAIL, CLOSE_PROTOCOL_ERROR, R_UNMASKED if masked else R_MASKED)
+    assert expected[:-1] == reference_events(before, None, decode_text, deflate, masked)
+    chunks = data.draw(split(stream, max_parts=6), label="chunks")
+    for twin in (core, _frames_py):
+        check_same(run(twin, [stream], None, decode_text, deflate, masked), expected)
+        check_same(run(twin, chunks, None, decode_text, deflate, masked), expected)
+        check_same(run(twin, [stream[: len(before) + 2]], None, decode_text, deflate, masked), expected)
 
 
 # Bytes at the edges of the RFC 3629 ranges, mixed with whole characters.
@@ -636,9 +721,15 @@ utf8_ish = st.lists(
 
 
 @SETTINGS
-@given(raw=utf8_ish, decode_text=st.booleans(), deflate=st.sampled_from([None, False, True]), data=st.data())
+@given(
+    raw=utf8_ish,
+    decode_text=st.booleans(),
+    deflate=st.sampled_from([None, False, True]),
+    masked=st.booleans(),
+    data=st.data(),
+)
 def test_cores_match_reference_on_fragmented_text(
-    core: ModuleType, raw: bytes, decode_text: bool, deflate: bool | None, data: st.DataObject
+    core: ModuleType, raw: bytes, decode_text: bool, deflate: bool | None, masked: bool, data: st.DataObject
 ) -> None:
     # One text message in fragments with pings between them, maybe unfinished.
     # deflate None: a plain parser; False: a deflate parser, message not
@@ -651,11 +742,12 @@ def test_cores_match_reference_on_fragmented_text(
         rsv = 4 if deflate and i == 0 else 0
         frames.append(Frame(OP_CONT if i else OP_TEXT, piece, fin=last and finished, rsv=rsv, mask=b"\x5a\xa5\x0f\xf0"))
         frames.append(Frame(OP_PING, bytes((i,))))
-    stream = b"".join(f.encode() for f in frames)
+    stream = b"".join(f.encode() for f in for_role(frames, masked))
     on = deflate is not None
-    expected = reference_events(stream, None, decode_text, on)
-    check_same(run(core, [stream], None, decode_text, on), expected)
-    check_same(run(core, data.draw(split(stream, max_parts=8), label="chunks"), None, decode_text, on), expected)
+    expected = reference_events(stream, None, decode_text, on, masked)
+    check_same(run(core, [stream], None, decode_text, on, masked), expected)
+    chunks = data.draw(split(stream, max_parts=8), label="chunks")
+    check_same(run(core, chunks, None, decode_text, on, masked), expected)
 
 
 @SETTINGS
@@ -714,18 +806,21 @@ def test_encode_frame_matches_reference(
         out = bytearray(b"xyz")
         assert core.append_frame(out, opcode, payload, fin) == len(expected)
         assert out == b"xyz" + expected
-    else:
-        events = run(core, [result], None, True)
-        if fin and opcode == OP_BINARY:
-            check_same(events, [(OP_BINARY, raw)])
-        elif fin and opcode == OP_TEXT and isinstance(payload, str):
-            check_same(events, [(OP_TEXT, payload)])
+    # A client frame goes back through a server's parser, a server frame
+    # through a client's.
+    events = run(core, [result], None, True, masked=mask is not None)
+    check_same(events, reference_events(result, None, True, masked=mask is not None))
+    if fin and opcode == OP_BINARY:
+        check_same(events, [(OP_BINARY, raw)])
+    elif fin and opcode == OP_TEXT and isinstance(payload, str):
+        check_same(events, [(OP_TEXT, payload)])
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["server", "client"])
 @pytest.mark.parametrize("length", [65536, 70000])
-def test_reference_64bit_length(core: ModuleType, length: int) -> None:
-    stream = Frame(OP_BINARY, b"\x01" * length, mask=b"\x01\x02\x03\x04").encode()
-    assert stream[1] == 0xFF
-    expected = reference_events(stream, None, True)
+def test_reference_64bit_length(core: ModuleType, length: int, masked: bool) -> None:
+    stream = Frame(OP_BINARY, b"\x01" * length, masked=masked, mask=b"\x01\x02\x03\x04").encode()
+    assert stream[1] == (0xFF if masked else 0x7F)
+    expected = reference_events(stream, None, True, masked=masked)
     assert expected == [(OP_BINARY, b"\x01" * length)]
-    check_same(run(core, [stream[:7], stream[7:1000], stream[1000:]], None, True), expected)
+    check_same(run(core, [stream[:7], stream[7:1000], stream[1000:]], None, True, masked=masked), expected)

@@ -211,3 +211,43 @@ def test_differential_reports_a_type_difference(
     stream = make_corpus.frame(fuzz_core.OP_BINARY, b"abc")
     with pytest.raises(AssertionError, match="differ"):
         fuzz_core.check_parser(stream, {}, [stream], "bytes")
+
+
+def test_client_role_seeds_decode_to_client_parsers(cores: tuple[ModuleType, ModuleType]) -> None:
+    """The ROLE_CLIENT bit of the mode byte makes client-role parsers
+    (``masked=False``); without it the parsers stay servers."""
+    _compiled, pure = cores
+    for name, stream, kwargs in make_corpus.client_role_cases():
+        seed = make_corpus.core_seed(stream, kwargs, mode=fuzz_core.MODE_RAW | fuzz_core.ROLE_CLIENT)
+        reader = _harness.TailReader(seed)
+        first = reader.byte()
+        assert first & 7 == fuzz_core.MODE_RAW and first & fuzz_core.ROLE_CLIENT
+        got_stream, got_kwargs, _chunks, _kind = fuzz_core.decode_parser_input(reader, first & 7, client=True)
+        assert (got_stream, got_kwargs) == (stream, {**kwargs, "masked": False}), name
+        events = pure.FrameParser(**got_kwargs).feed(stream)
+        masked_fail = (-1, 1002, "masked frame from server")
+        assert (events[-1] == masked_fail) == ("masked" in name), (name, events)
+    server_seed = make_corpus.core_seed(b"", {})
+    reader = _harness.TailReader(server_seed)
+    assert not reader.byte() & fuzz_core.ROLE_CLIENT
+    assert "masked" not in fuzz_core.decode_parser_input(reader, fuzz_core.MODE_RAW)[1]
+
+
+def test_structured_program_in_both_roles(cores: tuple[ModuleType, ModuleType]) -> None:
+    """One structured program gives the same frames in both roles, masked
+    for a server and unmasked for a client; high nibble 14 is the wrong kind."""
+    _compiled, pure = cores
+    program = bytes([0x08, 0x03]) + b"abc" + b"\x00" + make_corpus.MASK + bytes([0x02, 0x02]) + b"de\x00" + b"\x01" * 4
+    expected = [(fuzz_core.OP_TEXT, "abcde")]
+    server = fuzz_core.build_stream(program)
+    client = fuzz_core.build_stream(program, client=True)
+    assert len(server) == len(client) + 8  # two masking keys
+    assert pure.FrameParser().feed(server) == expected
+    assert pure.FrameParser(masked=False).feed(client) == expected
+    wrong = bytes([0xE1, 0x01]) + b"!" + b"\x00"
+    assert pure.FrameParser().feed(fuzz_core.build_stream(wrong)) == [(-1, 1002, "frame not masked")]
+    assert pure.FrameParser(masked=False).feed(fuzz_core.build_stream(wrong, client=True)) == [
+        (-1, 1002, "masked frame from server")
+    ]
+    for stream, kwargs in ((server, {}), (client, {"masked": False})):
+        fuzz_core.check_parser(stream, kwargs, [stream[:3], stream[3:]], "bytearray")

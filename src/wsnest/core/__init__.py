@@ -7,10 +7,19 @@ the compiled twin unless it is missing or ``WSNEST_NO_EXTENSIONS`` is set.
 ``WSNEST_REQUIRE_EXTENSIONS`` turns a missing compiled twin into an
 ``ImportError`` instead of a silent fallback.
 
-``apply_mask``, ``mask_inplace`` and ``encode_frame(mask=...)`` are the
-client role's side of the wire (a client masks what it sends). The server
-never masks; tests and benchmarks use them today, and the planned WebSocket
-client will, so they stay here, compiled and fuzzed with the rest.
+The core serves both ends of a connection. ``FrameParser`` takes its role
+as a keyword: ``masked=True`` (the default) is the server role, reading
+client frames, which must all be masked (an unmasked one fails with 1002);
+``masked=False`` is the client role, reading server frames, which must
+never be masked (RFC 6455 section 5.1; a masked one fails with 1002, reason
+"masked frame from server"). ``FrameParser.masked`` tells the role; the
+events are the same in both.
+
+On the sending side a server never masks (``encode_frame`` without a mask,
+``append_frame``), while a client masks every frame: ``apply_mask``,
+``mask_inplace`` and ``encode_frame(mask=...)`` are that side of the wire.
+Tests and benchmarks use them today, and the planned WebSocket client will,
+so they stay here, compiled and fuzzed with the rest.
 """
 
 from __future__ import annotations

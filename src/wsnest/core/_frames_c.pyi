@@ -25,8 +25,15 @@ def append_frame(out: bytearray, opcode: int, payload: str | _BytesLike, fin: bo
 
 class FrameParser:
     def __init__(
-        self, max_message_size: int | None = ..., decode_text: bool = True, *, deflate: bool = False
+        self,
+        max_message_size: int | None = ...,
+        decode_text: bool = True,
+        *,
+        deflate: bool = False,
+        masked: bool = True,
     ) -> None: ...
+    @property
+    def masked(self) -> bool: ...
     @property
     def finished(self) -> bool: ...
     def feed(self, data: _BytesLike) -> list[tuple[Any, ...]]: ...

@@ -1,9 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, embedsignature=True
-"""Compiled WebSocket core (server role): the Cython twin of ``_frames_py``.
+"""Compiled WebSocket core: the Cython twin of ``_frames_py``.
 
 Same API, same events, same failure reasons as ``_frames_py`` for every
-input and every split of the input; ``tests/test_core_differential.py``
+input, every split of the input and both roles (``FrameParser(masked=True)``
+reads masked client frames, as a server; ``masked=False`` unmasked server
+frames, as a client; see ``_frames_py``); ``tests/test_core_differential.py``
 holds the two together. What differs is how the work is done (the C
 kernels, unmasking, UTF-8 and frame headers, are in ``_kernels.h``, which
 ``fuzz/kernels_fuzz.c`` fuzzes on its own):
@@ -12,6 +14,9 @@ kernels, unmasking, UTF-8 and frame headers, are in ``_kernels.h``, which
   the current mask offset, loads and stores through ``memcpy`` so any
   alignment is fine), in place when the caller's buffer is writable and the
   payload is then read from it, else while copying into the destination;
+  in the client role there is nothing to unmask: the key stays all zeros
+  (so every kernel call is still right) and the plain copies are
+  ``memcpy``, chosen once per payload piece, never per byte;
 - UTF-8 is checked by an incremental shift-DFA in C whose state survives
   across frames and ``feed`` calls, with an ASCII fast path; it rejects at
   the very byte where the pure twin's incremental decoder (plus
@@ -37,7 +42,7 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.string cimport memcpy, strcmp
+from libc.string cimport memcpy, memset, strcmp
 
 from ._common import (
     CLOSE_INVALID_DATA,
@@ -60,6 +65,7 @@ from ._common import (
     R_CTL_TOO_LONG,
     R_DATA_UNEXPECTED,
     R_LENGTH_MSB,
+    R_MASKED,
     R_NON_MINIMAL,
     R_OPCODE,
     R_RSV,
@@ -141,6 +147,7 @@ cdef enum:
     E_LENGTH_MSB = 9
     E_TOO_BIG = 10
     E_BAD_UTF8 = 11
+    E_MASKED = 12
 
 # A first-and-final frame split across feed calls gets its result allocated
 # at once up to this size; beyond it (possible only with a large or no
@@ -172,6 +179,7 @@ cdef tuple _FAILS = (
     (FAIL, CLOSE_PROTOCOL_ERROR, R_LENGTH_MSB),
     (FAIL, CLOSE_TOO_BIG, R_TOO_BIG),
     (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8),
+    (FAIL, CLOSE_PROTOCOL_ERROR, R_MASKED),
 )
 
 
@@ -432,7 +440,12 @@ cdef object _decode_or_none(const char* s, Py_ssize_t n):
 @cython.no_gc
 @cython.auto_pickle(False)
 cdef class FrameParser:
-    """Incremental parser for frames sent by a WebSocket client.
+    """Incremental parser for the frames a WebSocket peer sends.
+
+    ``masked`` is the role: ``True`` (the default) for a server, which reads
+    client frames (masked, every one of them); ``False`` for a client, which
+    reads server frames (never masked). A frame of the other kind fails the
+    connection with 1002.
 
     ``max_message_size`` bounds a whole (possibly fragmented) message; it is
     checked against each frame's declared length before any of its payload
@@ -455,6 +468,7 @@ cdef class FrameParser:
     cdef bint _rsv1
     cdef uint64_t _remaining
     cdef uint64_t _frame_len
+    # This frame's masking key; all zeros in the client role.
     cdef uint8_t _mask[4]
     cdef unsigned _mask_pos
     # Message being assembled.
@@ -466,8 +480,10 @@ cdef class FrameParser:
     cdef bint _text
     cdef bint _nonascii
     cdef uint32_t _utf8
-    # Options.
+    # Options. _masked is the role: True (server) when frames carry a
+    # masking key.
     cdef bint _has_max
+    cdef bint _masked
     cdef uint64_t _max
     cdef bint _decode_text
     cdef bint _deflate
@@ -494,7 +510,7 @@ cdef class FrameParser:
             PyMem_Free(self._buf)
         self._buf = NULL
 
-    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True, *, deflate=False):
+    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True, *, deflate=False, masked=True):
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size: must be >= 0 or None")
         if max_message_size is None:
@@ -507,6 +523,7 @@ cdef class FrameParser:
             self._max = limit if self._has_max else 0
         self._decode_text = bool(decode_text)
         self._deflate = bool(deflate)
+        self._masked = bool(masked)
         self._drop_message()
         self._state = ST_HEADER
         self._hdr_len = 0
@@ -515,8 +532,15 @@ cdef class FrameParser:
         self._rsv1 = False
         self._remaining = 0
         self._frame_len = 0
+        memset(self._mask, 0, 4)
         self._mask_pos = 0
         self._ctl_len = 0
+
+    @property
+    def masked(self):
+        """The role: True for a server (frames must be masked), False for a
+        client (frames must not be)."""
+        return self._masked
 
     @property
     def finished(self):
@@ -530,7 +554,8 @@ cdef class FrameParser:
         (``bytearray``, a writable ``memoryview``, ...), payloads may be
         unmasked in place inside it: the caller must treat its contents as
         garbage after the call (a server's reused receive buffer is fine).
-        A read-only ``data`` (``bytes``) is never modified.
+        A read-only ``data`` (``bytes``) is never modified, and neither is
+        any ``data`` in the client role (nothing to unmask).
         """
         cdef list events = []
         cdef Py_buffer view
@@ -589,7 +614,7 @@ cdef class FrameParser:
                         return 0
                     continue
             if self._opcode >= C_OP_CLOSE:
-                wsn_unmask_copy(self._ctl + self._ctl_len, p + pos, take, self._mask, self._mask_pos)
+                self._copy_payload(self._ctl + self._ctl_len, p + pos, take, self._mask_pos)
                 self._ctl_len += <int>take
             elif self._add_data(p + pos, take):
                 return self._fail(events, E_BAD_UTF8)
@@ -616,14 +641,15 @@ cdef class FrameParser:
             h = p + pos
             len7 = h[1] & 0x7F
             ext_end = 4 if len7 == 126 else (10 if len7 == 127 else 2)
-            need = ext_end + 4
+            need = ext_end + 4 if self._masked else ext_end
             if avail >= need:
                 err = self._check_first_two(h[0], h[1])
                 if err == 0:
                     err = self._check_length(h, len7)
                 if err:
                     return -err
-                memcpy(self._mask, h + ext_end, 4)
+                if self._masked:
+                    memcpy(self._mask, h + ext_end, 4)
                 self._mask_pos = 0
                 self._state = ST_PAYLOAD
                 ppos[0] = pos + need
@@ -660,7 +686,7 @@ cdef class FrameParser:
             err = self._check_length(h, len7)
             if err:
                 return -err
-        need = ext_end + 4
+        need = ext_end + 4 if self._masked else ext_end  # the masking key
         if self._hdr_len < need:
             take = need - self._hdr_len
             if take > n - pos:
@@ -671,7 +697,8 @@ cdef class FrameParser:
             ppos[0] = pos
             if self._hdr_len < need:
                 return 0
-        memcpy(self._mask, h + ext_end, 4)
+        if self._masked:
+            memcpy(self._mask, h + ext_end, 4)
         self._mask_pos = 0
         self._hdr_len = 0
         self._state = ST_PAYLOAD
@@ -697,7 +724,10 @@ cdef class FrameParser:
             if (b1 & 0x7F) > C_MAX_CONTROL:
                 return E_CTL_TOO_LONG
         if not (b1 & 0x80):
-            return E_UNMASKED
+            if self._masked:
+                return E_UNMASKED
+        elif not self._masked:
+            return E_MASKED
         if opcode == C_OP_CONT:
             if self._msg_op == 0:
                 return E_CONT_UNEXPECTED
@@ -768,10 +798,18 @@ cdef class FrameParser:
             return K_BINARY
         return K_TEXT_DEFLATED if self._msg_op == C_OP_TEXT else K_BINARY_DEFLATED
 
+    cdef inline void _copy_payload(self, uint8_t* dst, const uint8_t* src, size_t n, unsigned off) noexcept:
+        """``dst[:n]`` = the payload bytes at ``src``: unmasked with the key
+        from ``off`` (server role), or as they are (client role)."""
+        if self._masked:
+            wsn_unmask_copy(dst, src, n, self._mask, off)
+        else:
+            memcpy(dst, src, n)
+
     cdef int _control_whole(self, const uint8_t* src, size_t n, list events) except -1:
         """A control frame whose payload is all in the input."""
         cdef bytes payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
-        wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(payload), src, n, self._mask, 0)
+        self._copy_payload(<uint8_t*>PyBytes_AS_STRING(payload), src, n, 0)
         self._state = ST_HEADER
         return self._control_event(payload, events)
 
@@ -794,7 +832,7 @@ cdef class FrameParser:
         self._state = ST_HEADER
         if not self._text:
             msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
-            wsn_unmask_copy(<uint8_t*>PyBytes_AS_STRING(msg), src, n, self._mask, 0)
+            self._copy_payload(<uint8_t*>PyBytes_AS_STRING(msg), src, n, 0)
             events.append(_event(self._bytes_kind(), msg))
             self._msg_op = 0
             self._deflated = False
@@ -802,13 +840,14 @@ cdef class FrameParser:
         if not self._decode_text:
             msg = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
             tmp = <uint8_t*>PyBytes_AS_STRING(msg)
-            wsn_unmask_copy(tmp, src, n, self._mask, 0)
+            self._copy_payload(tmp, src, n, 0)
             if wsn_utf8_run(U_ACC, tmp, n) != U_ACC:
                 return self._fail(events, E_BAD_UTF8)
-        elif writable:
-            # The caller's buffer is ours to scribble on: unmask in place and
-            # decode straight from it.
-            wsn_unmask_inplace(src, n, self._mask, 0)
+        elif writable or not self._masked:
+            # Unmasked already (client role), or the caller's buffer is ours
+            # to scribble on: unmask in place; decode straight from it.
+            if self._masked:
+                wsn_unmask_inplace(src, n, self._mask, 0)
             msg = _decode_or_none(<const char*>src, <Py_ssize_t>n)
         elif n <= STACK_TEXT:
             wsn_unmask_copy(stack, src, n, self._mask, 0)
@@ -840,8 +879,10 @@ cdef class FrameParser:
         dst = self._buf + self._buf_len
         self._buf_len += take
         if not self._text:
-            wsn_unmask_copy(dst, src, take, self._mask, self._mask_pos)
+            self._copy_payload(dst, src, take, self._mask_pos)
             return 0
+        # The client role goes through this kernel too (its key is all
+        # zeros): the OR of the bytes is wanted either way.
         acc = wsn_unmask_copy_or(dst, src, take, self._mask, self._mask_pos)
         if (acc & 0x80) or self._utf8 != U_ACC:
             if acc & 0x80:

@@ -1,10 +1,23 @@
-"""Pure-Python WebSocket core (server role): the reference twin.
+"""Pure-Python WebSocket core: the reference twin.
 
 ``_frames_c.pyx`` implements the same API in Cython; the differential tests
 in ``tests/test_core_differential.py`` hold the two together. Both parse
-client frames incrementally: every byte fed is consumed at once (payload
-bytes go straight into the message being assembled), so any split of the
-same byte stream yields the same events.
+frames incrementally: every byte fed is consumed at once (payload bytes go
+straight into the message being assembled), so any split of the same byte
+stream yields the same events.
+
+A parser has a role, fixed when it is made (``FrameParser(masked=...)``):
+
+- ``masked=True`` (the default), the server role: it reads what a client
+  sends, so every frame must carry the MASK bit and a masking key, and its
+  payload is unmasked; an unmasked frame fails with 1002 (``R_UNMASKED``);
+- ``masked=False``, the client role: it reads what a server sends, so no
+  frame may carry the MASK bit (RFC 6455 section 5.1), the header has no
+  masking key and the payload is taken as it is; a masked frame fails with
+  1002 (``R_MASKED``).
+
+Everything else (fragmentation, control frames, UTF-8 validation, the size
+bound, RSV1 with deflate, close payloads) is the same in both roles.
 
 Messages are built as in the compiled twin: a single-frame message whose
 payload is all in one ``feed`` is made straight from the input; any other
@@ -51,6 +64,7 @@ from ._common import (
     R_CTL_TOO_LONG,
     R_DATA_UNEXPECTED,
     R_LENGTH_MSB,
+    R_MASKED,
     R_NON_MINIMAL,
     R_OPCODE,
     R_RSV,
@@ -161,7 +175,12 @@ _DONE = 2
 
 
 class FrameParser:
-    """Incremental parser for frames sent by a WebSocket client.
+    """Incremental parser for the frames a WebSocket peer sends.
+
+    ``masked`` is the role: ``True`` (the default) for a server, which reads
+    client frames (masked, every one of them); ``False`` for a client, which
+    reads server frames (never masked). A frame of the other kind fails the
+    connection with 1002.
 
     ``max_message_size`` bounds a whole (possibly fragmented) message; it is
     checked against each frame's declared length before any of its payload
@@ -181,12 +200,14 @@ class FrameParser:
         decode_text: bool = True,
         *,
         deflate: bool = False,
+        masked: bool = True,
     ) -> None:
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size: must be >= 0 or None")
         self._max = -1 if max_message_size is None else int(max_message_size)
         self._decode_text = bool(decode_text)
         self._deflate = bool(deflate)
+        self._masked = bool(masked)
         self._state = _HEADER
         self._hdr = bytearray()
         # Current frame.
@@ -195,7 +216,7 @@ class FrameParser:
         self._rsv1 = False
         self._remaining = 0
         self._frame_len = 0
-        self._mask = b""
+        self._mask = b""  # this frame's masking key (server role only)
         self._mask_pos = 0
         # Message being assembled (data frames), control payload. _msg_op is
         # the event kind: the opcode, or its _DEFLATED kind. The decoder only
@@ -205,6 +226,12 @@ class FrameParser:
         self._buf = bytearray()
         self._decoder: codecs.IncrementalDecoder | None = None
         self._ctl = bytearray()
+
+    @property
+    def masked(self) -> bool:
+        """The role: True for a server (frames must be masked), False for a
+        client (frames must not be)."""
+        return self._masked
 
     @property
     def finished(self) -> bool:
@@ -236,7 +263,8 @@ class FrameParser:
                 if pos >= n:
                     break
                 take = min(self._remaining, n - pos)
-                chunk = apply_mask(view[pos : pos + take], self._mask, self._mask_pos)
+                piece = view[pos : pos + take]
+                chunk = apply_mask(piece, self._mask, self._mask_pos) if self._masked else piece.tobytes()
                 pos += take
                 if take == self._frame_len and self._fin and self._opcode != OP_CONT:
                     # A control frame or a single-frame message, all here.
@@ -295,7 +323,7 @@ class FrameParser:
             err = self._check_length(hdr, len7)
             if err is not None:
                 return pos, err
-        need = ext_end + 4
+        need = ext_end + 4 if self._masked else ext_end  # the masking key
         if len(hdr) < need:
             take = min(need - len(hdr), n - pos)
             hdr += view[pos : pos + take]
@@ -326,7 +354,10 @@ class FrameParser:
             if (b1 & 0x7F) > MAX_CONTROL_PAYLOAD:
                 return (FAIL, CLOSE_PROTOCOL_ERROR, R_CTL_TOO_LONG)
         if not b1 & 0x80:
-            return (FAIL, CLOSE_PROTOCOL_ERROR, R_UNMASKED)
+            if self._masked:
+                return (FAIL, CLOSE_PROTOCOL_ERROR, R_UNMASKED)
+        elif not self._masked:
+            return (FAIL, CLOSE_PROTOCOL_ERROR, R_MASKED)
         if opcode == OP_CONT:
             if self._msg_op == 0:
                 return (FAIL, CLOSE_PROTOCOL_ERROR, R_CONT_UNEXPECTED)
