@@ -17,9 +17,15 @@ events are the same in both.
 
 On the sending side a server never masks (``encode_frame`` without a mask,
 ``append_frame``), while a client masks every frame: ``apply_mask``,
-``mask_inplace`` and ``encode_frame(mask=...)`` are that side of the wire.
-Tests and benchmarks use them today, and the planned WebSocket client will,
-so they stay here, compiled and fuzzed with the rest.
+``mask_inplace`` and ``encode_frame(mask=...)`` are that side of the wire,
+used by :class:`WebSocketSession` in the client role (and by tests and
+benchmarks), so they stay here, compiled and fuzzed with the rest.
+
+Above the frames, :class:`WebSocketSession` (``_session.py``) is one
+connection's protocol: states, the close handshake, ping/pong and
+keepalive decisions, permessage-deflate and every close code, for either
+role, with no I/O. ``MessageBounds`` (``_bounds.py``) finds where messages
+end from frame headers alone, for owners that queue messages.
 """
 
 from __future__ import annotations

@@ -147,7 +147,9 @@ class WebSocketSession:
         self.deliver: Callable[[Any, Any], object] = deliver if deliver is not None else _drop
         self.returned = returned
         self.label = label
-        self.parser = FrameParser(max_message_size, mode != MODE_BYTES, deflate=deflate is not None)  # TEMP
+        self.parser = FrameParser(
+            max_message_size, mode != MODE_BYTES, deflate=deflate is not None, masked=role == SERVER
+        )
         self.out = bytearray()
         self.state = OPEN
         self.close_code = CLOSE_ABNORMAL
