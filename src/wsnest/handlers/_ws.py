@@ -23,7 +23,6 @@ log = logging.getLogger("wsnest")
 class WebSocketHandler(Handler):
     """A WebSocket endpoint; made by :func:`handler_ws`."""
 
-    kind = "ws"
     upgrades = True
 
     def __init__(
@@ -44,7 +43,6 @@ class WebSocketHandler(Handler):
         self.on_close = check_optional_callback("on_close", on_close)
         if textframes not in (True, False, None):
             raise TypeError(f"textframes: expected True, False or None, got {textframes!r}")
-        self.textframes = textframes
         self.mode = MODE_AUTO if textframes is None else MODE_TEXT if textframes else MODE_BYTES
         if isinstance(subprotocols, str):
             raise TypeError("subprotocols: expected a list of names, got a single str")

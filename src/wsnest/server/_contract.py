@@ -124,7 +124,6 @@ class Handler:
     """Base of all handlers: a route (``path``, ``method``, ``prefix``) and
     :meth:`handle`, the one method the server calls."""
 
-    kind = "handler"
     path: str
     method: str = "GET"
     prefix: bool = False
