@@ -555,23 +555,19 @@ class WebSocket(Outbox):
     async def _drain_here(self) -> None:
         """A flush that has to wait, bounded by the keepalive deadline (the
         reader is not reading, so no pong could arrive in the meantime)."""
-        deadline = self._session.write_deadline()
-        if deadline == math.inf:
-            await self._drain()  # no cancel scope (~5 us) without keepalive
-            return
-        with trio.move_on_at(deadline):
-            await self._drain()
-            return
-        await self._keepalive_expired()
+        await self._keepalive_bounded(self._drain)
 
     async def _wait_drained_here(self) -> None:
         """Wait for the drain task, bounded like :meth:`_drain_here`."""
+        await self._keepalive_bounded(self._wait_drained)
+
+    async def _keepalive_bounded(self, wait: Callable[[], Awaitable[None]]) -> None:
         deadline = self._session.write_deadline()
         if deadline == math.inf:
-            await self._wait_drained()
+            await wait()  # no cancel scope (~5 us) without keepalive
             return
         with trio.move_on_at(deadline):
-            await self._wait_drained()
+            await wait()
             return
         await self._keepalive_expired()
 
