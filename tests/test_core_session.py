@@ -36,7 +36,7 @@ from wsnest.core import (
     new_session,
 )
 from wsnest.core._deflate import DeflateParams
-from wsnest.core._session import SPILL_SIZE
+from wsnest.core._session import SPILL_SIZE, Timeouts
 
 
 class Clock:
@@ -185,6 +185,11 @@ def test_a_client_session_fails_a_masked_frame_with_1002(clock: Clock) -> None:
     assert payload == close_payload(1002, "masked frame from server")
 
 
+def test_the_role_is_kept(clock: Clock) -> None:
+    assert _session(SERVER, clock).role == SERVER
+    assert _session(CLIENT, clock).role == CLIENT
+
+
 def test_role_and_mode_are_checked() -> None:
     with pytest.raises(ValueError, match="role"):
         WebSocketSession("peer", clock=Clock())
@@ -196,7 +201,7 @@ def test_role_and_mode_are_checked() -> None:
 
 
 def test_close_handshake_started_by_the_client(clock: Clock) -> None:
-    server, client = _session(SERVER, clock), _session(CLIENT, clock, close_timeout=3.0)
+    server, client = _session(SERVER, clock), _session(CLIENT, clock, timeouts=Timeouts(close_timeout=3.0))
     assert client.close(4000, close_payload(4000, "bye"))
     assert client.state == CLOSING and client.close_deadline == clock.now + 3.0
     assert not client.close(1000, b"")  # only once
@@ -259,7 +264,7 @@ def test_pings_are_answered_with_the_same_payload(clock: Clock) -> None:
 
 
 def test_keepalive_pings_then_closes_with_1011(clock: Clock) -> None:
-    server = _session(SERVER, clock, ping_interval=10.0, ping_timeout=5.0)
+    server = _session(SERVER, clock, timeouts=Timeouts(ping_interval=10.0, ping_timeout=5.0))
     client = _session(CLIENT, clock)
     assert server.receive_deadline() == clock.now + 10.0
     assert server.write_deadline() == clock.now + 15.0
@@ -280,7 +285,7 @@ def test_keepalive_pings_then_closes_with_1011(clock: Clock) -> None:
 
 
 def test_any_traffic_counts_as_alive(clock: Clock) -> None:
-    server = _session(SERVER, clock, ping_interval=1.0, ping_timeout=1.0)
+    server = _session(SERVER, clock, timeouts=Timeouts(ping_interval=1.0, ping_timeout=1.0))
     clock.now += 1.0
     server.timer()
     server.traffic()
@@ -318,13 +323,17 @@ def test_a_raising_callback_closes_with_1011_and_is_logged(clock: Clock, caplog:
     def boom(owner: Any, data: Any) -> None:
         raise RuntimeError("boom")
 
-    server = new_session(SERVER, clock=clock, deliver=boom, label="websocket 9")
+    class Owner:
+        def __repr__(self) -> str:
+            return "<the owner>"
+
+    server = new_session(SERVER, clock=clock, owner=Owner(), deliver=boom)
     client = _session(CLIENT, clock)
     client.send(OP_TEXT, "x")
     with caplog.at_level(logging.ERROR, logger="wsnest"):
         pump(client, server)
     assert server.state == CLOSING and server.close_code == 1011
-    assert "on_message callback raised on websocket 9" in caplog.text
+    assert "on_message callback raised on <the owner>" in caplog.text
 
 
 def test_results_go_to_returned_and_the_owner_may_switch_deliver(clock: Clock) -> None:
@@ -334,7 +343,7 @@ def test_results_go_to_returned_and_the_owner_may_switch_deliver(clock: Clock) -
     def first(owner: Any, data: Any) -> object:
         return ("result", data)
 
-    def returned(result: object) -> None:
+    def returned(owner: Any, result: object) -> None:
         seen.append(result)
         server.deliver = lambda owner, data: later.append(data)
 

@@ -41,3 +41,22 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or []
+
+
+class ConnectionClosed(Exception):
+    """``ws.receive()`` on a WebSocket that is closed: nothing more will
+    arrive. ``code`` and ``reason`` are the close code and reason
+    (1006 and ``""`` when the connection dropped without a close frame)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with {code}" + (f" ({reason})" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """Closed normally (1000 or 1001): ``async for msg in ws`` just ends."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """Closed with an error code, or dropped (1006)."""

@@ -10,7 +10,7 @@ a client) does the I/O around it:
 - bytes read go to :meth:`WebSocketSession.receive`: each complete data
   message is handed to ``deliver(owner, data)`` in order (an exception
   from it is logged and closes with 1011; a result other than None goes
-  to ``returned(result)``), pings are answered, a close is echoed, a
+  to ``returned(owner, result)``), pings are answered, a close is echoed, a
   protocol failure starts the close with its code;
 - bytes to write accumulate in ``out`` (a ``bytearray`` the owner writes
   and clears); a large payload is not copied into it: :meth:`WebSocketSession.send`
@@ -34,7 +34,8 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ._common import (
     CLOSE_ABNORMAL,
@@ -80,6 +81,33 @@ SPILL_SIZE = 64 * 1024
 #: The payload of the pings keepalive sends.
 PING_PAYLOAD = b"wsnest"
 
+class TimeoutsLike(Protocol):
+    """The timeouts a session reads (``wsnest.Limits`` has them)."""
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds to wait for the peer's close frame once we sent ours."""
+
+    @property
+    def ping_interval(self) -> float | None:
+        """Seconds of silence before a keepalive ping (None: no keepalive)."""
+
+    @property
+    def ping_timeout(self) -> float:
+        """Seconds a keepalive ping may go unanswered."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Timeouts for a session built without server limits."""
+
+    close_timeout: float = 5.0
+    ping_interval: float | None = None
+    ping_timeout: float = 20.0
+
+
+_DEFAULT_TIMEOUTS = Timeouts()
+
 _R_COMPRESSED = "compressed message without permessage-deflate"
 _R_KEEPALIVE = "keepalive ping timeout"
 
@@ -89,8 +117,11 @@ class WebSocketSession:
     docstring). Use :func:`new_session` to get the right class for the
     negotiated extensions.
 
+    ``timeouts``: any object with ``close_timeout``, ``ping_interval`` and
+    ``ping_timeout`` (a :class:`Timeouts`, or the server's ``Limits``).
+
     Attributes the owner reads: ``state``, ``close_code`` (the peer's, ours,
-    or 1006 until one is known), ``close_deadline``, ``out``, ``finished``
+    or 1006 until one is known) and ``close_reason``, ``close_deadline``, ``out``, ``finished``
     (the parser reads no more frames after a failure).
     """
 
@@ -98,21 +129,18 @@ class WebSocketSession:
         "_clock",
         "close_code",
         "close_deadline",
-        "close_timeout",
+        "close_reason",
         "deliver",
-        "label",
         "masks",
         "max_message_size",
         "mode",
         "out",
         "owner",
         "parser",
-        "ping_interval",
-        "ping_timeout",
         "pong_deadline",
         "returned",
-        "role",
         "state",
+        "timeouts",
     )
 
     def __init__(
@@ -121,40 +149,41 @@ class WebSocketSession:
         *,
         mode: int = MODE_AUTO,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        close_timeout: float = 5.0,
-        ping_interval: float | None = None,
-        ping_timeout: float = 20.0,
+        timeouts: TimeoutsLike | None = None,
         clock: Callable[[], float],
         owner: object = None,
         deliver: Callable[[Any, Any], object] | None = None,
-        returned: Callable[[object], None] | None = None,
+        returned: Callable[[Any, object], None] | None = None,
         deflate: DeflateParams | None = None,
-        label: str = "websocket",
     ) -> None:
         if role not in (SERVER, CLIENT):
             raise ValueError(f"role: expected 'server' or 'client', got {role!r}")
         if mode not in (MODE_BYTES, MODE_TEXT, MODE_AUTO):
             raise ValueError(f"mode: expected MODE_BYTES, MODE_TEXT or MODE_AUTO, got {mode!r}")
-        self.role = role
         self.masks = role == CLIENT
         self.mode = mode
         self.max_message_size = max_message_size
-        self.close_timeout = close_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+        # Shared, not copied (the server passes its Limits): every field
+        # here costs every idle connection 8 bytes.
+        self.timeouts: TimeoutsLike = timeouts if timeouts is not None else _DEFAULT_TIMEOUTS
         self._clock = clock
         self.owner = owner
         self.deliver: Callable[[Any, Any], object] = deliver if deliver is not None else _drop
         self.returned = returned
-        self.label = label
         self.parser = FrameParser(
             max_message_size, mode != MODE_BYTES, deflate=deflate is not None, masked=role == SERVER
         )
         self.out = bytearray()
         self.state = OPEN
         self.close_code = CLOSE_ABNORMAL
+        self.close_reason = ""
         self.close_deadline = math.inf
         self.pong_deadline = math.inf
+
+    @property
+    def role(self) -> str:
+        """``"server"`` or ``"client"``."""
+        return CLIENT if self.masks else SERVER
 
     @property
     def finished(self) -> bool:
@@ -244,13 +273,14 @@ class WebSocketSession:
             return False
         self.state = CLOSING
         self.close_code = code
-        self.close_deadline = self._clock() + self.close_timeout
+        self.close_reason = bytes(payload[2:]).decode("utf-8", "replace")
+        self.close_deadline = self._clock() + self.timeouts.close_timeout
         self._control(OP_CLOSE, payload)
         return True
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection: close with ``code`` if still open."""
-        log.debug("%s: failing with %d (%s)", self.label, code, reason)
+        log.debug("%r: failing with %d (%s)", self.owner, code, reason)
         if self.state == OPEN:
             self.close(code, close_payload(code, reason))
 
@@ -259,7 +289,8 @@ class WebSocketSession:
         (no reply is awaited)."""
         if self.state == OPEN:
             self.close_code = CLOSE_GOING_AWAY
-            self._control(OP_CLOSE, close_payload(CLOSE_GOING_AWAY, f"{self.role} shutting down"))
+            self.close_reason = "client shutting down" if self.masks else "server shutting down"
+            self._control(OP_CLOSE, close_payload(CLOSE_GOING_AWAY, self.close_reason))
         self.state = CLOSED
 
     def connection_lost(self) -> None:
@@ -273,6 +304,7 @@ class WebSocketSession:
         if self.state != CLOSED:
             self.state = CLOSED
             self.close_code = CLOSE_ABNORMAL
+            self.close_reason = ""
 
     def detach(self) -> None:
         """Forget the owner and its hooks (the connection is over): the
@@ -285,7 +317,7 @@ class WebSocketSession:
     def callback_failed(self, name: str) -> None:
         """An application callback raised (the exception being handled):
         log it, and close with 1011 if still open."""
-        log.exception("wsnest: %s callback raised on %s", name, self.label)
+        log.exception("wsnest: %s callback raised on %r", name, self.owner)
         if self.state == OPEN:
             self.close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR))
 
@@ -296,18 +328,19 @@ class WebSocketSession:
         the pong deadline, or one ping interval from now (keepalive only)."""
         if self.pong_deadline != math.inf:
             return self.pong_deadline
-        interval = self.ping_interval
+        interval = self.timeouts.ping_interval
         return math.inf if interval is None else self._clock() + interval
 
     def write_deadline(self) -> float:
         """When an owner that waits to write (and so cannot read a pong)
         must give up: the pong deadline, or one ping interval plus the
         ping timeout from now (keepalive only)."""
-        if self.ping_interval is None:
+        timeouts = self.timeouts
+        if timeouts.ping_interval is None:
             return math.inf
         if self.pong_deadline != math.inf:
             return self.pong_deadline
-        return self._clock() + self.ping_interval + self.ping_timeout
+        return self._clock() + timeouts.ping_interval + timeouts.ping_timeout
 
     def traffic(self) -> None:
         """Bytes arrived: the peer is alive, whatever they hold."""
@@ -318,12 +351,12 @@ class WebSocketSession:
         ping went unanswered, else ping (when open)."""
         now = self._clock()
         if self.pong_deadline != math.inf and now >= self.pong_deadline:
-            log.debug("%s: keepalive ping timed out", self.label)
+            log.debug("%r: keepalive ping timed out", self.owner)
             self.pong_deadline = math.inf
             self.close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR, _R_KEEPALIVE))
         elif self.state == OPEN:
             self._control(OP_PING, PING_PAYLOAD)
-            self.pong_deadline = now + self.ping_timeout
+            self.pong_deadline = now + self.timeouts.ping_timeout
 
     # -- receiving ---------------------------------------------------------------
 
@@ -354,7 +387,7 @@ class WebSocketSession:
                     self.callback_failed("on_message")
                 else:
                     if result is not None and self.returned is not None:
-                        self.returned(result)
+                        self.returned(owner, result)
                         deliver = self.deliver  # the owner may have switched it for the rest
             elif kind == OP_PING:
                 if self.state != CLOSED:
@@ -366,6 +399,7 @@ class WebSocketSession:
                 if self.state == OPEN:
                     # Echo the peer's code (RFC 6455 section 5.5.1).
                     self.close_code = code
+                    self.close_reason = event[2]
                     self._control(OP_CLOSE, b"" if code == CLOSE_NO_STATUS else close_payload(code))
                 self.state = CLOSED
             elif kind == FAIL:

@@ -24,6 +24,8 @@ class WebSocketHandler(Handler):
     """A WebSocket endpoint; made by :func:`handler_ws`."""
 
     upgrades = True
+    #: Messages go to on_message (a client's connections pull them instead).
+    pull = False
 
     def __init__(
         self,

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._errors import ErrorCode
+from .._errors import ConnectionClosedError, ConnectionClosedOK, ErrorCode
 from .._limits import Limits
 from ..core import (
     CLOSE_INTERNAL_ERROR,
@@ -137,6 +137,7 @@ class WebSocket(Outbox):
         subprotocol: str | None = None,
         deflate: DeflateParams | None = None,
         head: bytes = b"",
+        role: str = SERVER,
     ) -> None:
         super().__init__(server, transport)
         self.id = ws_id
@@ -148,18 +149,15 @@ class WebSocket(Outbox):
         self._high_water = limits.send_high_water
         self._mode = mode
         session = self._session = new_session(
-            SERVER,
+            role,
             mode=mode,
             max_message_size=limits.max_message_size,
-            close_timeout=limits.close_timeout,
-            ping_interval=limits.ping_interval,
-            ping_timeout=limits.ping_timeout,
+            timeouts=limits,
             clock=trio.current_time,
             owner=self,
             deliver=handler.on_message,
-            returned=self._adopt_result,
+            returned=WebSocket._adopt_result,  # the function: no bound method per connection
             deflate=deflate,
-            label=f"websocket {ws_id}",
         )
         # The session writes into the outbox's buffer; the 101 goes first,
         # and what on_open sends follows it in one write.
@@ -279,6 +277,41 @@ class WebSocket(Outbox):
             self._schedule_flush()
         return _OK
 
+    async def receive(self) -> str | bytes:
+        """The next message (``str`` or ``bytes`` as ``textframes`` says),
+        waiting for it. For connections that pull their messages (a
+        client's); raises :class:`ConnectionClosedOK` once the connection
+        closed normally (1000, 1001) and every message was taken,
+        :class:`ConnectionClosedError` if it closed otherwise (1006: it
+        dropped)."""
+        queue = self._queue
+        if queue is None or not self._handler.pull:
+            raise RuntimeError("receive: this connection delivers its messages to on_message")
+        while not queue:
+            # Once closed, nothing more is delivered (what came before the
+            # close is already queued).
+            if self._session.state == CLOSED:
+                session = self._session
+                error = ConnectionClosedOK if session.close_code in (1000, 1001) else ConnectionClosedError
+                raise error(session.close_code, session.close_reason)
+            self._queue_wakeup = trio.Event()
+            await self._queue_wakeup.wait()
+        data = queue.popleft()
+        wakeup = self._reader_wakeup
+        if wakeup is not None:
+            wakeup.set()  # room in the queue: the reader may go on
+        return data
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        """``async for msg in ws``: ends on a normal close."""
+        try:
+            return await self.receive()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
     async def send_wait(self, data: str | bytes | bytearray | memoryview) -> int:
         """Like :meth:`send`, but wait for room instead of returning 8.
 
@@ -349,7 +382,7 @@ class WebSocket(Outbox):
         queue.append(data)
         self._wake_dispatcher()
 
-    def _adopt_result(self, result: object) -> None:
+    def _adopt_result(self, result: object) -> None:  # called as returned(owner, result)
         """A plain ``on_message`` returned ``result``: ignored, unless it is
         awaitable (an ``async def`` under a decorator that hides it). Then
         it is awaited first, and from here on this connection, and every
@@ -387,7 +420,18 @@ class WebSocket(Outbox):
             # in a helper coroutine: an idle connection is a chain of suspended
             # coroutines, and each level is one more object to keep and scan).
             scope = self._scope = trio.CancelScope(deadline=session.close_deadline)
-            if handler.message_is_async:
+            if handler.pull:
+                # The application takes messages with receive(): the queue
+                # without a dispatcher task.
+                self._go_async()
+                self._bounds = MessageBounds()
+                try:
+                    with scope:
+                        await self._read_loop(tail)
+                    self._read_loop_ended()
+                finally:
+                    self._wake_dispatcher()
+            elif handler.message_is_async:
                 self._go_async()
                 self._bounds = MessageBounds()
                 async with trio.open_nursery() as nursery:
@@ -409,6 +453,7 @@ class WebSocket(Outbox):
             server.session_closed(self)
             # Cancelled while open: the server is shutting down (1001).
             session.going_away()
+            self._wake_dispatcher()  # a receive() waiting learns it is over
             # Shielded so that the close frame leaves even when we are
             # cancelled; the server bounds the scope once it shuts down. The
             # connection task then closes the transport and calls finish().
