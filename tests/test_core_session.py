@@ -36,7 +36,7 @@ from wsnest.core import (
     new_session,
 )
 from wsnest.core._deflate import DeflateParams
-from wsnest.core._session import SPILL_SIZE, Timeouts
+from wsnest.core._session import SPILL_SIZE, SessionLimits
 
 
 class Clock:
@@ -153,12 +153,12 @@ def test_a_client_session_cannot_send_a_shared_server_frame(clock: Clock) -> Non
 
 
 def test_fits_counts_utf8_bytes(clock: Clock) -> None:
-    server = _session(SERVER, clock, max_message_size=8)
+    server = _session(SERVER, clock, limits=SessionLimits(max_message_size=8))
     assert server.fits("ab")
     assert server.fits("é" * 4)  # 8 bytes
     assert not server.fits("é" * 5)  # 10 bytes
     assert not server.fits(b"x" * 9)
-    assert _session(SERVER, clock, max_message_size=None).fits(b"x" * 10_000)
+    assert _session(SERVER, clock, limits=SessionLimits(max_message_size=None)).fits(b"x" * 10_000)
 
 
 # -- roles: masking is checked ---------------------------------------------------------
@@ -201,7 +201,7 @@ def test_role_and_mode_are_checked() -> None:
 
 
 def test_close_handshake_started_by_the_client(clock: Clock) -> None:
-    server, client = _session(SERVER, clock), _session(CLIENT, clock, timeouts=Timeouts(close_timeout=3.0))
+    server, client = _session(SERVER, clock), _session(CLIENT, clock, limits=SessionLimits(close_timeout=3.0))
     assert client.close(4000, close_payload(4000, "bye"))
     assert client.state == CLOSING and client.close_deadline == clock.now + 3.0
     assert not client.close(1000, b"")  # only once
@@ -264,7 +264,7 @@ def test_pings_are_answered_with_the_same_payload(clock: Clock) -> None:
 
 
 def test_keepalive_pings_then_closes_with_1011(clock: Clock) -> None:
-    server = _session(SERVER, clock, timeouts=Timeouts(ping_interval=10.0, ping_timeout=5.0))
+    server = _session(SERVER, clock, limits=SessionLimits(ping_interval=10.0, ping_timeout=5.0))
     client = _session(CLIENT, clock)
     assert server.receive_deadline() == clock.now + 10.0
     assert server.write_deadline() == clock.now + 15.0
@@ -285,7 +285,7 @@ def test_keepalive_pings_then_closes_with_1011(clock: Clock) -> None:
 
 
 def test_any_traffic_counts_as_alive(clock: Clock) -> None:
-    server = _session(SERVER, clock, timeouts=Timeouts(ping_interval=1.0, ping_timeout=1.0))
+    server = _session(SERVER, clock, limits=SessionLimits(ping_interval=1.0, ping_timeout=1.0))
     clock.now += 1.0
     server.timer()
     server.traffic()
@@ -402,8 +402,8 @@ def test_a_compressed_message_without_deflate_fails_with_1002(clock: Clock) -> N
 
 
 def test_a_deflate_bomb_fails_with_1009(clock: Clock) -> None:
-    server = _session(SERVER, clock, deflate=DeflateParams(), max_message_size=1000)
-    client = _session(CLIENT, clock, deflate=DeflateParams(), max_message_size=None)
+    server = _session(SERVER, clock, deflate=DeflateParams(), limits=SessionLimits(max_message_size=1000))
+    client = _session(CLIENT, clock, deflate=DeflateParams(), limits=SessionLimits(max_message_size=None))
     client.send(OP_BINARY, b"\x00" * 100_000)
     pump(client, server)
     assert server.close_code == 1009

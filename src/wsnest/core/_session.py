@@ -81,8 +81,12 @@ SPILL_SIZE = 64 * 1024
 #: The payload of the pings keepalive sends.
 PING_PAYLOAD = b"wsnest"
 
-class TimeoutsLike(Protocol):
-    """The timeouts a session reads (``wsnest.Limits`` has them)."""
+class LimitsLike(Protocol):
+    """The limits a session reads (``wsnest.Limits`` has them)."""
+
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest message accepted or sent, in bytes (None: no bound)."""
 
     @property
     def close_timeout(self) -> float:
@@ -98,15 +102,16 @@ class TimeoutsLike(Protocol):
 
 
 @dataclass(frozen=True)
-class Timeouts:
-    """Timeouts for a session built without server limits."""
+class SessionLimits:
+    """Limits for a session built without the server's ``Limits``."""
 
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     close_timeout: float = 5.0
     ping_interval: float | None = None
     ping_timeout: float = 20.0
 
 
-_DEFAULT_TIMEOUTS = Timeouts()
+_DEFAULT_LIMITS = SessionLimits()
 
 _R_COMPRESSED = "compressed message without permessage-deflate"
 _R_KEEPALIVE = "keepalive ping timeout"
@@ -117,8 +122,9 @@ class WebSocketSession:
     docstring). Use :func:`new_session` to get the right class for the
     negotiated extensions.
 
-    ``timeouts``: any object with ``close_timeout``, ``ping_interval`` and
-    ``ping_timeout`` (a :class:`Timeouts`, or the server's ``Limits``).
+    ``limits``: any object with ``max_message_size``, ``close_timeout``,
+    ``ping_interval`` and ``ping_timeout`` (a :class:`SessionLimits`, or
+    the server's ``Limits``).
 
     Attributes the owner reads: ``state``, ``close_code`` (the peer's, ours,
     or 1006 until one is known) and ``close_reason``, ``close_deadline``, ``out``, ``finished``
@@ -131,8 +137,8 @@ class WebSocketSession:
         "close_deadline",
         "close_reason",
         "deliver",
+        "limits",
         "masks",
-        "max_message_size",
         "mode",
         "out",
         "owner",
@@ -140,7 +146,6 @@ class WebSocketSession:
         "pong_deadline",
         "returned",
         "state",
-        "timeouts",
     )
 
     def __init__(
@@ -148,8 +153,7 @@ class WebSocketSession:
         role: str,
         *,
         mode: int = MODE_AUTO,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        timeouts: TimeoutsLike | None = None,
+        limits: LimitsLike | None = None,
         clock: Callable[[], float],
         owner: object = None,
         deliver: Callable[[Any, Any], object] | None = None,
@@ -162,16 +166,15 @@ class WebSocketSession:
             raise ValueError(f"mode: expected MODE_BYTES, MODE_TEXT or MODE_AUTO, got {mode!r}")
         self.masks = role == CLIENT
         self.mode = mode
-        self.max_message_size = max_message_size
         # Shared, not copied (the server passes its Limits): every field
         # here costs every idle connection 8 bytes.
-        self.timeouts: TimeoutsLike = timeouts if timeouts is not None else _DEFAULT_TIMEOUTS
+        self.limits: LimitsLike = limits if limits is not None else _DEFAULT_LIMITS
         self._clock = clock
         self.owner = owner
         self.deliver: Callable[[Any, Any], object] = deliver if deliver is not None else _drop
         self.returned = returned
         self.parser = FrameParser(
-            max_message_size, mode != MODE_BYTES, deflate=deflate is not None, masked=role == SERVER
+            self.limits.max_message_size, mode != MODE_BYTES, deflate=deflate is not None, masked=role == SERVER
         )
         self.out = bytearray()
         self.state = OPEN
@@ -200,7 +203,7 @@ class WebSocketSession:
 
     def fits(self, data: str | bytes | bytearray | memoryview) -> bool:
         """Whether ``data`` is within ``max_message_size`` (as UTF-8 for str)."""
-        limit = self.max_message_size
+        limit = self.limits.max_message_size
         if limit is None or len(data) <= limit >> 2:  # a UTF-8 character is at most 4 bytes
             return True
         size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
@@ -274,7 +277,7 @@ class WebSocketSession:
         self.state = CLOSING
         self.close_code = code
         self.close_reason = bytes(payload[2:]).decode("utf-8", "replace")
-        self.close_deadline = self._clock() + self.timeouts.close_timeout
+        self.close_deadline = self._clock() + self.limits.close_timeout
         self._control(OP_CLOSE, payload)
         return True
 
@@ -328,14 +331,14 @@ class WebSocketSession:
         the pong deadline, or one ping interval from now (keepalive only)."""
         if self.pong_deadline != math.inf:
             return self.pong_deadline
-        interval = self.timeouts.ping_interval
+        interval = self.limits.ping_interval
         return math.inf if interval is None else self._clock() + interval
 
     def write_deadline(self) -> float:
         """When an owner that waits to write (and so cannot read a pong)
         must give up: the pong deadline, or one ping interval plus the
         ping timeout from now (keepalive only)."""
-        timeouts = self.timeouts
+        timeouts = self.limits
         if timeouts.ping_interval is None:
             return math.inf
         if self.pong_deadline != math.inf:
@@ -356,7 +359,7 @@ class WebSocketSession:
             self.close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR, _R_KEEPALIVE))
         elif self.state == OPEN:
             self._control(OP_PING, PING_PAYLOAD)
-            self.pong_deadline = now + self.timeouts.ping_timeout
+            self.pong_deadline = now + self.limits.ping_timeout
 
     # -- receiving ---------------------------------------------------------------
 
@@ -455,7 +458,7 @@ class DeflateSession(WebSocketSession):
         if self.state != OPEN:
             return  # closing: the rest of the peer's messages are dropped unread
         try:
-            raw = self._inflater.decompress(payload, self.max_message_size)
+            raw = self._inflater.decompress(payload, self.limits.max_message_size)
         except DeflateError as exc:
             self.fail(exc.code, exc.reason)  # 1009 or 1007, as the parser's failures
             return

@@ -115,7 +115,6 @@ class WebSocket(Outbox):
         "_handoff",
         "_high_water",
         "_limits",
-        "_mode",
         "_plain",
         "_queue",
         "_queue_wakeup",
@@ -147,12 +146,10 @@ class WebSocket(Outbox):
         # send() refuses above this: send_high_water, raised by the size of
         # the input while the reader parses a large read (see _feed).
         self._high_water = limits.send_high_water
-        self._mode = mode
         session = self._session = new_session(
             role,
             mode=mode,
-            max_message_size=limits.max_message_size,
-            timeouts=limits,
+            limits=limits,
             clock=trio.current_time,
             owner=self,
             deliver=handler.on_message,
@@ -212,23 +209,23 @@ class WebSocket(Outbox):
         as BINARY; with ``None`` ``str`` goes as TEXT and bytes as BINARY.
         Raises ``TypeError`` for any other type.
         """
+        session = self._session
         kind = type(data)
         # The common cases inline (this is the hot path).
-        if kind is bytes and self._mode != MODE_TEXT:
+        if kind is bytes and session.mode != MODE_TEXT:
             opcode = OP_BINARY
         elif kind is str:
-            opcode = OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
+            opcode = OP_BINARY if session.mode == MODE_BYTES else OP_TEXT
         else:
             opcode = self._opcode_for(data)
         # The admission check (closed, over the high-water mark, too big),
         # written out: here each Python call costs ~5 % of a pipelined 64 B
         # message (measured); _send_shared repeats it for broadcast.
-        session = self._session
         if session.state != OPEN:
             return _E_CLOSED
         if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
-        limit = session.max_message_size
+        limit = self._limits.max_message_size
         if self._plain and len(data) < SPILL_SIZE and (limit is None or len(data) <= limit >> 2):
             # A small message of a plain server session: framed straight
             # into the buffer (the session's send would do just this).
@@ -246,9 +243,9 @@ class WebSocket(Outbox):
     def _opcode_for(self, data: object) -> int:
         """The opcode ``data`` goes out with; raises as :meth:`send` documents."""
         if type(data) is str:
-            return OP_BINARY if self._mode == MODE_BYTES else OP_TEXT
+            return OP_BINARY if self._session.mode == MODE_BYTES else OP_TEXT
         if isinstance(data, (bytes, bytearray, memoryview)):
-            if self._mode != MODE_TEXT:
+            if self._session.mode != MODE_TEXT:
                 return OP_BINARY
             if not validate_utf8(data):
                 raise ValueError("data: bytes sent on a textframes=True handler must be valid UTF-8")
@@ -264,7 +261,7 @@ class WebSocket(Outbox):
             return _E_CLOSED
         if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
-        limit = session.max_message_size
+        limit = self._limits.max_message_size
         if limit is not None and payload.nbytes > limit:
             return _E_SIZE
         if self._plain and len(frame) < SPILL_SIZE:
@@ -711,7 +708,7 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
     utf8_ok: bool | None = None
     count = 0
     for ws in connections:
-        mode = ws._mode
+        mode = ws._session.mode
         if is_str:
             opcode = OP_BINARY if mode == MODE_BYTES else OP_TEXT
         elif mode == MODE_TEXT:
