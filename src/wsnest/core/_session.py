@@ -131,6 +131,9 @@ class WebSocketSession:
     (the parser reads no more frames after a failure).
     """
 
+    #: Whether messages are compressed (a class fact: no per-connection slot).
+    compresses = False
+
     __slots__ = (
         "_clock",
         "close_code",
@@ -420,6 +423,8 @@ class DeflateSession(WebSocketSession):
     messages are inflated (bounded by ``max_message_size``), checked and
     delivered like the others; text and binary messages of
     ``MIN_COMPRESS_SIZE`` bytes or more are sent compressed."""
+
+    compresses = True
 
     __slots__ = ("_deflater", "_inflater")
 

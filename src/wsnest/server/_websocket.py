@@ -115,7 +115,6 @@ class WebSocket(Outbox):
         "_handoff",
         "_high_water",
         "_limits",
-        "_plain",
         "_queue",
         "_queue_wakeup",
         "_reader_wakeup",
@@ -160,8 +159,6 @@ class WebSocket(Outbox):
         # and what on_open sends follows it in one write.
         self._out = session.out
         self._out += head
-        # No masking, no compression: small messages take send's fast path.
-        self._plain = not session.masks and not session.deflate
         # Until the 101 is written, sends only accumulate (like a batch).
         self._batch = True
         self._queue: deque[str | bytes] | None = None
@@ -226,9 +223,14 @@ class WebSocket(Outbox):
         if len(self._out) + self._parts_size + self._inflight > self._high_water:
             return _E_AGAIN
         limit = self._limits.max_message_size
-        if self._plain and len(data) < SPILL_SIZE and (limit is None or len(data) <= limit >> 2):
-            # A small message of a plain server session: framed straight
-            # into the buffer (the session's send would do just this).
+        if (
+            len(data) < SPILL_SIZE
+            and (limit is None or len(data) <= limit >> 2)
+            and not session.masks
+            and not session.compresses
+        ):
+            # A small message of a server session without compression:
+            # framed straight into the buffer (session.send would do just this).
             append_frame(self._out, opcode, data)
         else:
             if not session.fits(data):
@@ -264,7 +266,7 @@ class WebSocket(Outbox):
         limit = self._limits.max_message_size
         if limit is not None and payload.nbytes > limit:
             return _E_SIZE
-        if self._plain and len(frame) < SPILL_SIZE:
+        if len(frame) < SPILL_SIZE and not session.masks and not session.compresses:
             self._out += frame
         else:
             rest = session.send_frame(frame, payload.nbytes)
@@ -492,8 +494,9 @@ class WebSocket(Outbox):
     async def _read_loop(self, tail: bytes) -> None:
         transport = self._transport
         session = self._session
-        # The session's receive(), one call less per read (hot path).
-        parser, handle = session.parser, session.handle
+        # The session's receive() written out, one call less per read (hot
+        # path); no bound method kept in this frame (memory per idle connection).
+        parser = session.parser
         view = self._server.recv_buffer
         limits = self._limits
         timed = limits.ping_interval is not None
@@ -518,7 +521,7 @@ class WebSocket(Outbox):
                 self._batch = True
                 self._high_water = high_water + n  # an echo of this read always fits
                 try:
-                    handle(parser.feed(view[:n]))
+                    session.handle(parser.feed(view[:n]))
                 finally:
                     self._batch = False
                     self._high_water = high_water
