@@ -10,7 +10,16 @@ A Python port of the web server in R's nanonext package::
 
 from __future__ import annotations
 
-from ._errors import ErrorCode, Reject
+from ._errors import (
+    ErrorCode,
+    HandshakeError,
+    InvalidExtension,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidSubprotocol,
+    InvalidURL,
+    Reject,
+)
 from ._limits import Limits
 from ._tls import CertPair, tls_config, write_cert
 from .core import CORE
@@ -37,8 +46,14 @@ __all__ = [
     "CertPair",
     "ErrorCode",
     "Handler",
+    "HandshakeError",
     "Headers",
     "HttpServer",
+    "InvalidExtension",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidSubprotocol",
+    "InvalidURL",
     "Limits",
     "Reject",
     "Request",

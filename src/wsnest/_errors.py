@@ -60,3 +60,49 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """Closed with an error code, or dropped (1006)."""
+
+
+# -- client side -----------------------------------------------------------------
+
+
+class InvalidURL(ValueError):
+    """A WebSocket URL that cannot be connected to; ``url`` is the URL given."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"url: {message}: {url!r}")
+        self.url = url
+
+
+class HandshakeError(Exception):
+    """The opening handshake with a server failed (base of the specific errors)."""
+
+
+class InvalidStatus(HandshakeError):
+    """The server answered the upgrade request with a status other than 101.
+
+    ``headers`` are the response headers as received, ``body`` the start of
+    the body (at most 4096 bytes).
+    """
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        detail = f"{status} {reason}".rstrip()
+        super().__init__(f"server rejected the WebSocket upgrade: HTTP {detail}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+
+class InvalidHandshake(HandshakeError):
+    """A malformed response, or a 101 whose headers are not a valid WebSocket
+    upgrade (``Upgrade``, ``Connection``, ``Sec-WebSocket-Accept``)."""
+
+
+class InvalidExtension(HandshakeError):
+    """The server chose an extension the client did not offer, or
+    permessage-deflate parameters the client cannot accept."""
+
+
+class InvalidSubprotocol(HandshakeError):
+    """The server chose a subprotocol the client did not offer (or one when
+    none was offered)."""

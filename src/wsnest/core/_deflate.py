@@ -1,7 +1,9 @@
 """permessage-deflate (RFC 7692), sans-I/O: negotiation, inflating, deflating.
 
-No sockets and no trio: the handshake code asks :func:`negotiate` for the
-response to a client's ``Sec-WebSocket-Extensions`` offers, and the session
+No sockets and no trio: the server's handshake code asks :func:`negotiate`
+for the response to a client's ``Sec-WebSocket-Extensions`` offers, the
+client's sends :func:`client_offer` and checks the server's answer with
+:func:`accept_response`, and the session
 runs every compressed message through an :class:`Inflater` (received, after
 the parser reassembled it) or a :class:`Deflater` (sent).
 
@@ -70,7 +72,13 @@ class DeflateError(Exception):
 
 @dataclass(frozen=True)
 class DeflateParams:
-    """The agreed parameters of one connection (an accepted offer)."""
+    """The agreed parameters of one connection (an accepted offer).
+
+    The names are RFC 7692's: ``server_*`` is about the server's compressor
+    (the client's decompressor), ``client_*`` about the client's
+    compressor, whichever end holds the object. The docs of the fields
+    speak as the server; :func:`accept_response` fills them for a client.
+    """
 
     #: The client asked us not to keep our compression context across messages.
     server_no_context_takeover: bool = False
@@ -78,6 +86,9 @@ class DeflateParams:
     client_no_context_takeover: bool = False
     #: The client's bound on our window (echoed in the response), or None.
     server_max_window_bits: int | None = None
+    #: The server's bound on the client's window, or None (15 bits). Only a
+    #: client fills it: our server leaves the client's window unbounded.
+    client_max_window_bits: int | None = None
 
     @property
     def window_bits(self) -> int:
@@ -222,6 +233,75 @@ def negotiate(values: Iterable[str]) -> DeflateParams | None:
             if accepted is not None:
                 return accepted
     return None
+
+
+# -- negotiation, client side -------------------------------------------------------
+
+
+class DeflateNegotiationError(ValueError):
+    """A server's ``Sec-WebSocket-Extensions`` answer the client cannot accept."""
+
+
+def client_offer(client_max_window_bits: bool = True) -> str:
+    """The ``Sec-WebSocket-Extensions`` value a client offers: permessage-deflate
+    with default parameters, and by default ``client_max_window_bits`` (the
+    server may then bound our window, saving its decompressor memory)."""
+    return f"{EXTENSION}; client_max_window_bits" if client_max_window_bits else EXTENSION
+
+
+def _window_bits(name: str, value: str | None) -> int:
+    bits = _WINDOW_VALUES.get(value) if value is not None else None
+    if bits is None:
+        raise DeflateNegotiationError(f"{EXTENSION}: {name} must be an integer from 8 to 15, got {value!r}")
+    return bits
+
+
+def accept_response(values: Iterable[str], *, client_max_window_bits: bool = True) -> DeflateParams:
+    """The parameters the server agreed to in its ``Sec-WebSocket-Extensions``
+    header values, for a client that offered :func:`client_offer`
+    (``client_max_window_bits`` tells whether that offer included it).
+
+    Raises :class:`DeflateNegotiationError` unless the answer is exactly one
+    well-formed permessage-deflate with known parameters, none repeated,
+    window bits 8 to 15, and ``client_max_window_bits`` only if offered
+    (RFC 7692 section 7.1)."""
+    offers = parse_extensions(values)
+    if not offers:
+        raise DeflateNegotiationError("the server's Sec-WebSocket-Extensions header is empty")
+    for offer in offers:
+        if offer is None:
+            raise DeflateNegotiationError("malformed Sec-WebSocket-Extensions header from the server")
+        if offer[0].lower() != EXTENSION:
+            raise DeflateNegotiationError(f"the server chose extension {offer[0]!r}, which was not offered")
+    if len(offers) > 1:
+        raise DeflateNegotiationError(f"the server chose {EXTENSION} {len(offers)} times")
+    assert offers[0] is not None
+    seen: set[str] = set()
+    server_nct = client_nct = False
+    server_bits: int | None = None
+    client_bits: int | None = None
+    for raw_name, value in offers[0][1]:
+        name = raw_name.lower()
+        if name in seen:
+            raise DeflateNegotiationError(f"{EXTENSION}: parameter {name} repeated")
+        seen.add(name)
+        if name in ("server_no_context_takeover", "client_no_context_takeover"):
+            if value is not None:
+                raise DeflateNegotiationError(f"{EXTENSION}: {name} takes no value, got {value!r}")
+            if name == "server_no_context_takeover":
+                server_nct = True
+            else:
+                client_nct = True
+        elif name == "server_max_window_bits":
+            # Any window: our decompressor has the full 32 KiB one.
+            server_bits = _window_bits(name, value)
+        elif name == "client_max_window_bits":
+            if not client_max_window_bits:
+                raise DeflateNegotiationError(f"{EXTENSION}: the server sent {name}, which was not offered")
+            client_bits = _window_bits(name, value)
+        else:
+            raise DeflateNegotiationError(f"{EXTENSION}: unknown parameter {raw_name!r}")
+    return DeflateParams(server_nct, client_nct, server_bits, client_bits)
 
 
 # -- compression -------------------------------------------------------------------

@@ -435,7 +435,12 @@ class DeflateSession(WebSocketSession):
             self._deflater = Deflater(deflate.window_bits, deflate.server_no_context_takeover)
         else:
             self._inflater = Inflater(deflate.server_no_context_takeover)
-            self._deflater = Deflater(no_context_takeover=deflate.client_no_context_takeover)
+            # zlib refuses a 256-byte window for raw deflate (wbits=-8): a
+            # server asking for 8 bits gets 9, as other libraries do. That
+            # keeps to 8: zlib's compressor reaches back at most 2**bits - 262
+            # bytes (250 for 9 bits). No bound from the server means 15.
+            bits = deflate.client_max_window_bits or 15
+            self._deflater = Deflater(max(bits, 9), deflate.client_no_context_takeover)
 
     @property
     def deflate(self) -> bool:
