@@ -24,10 +24,12 @@ ROOT = Path(wsnest.__file__).resolve().parent
 LAYERS = {
     "wsnest._errors": 0,
     "wsnest._limits": 0,
+    "wsnest._version": 0,
     "wsnest.core": 1,
     "wsnest.http": 2,
     "wsnest.server": 3,
     "wsnest.handlers": 4,
+    "wsnest.client": 4,
     "wsnest": 5,  # the top-level modules: __init__, __main__, _demo, _tls
 }
 

@@ -11,6 +11,9 @@ A Python port of the web server in R's nanonext package::
 from __future__ import annotations
 
 from ._errors import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
     ErrorCode,
     HandshakeError,
     InvalidExtension,
@@ -22,6 +25,8 @@ from ._errors import (
 )
 from ._limits import Limits
 from ._tls import CertPair, tls_config, write_cert
+from ._version import __version__
+from .client import connect
 from .core import CORE
 from .handlers import (
     Handler,
@@ -39,11 +44,12 @@ from .handlers import (
 from .http import Headers, Request
 from .server import HttpServer, WebSocket, broadcast, http_server
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CORE",
     "CertPair",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "ErrorCode",
     "Handler",
     "HandshakeError",
@@ -62,6 +68,7 @@ __all__ = [
     "WebSocketHandler",
     "__version__",
     "broadcast",
+    "connect",
     "format_sse",
     "handler",
     "handler_directory",

@@ -12,6 +12,7 @@ from ._contract import Closable, Handler, Responder, ServerContext, Session, cal
 from ._outbox import Outbox
 from ._server import HttpServer, http_server
 from ._stream import StreamConnection
+from ._transport import SocketTransport, TLSTransport, Transport
 from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket, broadcast
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
     "Responder",
     "ServerContext",
     "Session",
+    "SocketTransport",
     "StreamConnection",
+    "TLSTransport",
+    "Transport",
     "WebSocket",
     "broadcast",
     "call_maybe_async",

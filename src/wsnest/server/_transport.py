@@ -359,10 +359,13 @@ class TLSTransport(TimedWriter):
             self._in.write(data)
             return data[0]
 
-    async def handshake(self) -> str | None:
-        """Run the server side of the handshake: None once it is done,
-        else why it failed (for the log)."""
-        self._ssl = sslobj = self._ctx.wrap_bio(self._in, self._out, server_side=True)
+    async def handshake(self, server_hostname: str | None = None, *, server_side: bool = True) -> str | None:
+        """Run the handshake (our server side, or with ``server_side=False``
+        our client side, checking ``server_hostname`` as the context says):
+        None once it is done, else why it failed."""
+        self._ssl = sslobj = self._ctx.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
         while True:
             try:
                 sslobj.do_handshake()
@@ -376,7 +379,7 @@ class TLSTransport(TimedWriter):
             if not await self._flush_out():
                 return "connection lost"
             if not await self._fill_handshake():
-                return "the client closed the connection"
+                return "the peer closed the connection"
         if not await self._flush_out():
             return "connection lost"
         return None

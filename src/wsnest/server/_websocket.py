@@ -170,6 +170,8 @@ class WebSocket(Outbox):
         # deadline once we send a close frame, so a peer that never answers
         # is hung up on, whoever started the close.
         self._scope: trio.CancelScope | None = None
+        if handler.pull:
+            self._go_async()  # the queue receive() reads, without a dispatcher
 
     def __repr__(self) -> str:
         state = ("open", "closing", "closed")[self._session.state]
@@ -420,9 +422,8 @@ class WebSocket(Outbox):
             # coroutines, and each level is one more object to keep and scan).
             scope = self._scope = trio.CancelScope(deadline=session.close_deadline)
             if handler.pull:
-                # The application takes messages with receive(): the queue
-                # without a dispatcher task.
-                self._go_async()
+                # The application takes messages with receive() (the queue
+                # was made in __init__, so receive() may wait before run()).
                 self._bounds = MessageBounds()
                 try:
                     with scope:
