@@ -256,3 +256,15 @@ async def test_receive_is_refused_on_a_callback_connection() -> None:
             ws.send(b"x")
             assert await ws.receive() == b"x"
     assert len(seen) == 1 and "on_message" in str(seen[0])
+
+
+async def test_errors_leave_the_block_unwrapped() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running_server([wsnest.handler_ws("/ws", _echo, textframes=None)]) as (_, url):
+            with pytest.raises(KeyError):
+                async with wsnest.connect(ws_url(url)):
+                    raise KeyError("mine")
+            with pytest.raises(wsnest.ConnectionClosedError):
+                async with wsnest.connect(ws_url(url)) as ws:
+                    ws.send("close-4001")
+                    await ws.receive()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,9 @@ import trio
 from .._errors import HandshakeError, InvalidStatus
 from .._limits import DEFAULT_LIMITS, WS_FIELDS, Limits
 from .._version import __version__
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 from ..core import CLIENT, MODE_AUTO, MODE_BYTES, MODE_TEXT
 from ..http import ClientHandshake, HandshakeResult, WsURL, parse_ws_url
 from ..server import SocketTransport, TLSTransport, Transport, WebSocket
@@ -122,7 +126,7 @@ async def connect(
     except trio.TooSlowError:
         raise TimeoutError(f"connect: {url} did not open within open_timeout={open_timeout} s") from None
     try:
-        async with trio.open_nursery() as nursery:
+        async with _bare_errors(), trio.open_nursery() as nursery:
             ctx = ClientContext(lim, nursery)
             nursery.start_soon(ctx.flusher)
             ws = WebSocket(
@@ -140,6 +144,19 @@ async def connect(
                 nursery.cancel_scope.cancel()
     finally:
         await _close(transport)
+
+
+@asynccontextmanager
+async def _bare_errors() -> AsyncIterator[None]:
+    """The block's own exception leaves ``connect()`` as it was raised, not
+    wrapped in the ExceptionGroup of the connection's nursery (a
+    ``ConnectionClosedError`` from ``receive()`` can be caught as such)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 async def _serve(ws: WebSocket, transport: Transport, tail: bytes, ended: trio.Event) -> None:

@@ -99,6 +99,20 @@ _PIECE = 1 << 30 if CORE == "compiled" else 8 * 1024
 WORK_BUDGET = 0.002
 
 
+class _Queue(deque[str | bytes]):
+    """The messages of a connection that queues them (async ``on_message``
+    or ``receive()``), with the state only such a connection needs."""
+
+    __slots__ = ("bounds", "handoff", "ready", "room")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bounds: MessageBounds | None = None  # where messages end (None: bounded per read)
+        self.handoff: Awaitable[object] | None = None  # see WebSocket._adopt_result
+        self.ready: trio.Event | None = None  # set when a message arrives (the consumer waits)
+        self.room: trio.Event | None = None  # set when a message is taken (the reader waits)
+
+
 class WebSocket(Outbox):
     """One WebSocket connection, as seen by ``handler_ws`` callbacks.
 
@@ -110,14 +124,10 @@ class WebSocket(Outbox):
 
     __slots__ = (
         "_batch",
-        "_bounds",
         "_handler",
-        "_handoff",
         "_high_water",
         "_limits",
         "_queue",
-        "_queue_wakeup",
-        "_reader_wakeup",
         "_scope",
         "_session",
         "id",
@@ -161,11 +171,10 @@ class WebSocket(Outbox):
         self._out += head
         # Until the 101 is written, sends only accumulate (like a batch).
         self._batch = True
-        self._queue: deque[str | bytes] | None = None
-        self._bounds: MessageBounds | None = None  # async on_message only
-        self._handoff: Awaitable[object] | None = None  # see _adopt_result
-        self._queue_wakeup: trio.Event | None = None
-        self._reader_wakeup: trio.Event | None = None
+        # Messages waiting for an async on_message or receive() (None: they
+        # go to a plain on_message inline). Its state rides on it, so a
+        # plain connection pays one slot for all of it.
+        self._queue: _Queue | None = None
         # Cancel scope around the read loop: its deadline becomes the close
         # deadline once we send a close frame, so a peer that never answers
         # is hung up on, whoever started the close.
@@ -295,12 +304,11 @@ class WebSocket(Outbox):
                 session = self._session
                 error = ConnectionClosedOK if session.close_code in (1000, 1001) else ConnectionClosedError
                 raise error(session.close_code, session.close_reason)
-            self._queue_wakeup = trio.Event()
-            await self._queue_wakeup.wait()
+            queue.ready = trio.Event()
+            await queue.ready.wait()
         data = queue.popleft()
-        wakeup = self._reader_wakeup
-        if wakeup is not None:
-            wakeup.set()  # room in the queue: the reader may go on
+        if queue.room is not None:
+            queue.room.set()  # room in the queue: the reader may go on
         return data
 
     def __aiter__(self) -> WebSocket:
@@ -353,9 +361,9 @@ class WebSocket(Outbox):
     def _closing_started(self) -> None:
         if not self._batch:
             self._schedule_flush()
-        wakeup = self._reader_wakeup
-        if wakeup is not None:
-            wakeup.set()
+        queue = self._queue
+        if queue is not None and queue.room is not None:
+            queue.room.set()
         self._bound_read()
 
     def _bound_read(self) -> None:
@@ -392,12 +400,12 @@ class WebSocket(Outbox):
         if inspect.isawaitable(result):
             log.debug("websocket %d: on_message returned an awaitable; dispatching async", self.id)
             self._handler.message_is_async = True
-            self._handoff = result
-            self._go_async()
+            self._go_async().handoff = result
 
-    def _go_async(self) -> None:
-        self._queue = deque()
+    def _go_async(self) -> _Queue:
+        queue = self._queue = _Queue()
         self._session.deliver = WebSocket._deliver_queued  # called as (owner, data)
+        return queue
 
     def _callback_failed(self, name: str) -> None:
         was_open = self._session.state == OPEN
@@ -424,7 +432,8 @@ class WebSocket(Outbox):
             if handler.pull:
                 # The application takes messages with receive() (the queue
                 # was made in __init__, so receive() may wait before run()).
-                self._bounds = MessageBounds()
+                assert self._queue is not None
+                self._queue.bounds = MessageBounds()
                 try:
                     with scope:
                         await self._read_loop(tail)
@@ -432,8 +441,7 @@ class WebSocket(Outbox):
                 finally:
                     self._wake_dispatcher()
             elif handler.message_is_async:
-                self._go_async()
-                self._bounds = MessageBounds()
+                self._go_async().bounds = MessageBounds()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._dispatch_async)
                     try:
@@ -542,7 +550,7 @@ class WebSocket(Outbox):
                 await self._wait_drained_here()
             if self._queue is not queue:
                 return  # on_message returned an awaitable: run() goes async
-            if queue is not None and self._bounds is None and len(queue) >= limits.max_queue:
+            if queue is not None and queue.bounds is None and len(queue) >= limits.max_queue:
                 await self._wait_for_queue_room()
 
     async def _feed(self, data: bytearray | bytes | memoryview) -> None:
@@ -557,7 +565,7 @@ class WebSocket(Outbox):
         of it is copied before any await (another connection reads into it).
         """
         session = self._session
-        bounds = self._bounds
+        bounds = None if self._queue is None else self._queue.bounds
         high_water = self._limits.send_high_water
         pos, end_of_data = 0, len(data)
         yield_at = trio.current_time() + WORK_BUDGET
@@ -642,27 +650,27 @@ class WebSocket(Outbox):
     # -- async on_message ------------------------------------------------------
 
     def _wake_dispatcher(self) -> None:
-        event = self._queue_wakeup
-        if event is not None:
-            event.set()
+        queue = self._queue
+        if queue is not None and queue.ready is not None:
+            queue.ready.set()
 
     async def _wait_for_queue_room(self) -> None:
         queue = self._queue
         assert queue is not None
         session = self._session
         while len(queue) >= self._limits.max_queue and session.state == OPEN:
-            self._reader_wakeup = trio.Event()
-            await self._reader_wakeup.wait()
-        self._reader_wakeup = None
+            queue.room = trio.Event()
+            await queue.room.wait()
+        queue.room = None
 
     async def _dispatch_async(self) -> None:
         queue = self._queue
         assert queue is not None
         session = self._session
         on_message: Callable[[WebSocket, Any], object] = self._handler.on_message
-        handoff = self._handoff
+        handoff = queue.handoff
         if handoff is not None:
-            self._handoff = None
+            queue.handoff = None
             try:
                 await handoff
             except Exception:
@@ -670,9 +678,8 @@ class WebSocket(Outbox):
         while True:
             while queue:
                 data = queue.popleft()
-                wakeup = self._reader_wakeup
-                if wakeup is not None:
-                    wakeup.set()
+                if queue.room is not None:
+                    queue.room.set()
                 if session.close_code == CLOSE_INTERNAL_ERROR and session.state != OPEN:
                     queue.clear()
                     break
@@ -684,10 +691,10 @@ class WebSocket(Outbox):
                     self._callback_failed("on_message")
             if session.state == CLOSED and not queue:
                 return
-            self._queue_wakeup = trio.Event()
+            queue.ready = trio.Event()
             if queue or session.state == CLOSED:
                 continue
-            await self._queue_wakeup.wait()
+            await queue.ready.wait()
 
 
 def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | memoryview) -> int:
