@@ -49,7 +49,9 @@ class Outbox:
         self._server = server
         self._transport = transport
         self._out = bytearray()
-        self._parts: list[Chunk] = []  # written before _out; usually empty
+        # Written before _out; made on first use (most connections never
+        # queue a large payload, and an empty list costs 72 B each).
+        self._parts: list[Chunk] | None = None
         self._parts_size = 0
         self._inflight = 0  # bytes handed to a drain task, not yet written
         self._dirty = False
@@ -65,18 +67,21 @@ class Outbox:
     def _queue_payload(self, payload: bytes) -> None:
         """Queue ``payload`` after what ``_out`` holds, without copying it."""
         out = self._out
-        self._parts.append(out)
-        self._parts.append(payload)
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = []
+        parts.append(out)
+        parts.append(payload)
         self._parts_size += len(out) + len(payload)
         self._out = bytearray()
         self._out_replaced()
 
     def _take(self) -> list[Chunk]:
         """Everything queued, in order, leaving the outbox empty."""
-        chunks = self._parts
+        chunks = self._parts if self._parts is not None else []
         if self._out:
             chunks.append(self._out)
-        self._parts = []
+        self._parts = None
         self._parts_size = 0
         self._out = bytearray()
         self._out_replaced()
@@ -89,7 +94,7 @@ class Outbox:
     def _broken(self) -> None:
         """The peer is gone: drop what is queued (subclasses record it)."""
         self._out.clear()
-        self._parts = []
+        self._parts = None
         self._parts_size = 0
 
     def _schedule_flush(self) -> None:
