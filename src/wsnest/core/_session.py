@@ -238,6 +238,38 @@ class WebSocketSession:
             return None
         return frame
 
+    def send_fragment(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> bytes | None:
+        """Frame one fragment of a message sent in pieces (RFC 6455 section
+        5.4) into ``out``: ``opcode`` is the message's on the first fragment
+        and ``OP_CONT`` on the others, ``fin`` is set on the last; masked in
+        the client role. Returns a large payload as :meth:`send` does.
+
+        Never compressed, on a :class:`DeflateSession` too: RFC 7692
+        compresses per message and lets any message go uncompressed (RSV1
+        clear), so a message whose end is not known yet keeps no
+        compressor state between fragments. The owner checks the state and
+        the size, and keeps other data frames out until the last fragment
+        (control frames may come between)."""
+        n = memoryview(data).nbytes
+        head = frame_header(opcode, n, fin)
+        out = self.out
+        if self.masks:
+            mask = os.urandom(4)
+            out += head[:1]
+            out.append(head[1] | 0x80)
+            out += head[2:]
+            out += mask
+            masked: bytes = apply_mask(data, mask)
+            if n < SPILL_SIZE:
+                out += masked
+                return None
+            return masked  # a fresh copy: queued as it is
+        out += head
+        if n < SPILL_SIZE:
+            out += data
+            return None
+        return data if type(data) is bytes else bytes(data)  # a mutable buffer may change once we return
+
     def _put(self, opcode: int, data: str | bytes | bytearray | memoryview, rsv1: bool) -> bytes | None:
         """Frame a message the slow way: masked (client) or compressed."""
         payload = data.encode("utf-8") if isinstance(data, str) else data

@@ -33,6 +33,11 @@ Design notes (why it is shaped like this):
   piece of one) is parsed, ``send`` accepts as many bytes more than
   ``send_high_water`` as the read holds (an echo is at most that), and the
   reader pauses while the drain task holds more than ``send_high_water``.
+- ``send_stream`` sends one message as fragments; until it ends, the
+  effective high-water mark is lowered far below zero, so ``send`` and
+  ``broadcast`` refuse (8) with no check added to their path. The reader
+  raises and lowers the mark by relative amounts around a batch, so
+  both adjustments hold at once.
 - Writes that have to wait are bounded by ``send_timeout`` (in the
   transport); a wait of the reader itself is also bounded by the keepalive
   deadline, so a peer that stops reading is dropped by keepalive too.
@@ -46,7 +51,7 @@ import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -55,8 +60,10 @@ from .._errors import ConnectionClosedError, ConnectionClosedOK, ErrorCode
 from .._limits import Limits
 from ..core import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_TOO_BIG,
     CORE,
     OP_BINARY,
+    OP_CONT,
     OP_TEXT,
     append_frame,
     close_payload,
@@ -64,6 +71,7 @@ from ..core import (
     validate_utf8,
 )
 from ..core._bounds import MessageBounds
+from ..core._common import utf8_partial_ok
 from ..core._deflate import DeflateParams
 from ..core._session import (
     CLOSED,
@@ -97,6 +105,14 @@ _E_SIZE = ErrorCode.MSG_SIZE
 # pieces wait for the next scheduler turn.
 _PIECE = 1 << 30 if CORE == "compiled" else 8 * 1024
 WORK_BUDGET = 0.002
+
+# What send_stream takes; while it sends a message, the connection's
+# effective high-water mark is lowered by _STREAMING (send() returns 8) and
+# its entry here is set once the message ended. Kept off the connection:
+# only a streaming connection pays for it, not every idle one.
+_Chunk = str | bytes | bytearray | memoryview
+_STREAMING = 1 << 62
+_streams: dict[WebSocket, trio.Event] = {}
 
 
 class _Queue(deque[str | bytes]):
@@ -322,7 +338,8 @@ class WebSocket(Outbox):
             raise StopAsyncIteration from None
 
     async def send_wait(self, data: str | bytes | bytearray | memoryview) -> int:
-        """Like :meth:`send`, but wait for room instead of returning 8.
+        """Like :meth:`send`, but wait for room (and for the end of a
+        message :meth:`send_stream` is sending) instead of returning 8.
 
         Backpressure for async producers: returns once the message is
         queued (0), or 7 if the connection closes, or 17 if too large.
@@ -331,10 +348,121 @@ class WebSocket(Outbox):
             result = self.send(data)
             if result != _E_AGAIN:
                 return result
-            if self._writing:
+            stream_ended = _streams.get(self)
+            if stream_ended is not None:
+                await stream_ended.wait()  # send_stream is sending a message
+            elif self._writing:
                 await self._wait_drained()
             else:
                 await self._flush()  # write the backlog ourselves, waiting for room
+
+    async def send_stream(self, chunks: Iterable[_Chunk] | AsyncIterable[_Chunk]) -> int:
+        """Send one message made of ``chunks`` (an iterable or async
+        iterable of ``str`` or bytes-like pieces), one fragment per
+        non-empty chunk, as the chunks come: for a message produced bit by bit, or too large
+        to hold at once.
+
+        The message type follows ``textframes``: with ``None`` the first
+        chunk's type decides (``str``: TEXT, bytes: BINARY) and every chunk
+        must be of that kind (``TypeError``); with ``True`` it is TEXT and
+        bytes chunks must add up to valid UTF-8 (checked as they come; a
+        character may be split between chunks; ``ValueError``, also when
+        the last chunk ends inside one); with ``False`` it is BINARY
+        (``str`` goes as UTF-8). Each non-empty chunk is one frame; an
+        empty final frame ends the message once the iteration ends (only
+        then is the last chunk known). No chunks: one empty message (BINARY
+        with ``textframes=None``). A streamed message is never compressed,
+        with permessage-deflate too (RFC 7692 compresses per message).
+
+        Backpressure: before each chunk this waits while more than
+        ``send_high_water`` bytes are queued, so at most one chunk more
+        waits. Until the message ends no other data message goes to this
+        connection: ``send()`` and :func:`broadcast` return 8,
+        ``send_wait()`` and another ``send_stream()`` wait for it; pings,
+        pongs and the close may go between fragments.
+
+        Returns 0 once the whole message is queued; 7 if the connection is
+        or becomes closed (iteration stops; the peer gets no message); 17
+        if the chunks add up to more than ``max_message_size``: for the
+        first chunk nothing was sent and the connection stays open, as with
+        ``send()``; later the fragments sent cannot be taken back, and
+        ending the message there would hand the peer a truncated one, so
+        the connection is failed with close code 1009. In the same way, if
+        the iteration raises (the iterator's own error, ``TypeError``,
+        ``ValueError``) or is cancelled once a fragment went out, the
+        connection is failed with 1011 and the exception propagates
+        (before that, the connection is untouched). An iteration stopped
+        early is not closed: the iterator is the caller's.
+        """
+        if isinstance(chunks, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"chunks: expected an iterable of chunks, got {type(chunks).__name__} (use send())")
+        pieces: Iterator[object] = iter(())
+        async_pieces: AsyncIterator[object] | None = None
+        if isinstance(chunks, AsyncIterable):
+            async_pieces = aiter(chunks)
+        elif isinstance(chunks, Iterable):
+            pieces = iter(chunks)
+        else:
+            raise TypeError(f"chunks: expected an iterable or async iterable, got {type(chunks).__name__}")
+        session = self._session
+        while (ended := _streams.get(self)) is not None:
+            await ended.wait()  # one streamed message at a time
+        if session.state != OPEN:
+            return _E_CLOSED
+        # From here send() and broadcast return 8: the effective high-water
+        # mark is far below zero (the reader raises and lowers it around a
+        # batch by the same amount, so both adjustments hold at once).
+        _streams[self] = trio.Event()
+        self._high_water -= _STREAMING
+        message = _Message(session.mode)
+        limit = self._limits.max_message_size
+        high_water = self._limits.send_high_water
+        started = False  # a fragment went out: the message must end, or the connection
+        try:
+            while session.state == OPEN:
+                try:
+                    chunk = next(pieces) if async_pieces is None else await async_pieces.__anext__()
+                except (StopIteration, StopAsyncIteration):
+                    break
+                data = message.payload(chunk)
+                if not len(data):
+                    continue
+                message.size += len(data)
+                if limit is not None and message.size > limit:
+                    if started:
+                        self._close(CLOSE_TOO_BIG, close_payload(CLOSE_TOO_BIG, "message over max_message_size"))
+                    return _E_SIZE
+                while self._buffered() > high_water and session.state == OPEN:
+                    if self._writing:
+                        await self._wait_drained()
+                    else:
+                        await self._flush()  # write the backlog ourselves, as send_wait does
+                if session.state != OPEN:
+                    break
+                self._queue_fragment(OP_CONT if started else message.opcode, data, False)
+                started = True
+                await trio.lowlevel.checkpoint()  # a fast sync iterable must not starve the other tasks
+            if session.state != OPEN:
+                return _E_CLOSED
+            if message.utf8 is not None and message.utf8.pending:
+                raise ValueError("chunks: the text ends inside a UTF-8 sequence")
+            self._queue_fragment(OP_CONT if started else message.opcode, b"", True)
+            started = False  # the message is complete
+            return _OK
+        finally:
+            self._high_water += _STREAMING
+            _streams.pop(self).set()
+            if started and session.state == OPEN:
+                # Left mid-message (an exception, a cancellation): the
+                # message cannot be ended, so neither can the connection go on.
+                self._close(CLOSE_INTERNAL_ERROR, close_payload(CLOSE_INTERNAL_ERROR, "streamed message failed"))
+
+    def _queue_fragment(self, opcode: int, data: bytes | bytearray | memoryview, fin: bool) -> None:
+        rest = self._session.send_fragment(opcode, data, fin)
+        if rest is not None:
+            self._queue_payload(rest)  # large: written after _out, never copied
+        if not self._batch:
+            self._schedule_flush()
 
     def close(self, code: int = 1000, reason: str = "") -> int:
         """Start the closing handshake with ``code`` and ``reason``.
@@ -528,12 +656,12 @@ class WebSocket(Outbox):
                 continue  # after a failure: discard until the peer closes
             if n <= _PIECE and queue is None:
                 self._batch = True
-                self._high_water = high_water + n  # an echo of this read always fits
+                self._high_water += n  # an echo of this read always fits (+=: see send_stream)
                 try:
                     session.handle(parser.feed(view[:n]))
                 finally:
                     self._batch = False
-                    self._high_water = high_water
+                    self._high_water -= n
                 if session.state == CLOSING:
                     self._bound_read()
             else:
@@ -581,12 +709,12 @@ class WebSocket(Outbox):
                     await self._wait_for_queue_room()
                     continue
             self._batch = True
-            self._high_water = high_water + (end - pos)
+            self._high_water += end - pos  # +=: see send_stream
             try:
                 session.receive(memoryview(data)[pos:end])
             finally:
                 self._batch = False
-                self._high_water = high_water
+                self._high_water -= end - pos
             self._bound_read()
             pos = end
             if pos == end_of_data:
@@ -736,3 +864,98 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
         if ws._send_shared(frame, view) == 0:
             count += 1
     return count
+
+
+# -- send_stream's checks ----------------------------------------------------------
+
+
+class _Message:
+    """The type, size and UTF-8 state of a message that
+    :meth:`WebSocket.send_stream` sends in pieces."""
+
+    __slots__ = ("is_str", "mode", "opcode", "size", "utf8")
+
+    def __init__(self, mode: int) -> None:
+        self.mode = mode
+        # No chunks: TEXT only if textframes=True says so.
+        self.opcode = OP_TEXT if mode == MODE_TEXT else OP_BINARY
+        self.is_str: bool | None = None  # the first chunk's kind, once seen
+        self.size = 0
+        self.utf8: _Utf8Pieces | None = None  # bytes of a TEXT message are checked
+
+    def payload(self, chunk: object) -> bytes | bytearray | memoryview:
+        """``chunk`` as the bytes to send; raises as ``send_stream`` says."""
+        if isinstance(chunk, str):
+            is_str = True
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            is_str = False
+        else:
+            raise TypeError(f"chunks: expected str or bytes-like chunks, got {type(chunk).__name__}")
+        if self.is_str is None:
+            self.is_str = is_str
+            if self.mode == MODE_AUTO:
+                self.opcode = OP_TEXT if is_str else OP_BINARY
+        elif is_str != self.is_str and self.mode == MODE_AUTO:
+            raise TypeError(
+                "chunks: with textframes=None the chunks must be all str or all bytes-like"
+                f" (the first decided), got {type(chunk).__name__}"
+            )
+        if isinstance(chunk, str):
+            if self.utf8 is not None and self.utf8.pending:
+                raise ValueError("chunks: a str chunk follows bytes that end inside a UTF-8 sequence")
+            return chunk.encode("utf-8")
+        data: bytes | bytearray | memoryview = chunk
+        if type(data) is memoryview and not (data.c_contiguous and data.ndim == 1 and data.format == "B"):
+            data = data.tobytes()  # count and write bytes, not items
+        if self.mode == MODE_TEXT:
+            if self.utf8 is None:
+                self.utf8 = _Utf8Pieces()
+            if not self.utf8.feed(memoryview(data)):
+                raise ValueError("chunks: bytes sent as TEXT (textframes=True) must be valid UTF-8")
+        return data
+
+
+def _sequence_length(lead: int) -> int:
+    """The length of the UTF-8 sequence ``lead`` starts (1 if it is not a
+    lead byte: the validator then rejects it)."""
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 1
+
+
+class _Utf8Pieces:
+    """UTF-8 validation of text arriving in pieces: a character may be
+    split between two pieces. Each piece is checked whole by the core's
+    validator, except an unfinished sequence at its end, which waits for
+    the next piece (and is rejected at once if it can never be valid)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = b""  # the start of a sequence the last piece cut (at most 3 bytes)
+
+    def feed(self, view: memoryview) -> bool:
+        """Check one more piece; False if the text is not valid UTF-8."""
+        pending = self.pending
+        if pending:
+            need = _sequence_length(pending[0]) - len(pending)
+            head = pending + view[:need]
+            if len(view) < need:  # still unfinished
+                self.pending = head
+                return utf8_partial_ok(head)
+            if not validate_utf8(head):
+                return False
+            view = view[need:]
+        n = len(view)
+        cut = n
+        for i in range(n - 1, max(n - 4, -1), -1):  # an unfinished sequence starts in the last 3 bytes
+            if view[i] & 0xC0 != 0x80:  # a lead byte (or ASCII)
+                if _sequence_length(view[i]) > n - i:
+                    cut = i
+                break
+        self.pending = bytes(view[cut:])
+        return validate_utf8(view[:cut]) and utf8_partial_ok(self.pending)
