@@ -56,6 +56,7 @@ from .._limits import Limits
 from ..core import (
     CLOSE_INTERNAL_ERROR,
     CORE,
+    FAIL,
     OP_BINARY,
     OP_TEXT,
     append_frame,
@@ -305,6 +306,8 @@ class WebSocket(Outbox):
                 error = ConnectionClosedOK if session.close_code in (1000, 1001) else ConnectionClosedError
                 raise error(session.close_code, session.close_reason)
             queue.ready = trio.Event()
+            if queue.room is not None:
+                queue.room.set()  # a reader holding back a failure may go on
             await queue.ready.wait()
         data = queue.popleft()
         if queue.room is not None:
@@ -514,6 +517,8 @@ class WebSocket(Outbox):
         if tail:
             await self._feed(bytearray(tail))
             await self._flush()
+            if parser.finished and session.state == CLOSING:
+                transport.shutdown_write()  # as below: no close reply can be read
         while session.state != CLOSED:
             if timed:
                 n = await self._receive_timed(view)
@@ -582,11 +587,17 @@ class WebSocket(Outbox):
                     continue
             self._batch = True
             self._high_water = high_water + (end - pos)
+            failure = None
             try:
-                session.receive(memoryview(data)[pos:end])
+                events = parser.feed(memoryview(data)[pos:end])
+                if queue is not None and events and events[-1][0] == FAIL:
+                    failure = events.pop()
+                session.handle(events)
             finally:
                 self._batch = False
                 self._high_water = high_water
+            if failure is not None:
+                await self._fail_after_queue(failure)
             self._bound_read()
             pos = end
             if pos == end_of_data:
@@ -647,6 +658,26 @@ class WebSocket(Outbox):
         await self._flush()
         return -1
 
+    async def _fail_after_queue(self, failure: tuple[Any, ...]) -> None:
+        """The peer broke the protocol after messages that are still
+        queued: let the application take and answer them (until it waits
+        for more) before our close frame goes out, as an inline
+        ``on_message`` would have; at most ``close_timeout``, then fail the
+        connection anyway."""
+        queue = self._queue
+        assert queue is not None
+        session = self._session
+        if queue and session.state == OPEN:
+            await self._flush()
+            with trio.move_on_after(self._limits.close_timeout):
+                # Until the consumer waits for more with an empty queue: it
+                # has answered the last message (it sets ``room`` as it waits).
+                while (queue or queue.ready is None or queue.ready.is_set()) and session.state == OPEN:
+                    queue.room = trio.Event()
+                    await queue.room.wait()
+            queue.room = None
+        session.handle([failure])
+
     # -- async on_message ------------------------------------------------------
 
     def _wake_dispatcher(self) -> None:
@@ -694,6 +725,8 @@ class WebSocket(Outbox):
             queue.ready = trio.Event()
             if queue or session.state == CLOSED:
                 continue
+            if queue.room is not None:
+                queue.room.set()  # a reader holding back a failure may go on
             await queue.ready.wait()
 
 
