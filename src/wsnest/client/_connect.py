@@ -43,6 +43,7 @@ class _Pull:
     pull = True
     message_is_async = False
     on_message = None
+    serve = None  # the connect() block is the application
 
     async def call_on_close(self, ws: WebSocket) -> None:
         """Nothing to call."""
@@ -130,7 +131,16 @@ async def connect(
             ctx = ClientContext(lim, nursery)
             nursery.start_soon(ctx.flusher)
             ws = WebSocket(
-                ctx, _PULL, transport, ctx.next_id(), lim, mode, result.subprotocol, result.deflate, role=CLIENT
+                ctx,
+                _PULL,
+                transport,
+                ctx.next_id(),
+                lim,
+                mode,
+                result.subprotocol,
+                result.deflate,
+                role=CLIENT,
+                response_headers=result.headers,
             )
             ended = trio.Event()
             nursery.start_soon(_serve, ws, transport, result.tail, ended)

@@ -77,6 +77,7 @@ from ..core._session import (
     SPILL_SIZE,
     new_session,
 )
+from ..http import Headers, Request
 from ._outbox import Outbox
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class _Queue(deque[str | bytes]):
     """The messages of a connection that queues them (async ``on_message``
     or ``receive()``), with the state only such a connection needs."""
 
-    __slots__ = ("bounds", "handoff", "ready", "room")
+    __slots__ = ("bounds", "done", "handoff", "ready", "room")
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,23 +113,29 @@ class _Queue(deque[str | bytes]):
         self.handoff: Awaitable[object] | None = None  # see WebSocket._adopt_result
         self.ready: trio.Event | None = None  # set when a message arrives (the consumer waits)
         self.room: trio.Event | None = None  # set when a message is taken (the reader waits)
+        self.done: trio.Event | None = None  # set when a handler's serve() function has returned
 
 
 class WebSocket(Outbox):
-    """One WebSocket connection, as seen by ``handler_ws`` callbacks.
+    """One WebSocket connection: what ``handler_ws`` callbacks and
+    ``serve`` functions get, and what ``wsnest.connect`` yields.
 
     Attributes:
         id: integer unique per server across all WebSocket and stream
-            connections (from 1, never reused).
+            connections (from 1, never reused); on a client, unique per
+            process.
         subprotocol: the negotiated subprotocol, or ``None``.
     """
 
     __slots__ = (
         "_batch",
+        "_data",
         "_handler",
         "_high_water",
         "_limits",
         "_queue",
+        "_request",
+        "_response_headers",
         "_scope",
         "_session",
         "id",
@@ -147,10 +154,19 @@ class WebSocket(Outbox):
         deflate: DeflateParams | None = None,
         head: bytes = b"",
         role: str = SERVER,
+        request: Request | None = None,
+        response_headers: Headers | None = None,
     ) -> None:
         super().__init__(server, transport)
         self.id = ws_id
         self.subprotocol = subprotocol
+        # The upgrade request, packed (a few hundred bytes instead of a few
+        # KiB of header objects per idle connection); unpacked on first use.
+        self._request: Request | bytes | None = None
+        if request is not None:
+            self._request = request.snapshot() or request
+        self._response_headers = response_headers
+        self._data: Any = None
         self._handler = handler
         self._limits = limits
         # send() refuses above this: send_high_water, raised by the size of
@@ -188,6 +204,34 @@ class WebSocket(Outbox):
         return f"<WebSocket id={self.id} {state}>"
 
     # -- public API ------------------------------------------------------------
+
+    @property
+    def request(self) -> Request | None:
+        """The upgrade request of a server connection (``path``, ``query``,
+        ``headers``, ``client``, ...; its ``body`` is ``b""``); ``None`` on
+        a client connection."""
+        request = self._request
+        if type(request) is bytes:
+            request = self._request = Request.from_snapshot(request)
+        return request  # type: ignore[return-value]  # not bytes any more
+
+    @property
+    def response_headers(self) -> Headers | None:
+        """The headers of the server's 101 on a client connection;
+        ``None`` on a server connection."""
+        return self._response_headers
+
+    @property
+    def data(self) -> Any:
+        """The application's own state for this connection: an empty
+        ``dict`` on first use, or whatever was assigned."""
+        if self._data is None:
+            self._data = {}
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
 
     @property
     def closed(self) -> bool:
@@ -291,13 +335,13 @@ class WebSocket(Outbox):
     async def receive(self) -> str | bytes:
         """The next message (``str`` or ``bytes`` as ``textframes`` says),
         waiting for it. For connections that pull their messages (a
-        client's); raises :class:`ConnectionClosedOK` once the connection
+        client's, or a handler's with a ``serve`` function); raises :class:`ConnectionClosedOK` once the connection
         closed normally (1000, 1001) and every message was taken,
         :class:`ConnectionClosedError` if it closed otherwise (1006: it
         dropped)."""
         queue = self._queue
         if queue is None or not self._handler.pull:
-            raise RuntimeError("receive: this connection delivers its messages to on_message")
+            raise RuntimeError("receive: this connection delivers its messages to on_message (use serve= to pull them)")
         while not queue:
             # Once closed, nothing more is delivered (what came before the
             # close is already queued).
@@ -437,6 +481,9 @@ class WebSocket(Outbox):
                 # was made in __init__, so receive() may wait before run()).
                 assert self._queue is not None
                 self._queue.bounds = MessageBounds()
+                if handler.serve is not None:
+                    self._queue.done = trio.Event()
+                    server.spawn(self._serve_app)
                 try:
                     with scope:
                         await self._read_loop(tail)
@@ -476,7 +523,31 @@ class WebSocket(Outbox):
         """Run ``on_close`` once the transport is closed (called by the
         server after :meth:`run`); its errors are logged, never raised."""
         log.debug("websocket %d closed (%d)", self.id, self._session.close_code)
+        queue = self._queue
+        if queue is not None and queue.done is not None:
+            await queue.done.wait()  # on_close comes after serve() returned
         await self._handler.call_on_close(self)
+
+    async def _serve_app(self) -> None:
+        """Run the handler's ``serve(ws)``: the application owns the
+        connection. When it returns, the connection closes with 1000; when
+        it raises, with 1011 (logged). It is not cancelled when the
+        connection ends (its ``receive()`` raises then), only when the
+        server stops."""
+        queue = self._queue
+        assert queue is not None and queue.done is not None
+        try:
+            result = self._handler.serve(self)
+            if inspect.isawaitable(result):
+                await result
+        except (ConnectionClosedOK, ConnectionClosedError):
+            pass  # receive() found the connection over: an end, not an error
+        except Exception:
+            self._callback_failed("serve")
+        else:
+            self.close(1000)  # 7 if it closed already: nothing to do
+        finally:
+            queue.done.set()
 
     async def _continue_async(self, scope: trio.CancelScope) -> None:
         """``on_message`` returned an awaitable (an ``async def`` under a
