@@ -37,6 +37,7 @@ class WebSocketHandler(Handler):
         limits: dict[str, Any] | None = None,
         permessage_deflate: bool = False,
         serve: Callable[[WebSocket], Awaitable[object]] | None = None,
+        streaming: bool = False,
     ) -> None:
         self.path = check_path(path)
         if (on_message is None) == (serve is None):
@@ -48,6 +49,11 @@ class WebSocketHandler(Handler):
         self.serve = check_optional_callback("serve", serve)
         #: True: messages wait for ``ws.receive()``, not for on_message.
         self.pull = serve is not None
+        if not isinstance(streaming, bool):
+            raise TypeError(f"streaming: expected True or False, got {streaming!r}")
+        if streaming and serve is None:
+            raise TypeError("streaming: needs serve= (on_message gets whole messages)")
+        self.streaming = streaming
         self.on_open = check_optional_callback("on_open", on_open)
         self.on_close = check_optional_callback("on_close", on_close)
         if textframes not in (True, False, None):
@@ -100,7 +106,19 @@ class WebSocketHandler(Handler):
         deflate = negotiate(req.headers.getall("sec-websocket-extensions")) if self.permessage_deflate else None
         head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
         ws_id = ctx.next_id()
-        ws = WebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, deflate, head=head, request=req)
+        ws = WebSocket(
+            ctx,
+            self,
+            transport,
+            ws_id,
+            limits,
+            self.mode,
+            subprotocol,
+            deflate,
+            head=head,
+            request=req,
+            streaming=self.streaming,
+        )
         if self.on_open is not None:
             try:
                 result = await call_maybe_async(self.on_open, ws, req)
@@ -134,6 +152,7 @@ def handler_ws(
     textframes: bool | None = False,
     *,
     serve: Callable[[WebSocket], Awaitable[object]] | None = None,
+    streaming: bool = False,
     subprotocols: Sequence[str] = (),
     origins: Sequence[str | None] | None = None,
     permessage_deflate: bool = False,
@@ -167,6 +186,11 @@ def handler_ws(
             after ``on_open`` accepted, and is not cancelled when the
             connection ends, only when the server stops. At most
             ``max_queue`` messages wait for it; then reading pauses.
+        streaming: with ``serve``: messages are handed over piece by piece
+            as they arrive (``ws.receive_stream()``), never held whole by
+            the parser, so a message larger than memory can be consumed
+            (set ``max_message_size=None`` to lift its bound);
+            ``ws.receive()`` still gives whole messages.
         subprotocols: subprotocols this endpoint speaks; the first one the
             client offers (in its order) is chosen, none if no match.
         origins: allowed ``Origin`` values (``None`` in the list allows
@@ -181,5 +205,15 @@ def handler_ws(
             :class:`Limits`.
     """
     return WebSocketHandler(
-        path, on_message, on_open, on_close, textframes, subprotocols, origins, limits, permessage_deflate, serve
+        path,
+        on_message,
+        on_open,
+        on_close,
+        textframes,
+        subprotocols,
+        origins,
+        limits,
+        permessage_deflate,
+        serve,
+        streaming,
     )

@@ -42,11 +42,12 @@ Design notes (why it is shaped like this):
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -55,6 +56,7 @@ from .._errors import ConnectionClosedError, ConnectionClosedOK, ErrorCode
 from .._limits import Limits
 from ..core import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
     CORE,
     FAIL,
     OP_BINARY,
@@ -105,7 +107,7 @@ class _Queue(deque[str | bytes]):
     """The messages of a connection that queues them (async ``on_message``
     or ``receive()``), with the state only such a connection needs."""
 
-    __slots__ = ("bounds", "done", "handoff", "ready", "room")
+    __slots__ = ("bounds", "done", "handoff", "partial", "ready", "room")
 
     def __init__(self) -> None:
         super().__init__()
@@ -114,6 +116,9 @@ class _Queue(deque[str | bytes]):
         self.ready: trio.Event | None = None  # set when a message arrives (the consumer waits)
         self.room: trio.Event | None = None  # set when a message is taken (the reader waits)
         self.done: trio.Event | None = None  # set when a handler's serve() function has returned
+        # Streaming: the pieces at the front belong to a message whose
+        # reader stopped half-way (they are skipped).
+        self.partial = False
 
 
 class WebSocket(Outbox):
@@ -156,6 +161,7 @@ class WebSocket(Outbox):
         role: str = SERVER,
         request: Request | None = None,
         response_headers: Headers | None = None,
+        streaming: bool = False,
     ) -> None:
         super().__init__(server, transport)
         self.id = ws_id
@@ -181,6 +187,7 @@ class WebSocket(Outbox):
             deliver=handler.on_message,
             returned=WebSocket._adopt_result,  # the function: no bound method per connection
             deflate=deflate,
+            stream=streaming,
         )
         # The session writes into the outbox's buffer; the 101 goes first,
         # and what on_open sends follows it in one write.
@@ -339,9 +346,38 @@ class WebSocket(Outbox):
         closed normally (1000, 1001) and every message was taken,
         :class:`ConnectionClosedError` if it closed otherwise (1006: it
         dropped)."""
+        queue = self._pull_queue("receive")
+        if queue and not queue.partial:
+            data = queue.popleft()
+            if queue.room is not None:
+                queue.room.set()  # room in the queue: the reader may go on
+        else:
+            data = await self._take_first(queue)
+        if type(data) is tuple:  # a streaming connection: join the pieces
+            return await self._assemble(queue, data)
+        return data
+
+    def receive_stream(self) -> AsyncIterator[str | bytes]:
+        """The next message piece by piece, as it arrives:
+        ``async for piece in ws.receive_stream():``. On a connection opened
+        with ``streaming=True`` each piece is what one read brought of the
+        message (``str`` or ``bytes`` as ``textframes`` says; UTF-8 is
+        validated as it comes, a character split between pieces is
+        completed in the next one); elsewhere the whole message comes as
+        one piece. Stopping half-way skips the rest of that message.
+        Raises as :meth:`receive` does when the connection closes, also in
+        the middle of a message."""
+        return _Pieces(self, self._pull_queue("receive_stream"))
+
+    def _pull_queue(self, name: str) -> _Queue:
         queue = self._queue
         if queue is None or not self._handler.pull:
-            raise RuntimeError("receive: this connection delivers its messages to on_message (use serve= to pull them)")
+            raise RuntimeError(f"{name}: this connection delivers its messages to on_message (use serve= to pull them)")
+        return queue
+
+    async def _take(self, queue: _Queue) -> str | bytes | tuple[Any, ...]:
+        """The next item of the queue, waiting for it; raises once the
+        connection is closed and the queue empty."""
         while not queue:
             # Once closed, nothing more is delivered (what came before the
             # close is already queued).
@@ -357,6 +393,46 @@ class WebSocket(Outbox):
         if queue.room is not None:
             queue.room.set()  # room in the queue: the reader may go on
         return data
+
+    async def _take_first(self, queue: _Queue) -> str | bytes | tuple[Any, ...]:
+        """The first item of the next message, past the rest of one whose
+        reader stopped half-way."""
+        item = await self._take(queue)
+        while queue.partial:
+            if type(item) is tuple and item[3]:
+                queue.partial = False
+            item = await self._take(queue)
+        return item
+
+    async def _assemble(self, queue: _Queue, item: tuple[Any, ...]) -> str | bytes:
+        """A whole message from its pieces (streaming connections)."""
+        pieces = []
+        queue.partial = True  # if cancelled half-way, the rest is skipped
+        while True:
+            pieces.append(item[2])
+            if item[3]:
+                break
+            item = await self._take(queue)  # type: ignore[assignment]  # pieces until the final one
+        queue.partial = False
+        payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if not self._as_text(item[1]):
+            return payload
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._not_text() from None
+
+    def _as_text(self, kind: int) -> bool:
+        """Whether a message of ``kind`` is handed over as ``str``."""
+        mode = self._session.mode
+        return mode != MODE_BYTES and (kind == OP_TEXT or mode == MODE_TEXT)
+
+    def _not_text(self) -> ConnectionClosedError:
+        """A BINARY message on a ``textframes=True`` connection is not
+        UTF-8: fail the connection (1007) and say so."""
+        reason = "binary message is not UTF-8 text"
+        self._close(CLOSE_INVALID_DATA, close_payload(CLOSE_INVALID_DATA, reason))
+        return ConnectionClosedError(CLOSE_INVALID_DATA, reason)
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -480,7 +556,10 @@ class WebSocket(Outbox):
                 # The application takes messages with receive() (the queue
                 # was made in __init__, so receive() may wait before run()).
                 assert self._queue is not None
-                self._queue.bounds = MessageBounds()
+                if not session.parser.stream:
+                    # Streaming: no cut at message ends; pieces are bounded
+                    # per read (max_queue of them, then reading pauses).
+                    self._queue.bounds = MessageBounds()
                 if handler.serve is not None:
                     self._queue.done = trio.Event()
                     server.spawn(self._serve_app)
@@ -799,6 +878,51 @@ class WebSocket(Outbox):
             if queue.room is not None:
                 queue.room.set()  # a reader holding back a failure may go on
             await queue.ready.wait()
+
+
+class _Pieces:
+    """The async iterator :meth:`WebSocket.receive_stream` returns."""
+
+    __slots__ = ("_decoder", "_ended", "_queue", "_started", "_ws")
+
+    def __init__(self, ws: WebSocket, queue: _Queue) -> None:
+        self._ws = ws
+        self._queue = queue
+        self._started = False
+        self._ended = False
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        if self._ended:
+            raise StopAsyncIteration
+        ws, queue = self._ws, self._queue
+        if self._started:
+            item = await ws._take(queue)
+        else:
+            item = await ws._take_first(queue)
+            self._started = True
+        if type(item) is not tuple:  # not a streaming connection: the whole message
+            self._ended = True
+            return item
+        _, kind, piece, final = item
+        queue.partial = not final
+        self._ended = final
+        if not ws._as_text(kind):
+            return piece  # type: ignore[no-any-return]
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = _UTF8()
+        try:
+            return decoder.decode(piece, final)  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            queue.partial = not final
+            raise ws._not_text() from None
+
+
+_UTF8 = codecs.getincrementaldecoder("utf-8")
 
 
 def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | memoryview) -> int:
