@@ -41,7 +41,7 @@ async def test_a_large_message_arrives_in_pieces_and_whole() -> None:
 
     payload = bytes(range(256)) * (3 * 4096)
     with trio.fail_after(TIMEOUT):
-        async with running_server([streaming_handler(serve, max_message_size=None)]) as (_, url):
+        async with running_server([streaming_handler(serve, max_message_size=None, textframes=None)]) as (_, url):
 
             def client() -> str:
                 with sync_connect(ws_url(url), max_size=None) as conn:
@@ -255,6 +255,9 @@ async def test_client_streaming(websockets_sender: str) -> None:
             pieces = [piece async for piece in ws.receive_stream()]
             assert pieces == ["fragmented ", "téxt"]
             assert await ws.receive() == "go"
+            ws.send("again")
+            assert await ws.receive() == b"\x01" * (2 << 20)
+            assert await ws.receive() == "fragmented téxt"
 
 
 async def test_client_streaming_with_compression() -> None:

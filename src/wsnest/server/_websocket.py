@@ -103,7 +103,7 @@ _PIECE = 1 << 30 if CORE == "compiled" else 8 * 1024
 WORK_BUDGET = 0.002
 
 
-class _Queue(deque[str | bytes]):
+class _Queue(deque[Any]):
     """The messages of a connection that queues them (async ``on_message``
     or ``receive()``), with the state only such a connection needs."""
 
@@ -342,18 +342,20 @@ class WebSocket(Outbox):
     async def receive(self) -> str | bytes:
         """The next message (``str`` or ``bytes`` as ``textframes`` says),
         waiting for it. For connections that pull their messages (a
-        client's, or a handler's with a ``serve`` function); raises :class:`ConnectionClosedOK` once the connection
-        closed normally (1000, 1001) and every message was taken,
+        client's, or a handler's with a ``serve`` function); raises
+        :class:`ConnectionClosedOK` once the connection closed normally
+        (1000, 1001) and every message was taken,
         :class:`ConnectionClosedError` if it closed otherwise (1006: it
-        dropped)."""
+        dropped). On a ``streaming=True`` connection the pieces are joined."""
         queue = self._pull_queue("receive")
+        data: str | bytes | tuple[Any, ...]
         if queue and not queue.partial:
             data = queue.popleft()
             if queue.room is not None:
                 queue.room.set()  # room in the queue: the reader may go on
         else:
-            data = await self._take_first(queue)
-        if type(data) is tuple:  # a streaming connection: join the pieces
+            data = await self._next_first(queue)
+        if isinstance(data, tuple):  # a streaming connection: join the pieces
             return await self._assemble(queue, data)
         return data
 
@@ -375,7 +377,7 @@ class WebSocket(Outbox):
             raise RuntimeError(f"{name}: this connection delivers its messages to on_message (use serve= to pull them)")
         return queue
 
-    async def _take(self, queue: _Queue) -> str | bytes | tuple[Any, ...]:
+    async def _next_item(self, queue: _Queue) -> Any:
         """The next item of the queue, waiting for it; raises once the
         connection is closed and the queue empty."""
         while not queue:
@@ -394,14 +396,14 @@ class WebSocket(Outbox):
             queue.room.set()  # room in the queue: the reader may go on
         return data
 
-    async def _take_first(self, queue: _Queue) -> str | bytes | tuple[Any, ...]:
+    async def _next_first(self, queue: _Queue) -> Any:
         """The first item of the next message, past the rest of one whose
         reader stopped half-way."""
-        item = await self._take(queue)
+        item = await self._next_item(queue)
         while queue.partial:
             if type(item) is tuple and item[3]:
                 queue.partial = False
-            item = await self._take(queue)
+            item = await self._next_item(queue)
         return item
 
     async def _assemble(self, queue: _Queue, item: tuple[Any, ...]) -> str | bytes:
@@ -412,7 +414,7 @@ class WebSocket(Outbox):
             pieces.append(item[2])
             if item[3]:
                 break
-            item = await self._take(queue)  # type: ignore[assignment]  # pieces until the final one
+            item = await self._next_item(queue)  # pieces until the final one
         queue.partial = False
         payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         if not self._as_text(item[1]):
@@ -896,30 +898,32 @@ class _Pieces:
         return self
 
     async def __anext__(self) -> str | bytes:
-        if self._ended:
-            raise StopAsyncIteration
         ws, queue = self._ws, self._queue
-        if self._started:
-            item = await ws._take(queue)
-        else:
-            item = await ws._take_first(queue)
-            self._started = True
-        if type(item) is not tuple:  # not a streaming connection: the whole message
-            self._ended = True
-            return item
-        _, kind, piece, final = item
-        queue.partial = not final
-        self._ended = final
-        if not ws._as_text(kind):
-            return piece  # type: ignore[no-any-return]
-        decoder = self._decoder
-        if decoder is None:
-            decoder = self._decoder = _UTF8()
-        try:
-            return decoder.decode(piece, final)  # type: ignore[no-any-return]
-        except UnicodeDecodeError:
+        while not self._ended:
+            if self._started:
+                item = await ws._next_item(queue)
+            else:
+                item = await ws._next_first(queue)
+            if type(item) is not tuple:  # not a streaming connection: the whole message
+                self._started = self._ended = True
+                return item  # type: ignore[no-any-return]
+            _, kind, piece, final = item
             queue.partial = not final
-            raise ws._not_text() from None
+            self._ended = final
+            if ws._as_text(kind):
+                decoder = self._decoder
+                if decoder is None:
+                    decoder = self._decoder = _UTF8()
+                try:
+                    piece = decoder.decode(piece, final)
+                except UnicodeDecodeError:
+                    raise ws._not_text() from None
+            # Empty pieces (an empty last frame, the first byte of a
+            # character) are not handed over, unless the message is empty.
+            if piece or not self._started:
+                self._started = True
+                return piece  # type: ignore[no-any-return]
+        raise StopAsyncIteration
 
 
 _UTF8 = codecs.getincrementaldecoder("utf-8")
