@@ -28,6 +28,14 @@ they are clients (``FrameParser(masked=False)``, reading unmasked server
 frames). A structured program encodes the same frames in both roles, as the
 role's peer sends them (see ``build_stream``).
 
+Its bit 4 (``STREAM``) puts the parsers of the parser modes in stream mode
+(``FrameParser(stream=True)``: messages come as ``FRAGMENT`` pieces). Then
+a third check runs: the pure twin in stream mode, its pieces joined per
+message (and text decoded), must give after every feed exactly the events
+of the pure twin without stream mode (same messages, same failure at the
+same feed), and every piece must be well formed (``bytes``, never empty
+unless final, one kind per message).
+
 For the parser modes the next bytes are: options (max_message_size
 selector in bits 0-2, ``decode_text=False`` in bit 3, input type in bits
 4-6, ``deflate=True`` in bit 7: RSV1 then marks a compressed message), the
@@ -52,6 +60,7 @@ from _harness import TailReader, make_reader, outcome, read_split, run_main, spl
 # Opcodes (RFC 6455); the harness does not import wsnest before atheris
 # instruments it.
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+OP_TEXT_DEFLATED, OP_BINARY_DEFLATED, FRAGMENT = 0x11, 0x12, 0x20
 
 MODE_RAW = 0
 MODE_STRUCTURED = 4
@@ -59,6 +68,8 @@ MODE_STRUCTURED_CUT = 5
 MODE_FUNCTIONS = 6
 #: In the mode byte of a parser mode: the parsers take the client role.
 ROLE_CLIENT = 8
+#: In the mode byte of a parser mode: the parsers are in stream mode.
+STREAM = 16
 
 C: ModuleType | None = None  # wsnest.core._frames_c
 P: ModuleType | None = None  # wsnest.core._frames_py
@@ -81,8 +92,12 @@ def load(atheris: Any = None) -> None:
         from wsnest.core import _frames_c
     except ImportError as exc:
         raise SystemExit(f"fuzz_core: the compiled core wsnest.core._frames_c cannot be imported: {exc!r}") from exc
-    from wsnest.core import _frames_py
+    from wsnest.core import _common, _frames_py
 
+    ours = (OP_TEXT, OP_BINARY, OP_TEXT_DEFLATED, OP_BINARY_DEFLATED, FRAGMENT)
+    theirs = (_common.OP_TEXT, _common.OP_BINARY, _common.OP_TEXT_DEFLATED, _common.OP_BINARY_DEFLATED)
+    if ours != (*theirs, _common.FRAGMENT):
+        raise SystemExit("fuzz_core: event kinds out of sync with wsnest.core._common")
     C, P = _frames_c, _frames_py
     path = str(Path(_frames_c.__file__).resolve())
     asan_tree = str((Path(__file__).resolve().parent.parent / "build" / "asan").resolve())
@@ -393,6 +408,22 @@ def _events(trace: list[Any]) -> list[Any] | None:
     return events
 
 
+def _untyped(value: Any) -> Any:
+    """Undo ``typed``."""
+    name, inner = value
+    if name == "list":
+        return [_untyped(v) for v in inner]
+    if name == "tuple":
+        return tuple(_untyped(v) for v in inner)
+    return inner
+
+
+def _folded(events: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+    """Typed stream-mode events of a trace, pieces joined per message (still typed)."""
+    folder = StreamFolder(bool(kwargs.get("decode_text", True)))
+    return [typed(e) for e in folder.add([_untyped(e) for e in events])]
+
+
 def _describe(stream: bytes, chunks: list[bytes], kwargs: dict[str, Any], kind: str) -> str:
     shown = stream if len(stream) <= 400 else stream[:400] + b"..."
     sizes = [len(c) for c in chunks]
@@ -421,9 +452,12 @@ def check_parser(stream: bytes, kwargs: dict[str, Any], chunks: list[bytes], kin
     # whole stream at once gives the same events as fed in these chunks.
     # (Small streams only: a third parse of a 64 KiB stream costs more than
     # it finds.)
+    # In stream mode the pieces follow the split: their messages do not.
     split_events = _events(pure)
     if split_events is not None and len(chunks) > 1 and len(stream) <= SPLIT_CHECK_MAX and kind not in SPLIT_CHECK_SKIP:
         whole = _events(run_parser(P, kwargs, [stream], "bytes"))
+        if kwargs.get("stream") and whole is not None:
+            whole, split_events = _folded(whole, kwargs), _folded(split_events, kwargs)
         if whole != split_events:
             raise AssertionError(
                 f"pure core: events depend on the split\n{_describe(stream, chunks, kwargs, kind)}\n"
@@ -431,9 +465,86 @@ def check_parser(stream: bytes, kwargs: dict[str, Any], chunks: list[bytes], kin
             )
 
 
-def decode_parser_input(reader: Any, mode: int, client: bool = False) -> tuple[bytes, dict[str, Any], list[bytes], str]:
+STREAM_KINDS = (OP_TEXT, OP_BINARY, OP_TEXT_DEFLATED, OP_BINARY_DEFLATED)
+
+
+class StreamFolder:
+    """Joins the FRAGMENT pieces of stream-mode events into the message
+    events the parser gives without stream mode, checking each piece."""
+
+    def __init__(self, decode_text: bool) -> None:
+        self.decode_text = decode_text
+        self.kind: Any = None
+        self.parts: list[bytes] = []
+
+    def add(self, events: list[Any]) -> list[Any]:
+        """What ``events`` amount to without stream mode (a message once
+        its final piece is in)."""
+        out: list[Any] = []
+        for event in events:
+            if event[0] != FRAGMENT:
+                out.append(event)
+                continue
+            assert len(event) == 4, f"FRAGMENT event of {len(event)} items: {event!r}"
+            _tag, kind, piece, final = event
+            assert kind in STREAM_KINDS, f"FRAGMENT of kind {kind!r}"
+            assert type(piece) is bytes and type(final) is bool, f"FRAGMENT field types: {event!r}"
+            assert piece or final, "an empty FRAGMENT piece that is not final"
+            assert self.kind in (None, kind), f"FRAGMENT kind changed inside a message: {self.kind!r} -> {kind!r}"
+            self.kind = kind
+            self.parts.append(piece)
+            if final:
+                data = b"".join(self.parts)
+                out.append((kind, data.decode("utf-8") if kind == OP_TEXT and self.decode_text else data))
+                self.kind, self.parts = None, []
+        return out
+
+
+def check_stream_reassembly(stream: bytes, kwargs: dict[str, Any], chunks: list[bytes], kind: str) -> None:
+    """The pure twin in stream mode, pieces joined per message, gives after
+    every feed what it gives without stream mode."""
+    assert P is not None
+    plain_kwargs = {k: v for k, v in kwargs.items() if k != "stream"}
+    made = outcome(lambda: (P.FrameParser(**kwargs), P.FrameParser(**plain_kwargs)))
+    if made[0] == "raise":
+        return  # bad options: the twins' differential compares the exceptions
+    streaming, plain = made[1]
+    folder = StreamFolder(bool(kwargs.get("decode_text", True)))
+    folded: list[Any] = []
+    expected: list[Any] = []
+    for i, chunk in enumerate(chunks):
+        got = outcome(lambda chunk=chunk: streaming.feed(make_obj(kind, chunk)))  # type: ignore[misc]
+        want = outcome(lambda chunk=chunk: plain.feed(make_obj(kind, chunk)))  # type: ignore[misc]
+        if got[0] == "raise" or want[0] == "raise":
+            if typed_outcome(got) != typed_outcome(want):
+                raise AssertionError(
+                    f"stream mode raises differently\n{_describe(stream, chunks, kwargs, kind)}\n"
+                    f"feed {i}: stream {got!r}, plain {want!r}"
+                )
+            return
+        try:
+            folded += folder.add(got[1])
+        except AssertionError as exc:
+            raise AssertionError(
+                f"pure core, stream mode: bad piece ({exc})\n{_describe(stream, chunks, kwargs, kind)}\n"
+                f"feed {i} events: {got[1]!r}"
+            ) from None
+        expected += want[1]
+        if typed(folded) != typed(expected) or streaming.finished != plain.finished:
+            raise AssertionError(
+                "pure core: stream mode reassembled differs from plain mode\n"
+                f"{_describe(stream, chunks, kwargs, kind)}\nafter feed {i}:\n"
+                f"  stream: {folded!r} (finished {streaming.finished})\n"
+                f"  plain:  {expected!r} (finished {plain.finished})"
+            )
+
+
+def decode_parser_input(
+    reader: Any, mode: int, client: bool = False, stream_mode: bool = False
+) -> tuple[bytes, dict[str, Any], list[bytes], str]:
     """(stream, FrameParser kwargs, chunks, input type) of a parser-mode input
-    whose mode byte has been read (``client``: its ``ROLE_CLIENT`` bit)."""
+    whose mode byte has been read (``client``: its ``ROLE_CLIENT`` bit,
+    ``stream_mode``: its ``STREAM`` bit)."""
     opts = reader.byte()
     value = reader.byte()
     split_mode, sizes = read_split(reader)
@@ -441,6 +552,8 @@ def decode_parser_input(reader: Any, mode: int, client: bool = False) -> tuple[b
     kwargs = parser_kwargs(opts, value)
     if client:
         kwargs["masked"] = False
+    if stream_mode:
+        kwargs["stream"] = True
     kind = FEED_KINDS[(opts >> 4) & 7]
     if mode in (MODE_STRUCTURED, MODE_STRUCTURED_CUT):
         stream = build_stream(payload, client)
@@ -453,8 +566,11 @@ def decode_parser_input(reader: Any, mode: int, client: bool = False) -> tuple[b
     return stream, kwargs, split(stream, split_mode, sizes), kind
 
 
-def check_parser_input(reader: Any, mode: int, client: bool = False) -> None:
-    check_parser(*decode_parser_input(reader, mode, client))
+def check_parser_input(reader: Any, mode: int, client: bool = False, stream_mode: bool = False) -> None:
+    args = decode_parser_input(reader, mode, client, stream_mode)
+    check_parser(*args)
+    if stream_mode:
+        check_stream_reassembly(*args)
 
 
 # -- stateless functions ----------------------------------------------------------
@@ -653,12 +769,13 @@ def check_input(data: bytes, reader: Any = None) -> None:
     first = reader.byte()
     mode = first & 7
     client = bool(first & ROLE_CLIENT)
+    stream_mode = bool(first & STREAM)
     if mode >= MODE_FUNCTIONS:
         check_functions(reader)
     elif mode >= MODE_STRUCTURED:
-        check_parser_input(reader, mode, client)
+        check_parser_input(reader, mode, client, stream_mode)
     else:
-        check_parser_input(reader, MODE_RAW, client)
+        check_parser_input(reader, MODE_RAW, client, stream_mode)
 
 
 def test_one_input(data: bytes) -> None:

@@ -16,6 +16,9 @@ Each stream is written whole and split byte by byte (and a few with
 patterns), each as ``bytes`` and as a writable ``bytearray``. For the client
 role (parsers made with ``masked=False``): a few server streams (unmasked
 frames, and a masked one that must fail) and the structured programs again.
+For stream mode (``stream=True``, the ``STREAM`` bit): every stream case and
+every tenth edge case, whole, byte by byte and in 7-byte feeds, the client
+role cases whole and byte by byte, and the structured programs.
 
 HTTP seeds: valid requests, pipelined requests, chunked bodies, upgrade
 requests with WebSocket bytes after the head, Expect: 100-continue, and the
@@ -56,6 +59,7 @@ from fuzz_core import (
     OP_PONG,
     OP_TEXT,
     ROLE_CLIENT,
+    STREAM,
     raw_frame,
 )
 
@@ -521,6 +525,15 @@ def core_seeds() -> dict[str, bytes]:
     for name, stream, kwargs in stream_cases()[:4]:
         seeds[f"{name}.fixed7"] = core_seed(stream, kwargs, SPLIT_FIXED, (7,))
         seeds[f"{name}.pattern"] = core_seed(stream, kwargs, SPLIT_PATTERN, (1, 0, 3, 2, 11))
+    # Stream mode: the pieces depend on the split, so several splits.
+    stream_mode = [(f"stream-{n}", st, kw, MODE_RAW | STREAM) for n, st, kw in stream_cases() + edge_cases()[::10]]
+    stream_mode += [(f"stream-{n}", st, kw, MODE_RAW | STREAM | ROLE_CLIENT) for n, st, kw in client_role_cases()]
+    for name, stream, kwargs, mode in stream_mode:
+        seeds[f"{name}.whole"] = core_seed(stream, kwargs, SPLIT_WHOLE, mode=mode)
+        if len(stream) < 4096:
+            seeds[f"{name}.bytewise"] = core_seed(stream, kwargs, SPLIT_BYTEWISE, mode=mode)
+        if not mode & ROLE_CLIENT:
+            seeds[f"{name}.fixed7.ba"] = core_seed(stream, kwargs, SPLIT_FIXED, (7,), kind=KIND_BYTEARRAY, mode=mode)
     # Structured mode: a few programs (fuzz_core.build_stream).
     programs = {
         "text-ping-cont": bytes([0x09, 0x03])
@@ -566,9 +579,11 @@ def core_seeds() -> dict[str, bytes]:
     for name, program in programs.items():
         seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0, 0, *fixed100)
         seeds[f"structured-client-{name}"] = program + trailer(MODE_STRUCTURED | ROLE_CLIENT, 0, 0, *fixed100)
+        seeds[f"structured-stream-{name}"] = program + trailer(MODE_STRUCTURED | STREAM, 0, 0, *fixed5)
     for name, program in deflate_programs.items():
         seeds[f"structured-{name}"] = program + trailer(MODE_STRUCTURED, 0x80, 0, *fixed5)
         seeds[f"structured-client-{name}"] = program + trailer(MODE_STRUCTURED | ROLE_CLIENT, 0x80, 0, *fixed5)
+        seeds[f"structured-stream-{name}"] = program + trailer(MODE_STRUCTURED | STREAM | ROLE_CLIENT, 0x80, 0, *fixed5)
     wrong_kind = bytes([0x01, 0x02]) + b"ok" + b"\x00" + MASK + bytes([0xE1, 0x01]) + b"!" + b"\x00"
     seeds["structured-client-wrong-kind"] = wrong_kind + trailer(MODE_STRUCTURED | ROLE_CLIENT, 0, 0, *fixed5)
     # Function mode: t[0..5], 4 mask bytes, then the data.

@@ -43,6 +43,7 @@ class _Pull:
     pull = True
     message_is_async = False
     on_message = None
+    serve = None  # the connect() block is the application
 
     async def call_on_close(self, ws: WebSocket) -> None:
         """Nothing to call."""
@@ -64,6 +65,7 @@ async def connect(
     open_timeout: float = 10.0,
     max_redirects: int = 10,
     textframes: bool | None = None,
+    streaming: bool = False,
     **limits: Any,
 ) -> AsyncIterator[WebSocket]:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
@@ -88,6 +90,10 @@ async def connect(
         textframes: as ``handler_ws``: ``None`` (the default here) gives
             ``str`` for TEXT and ``bytes`` for BINARY and sends by Python
             type; ``True`` everything as text; ``False`` everything as bytes.
+        streaming: messages are handed over piece by piece as they arrive
+            (``ws.receive_stream()``), never held whole by the parser (set
+            ``max_message_size=None`` to lift its bound); ``ws.receive()``
+            still gives whole messages.
         **limits: the WebSocket fields of :class:`~wsnest.Limits`
             (``max_message_size``, ``ping_interval``, ``ping_timeout``,
             ``close_timeout``, ``send_timeout``, ``send_high_water``,
@@ -104,6 +110,8 @@ async def connect(
     """
     if textframes not in (True, False, None):
         raise TypeError(f"textframes: expected True, False or None, got {textframes!r}")
+    if not isinstance(streaming, bool):
+        raise TypeError(f"streaming: expected True or False, got {streaming!r}")
     unknown = set(limits) - WS_FIELDS
     if unknown:
         raise TypeError(f"connect: unknown limit(s) {', '.join(sorted(unknown))}")
@@ -130,7 +138,17 @@ async def connect(
             ctx = ClientContext(lim, nursery)
             nursery.start_soon(ctx.flusher)
             ws = WebSocket(
-                ctx, _PULL, transport, ctx.next_id(), lim, mode, result.subprotocol, result.deflate, role=CLIENT
+                ctx,
+                _PULL,
+                transport,
+                ctx.next_id(),
+                lim,
+                mode,
+                result.subprotocol,
+                result.deflate,
+                role=CLIENT,
+                response_headers=result.headers,
+                streaming=streaming,
             )
             ended = trio.Event()
             nursery.start_soon(_serve, ws, transport, result.tail, ended)

@@ -15,6 +15,12 @@ never be masked (RFC 6455 section 5.1; a masked one fails with 1002, reason
 "masked frame from server"). ``FrameParser.masked`` tells the role; the
 events are the same in both.
 
+``FrameParser(stream=True)`` does not reassemble text and binary messages:
+it hands each one over piece by piece as its payload arrives, as
+``(FRAGMENT, kind, piece, final)`` events (``piece`` is unmasked ``bytes``,
+text too, still UTF-8-validated; ``final`` marks the end of the message),
+so a message of any size can be consumed without the parser buffering it.
+
 On the sending side a server never masks (``encode_frame`` without a mask,
 ``append_frame``), while a client masks every frame: ``apply_mask``,
 ``mask_inplace`` and ``encode_frame(mask=...)`` are that side of the wire,
@@ -45,6 +51,7 @@ from ._common import (
     CLOSE_UNSUPPORTED,
     DEFAULT_MAX_MESSAGE_SIZE,
     FAIL,
+    FRAGMENT,
     OP_BINARY,
     OP_BINARY_DEFLATED,
     OP_CLOSE,
@@ -92,6 +99,7 @@ __all__ = [
     "CORE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "FAIL",
+    "FRAGMENT",
     "MODE_AUTO",
     "MODE_BYTES",
     "MODE_TEXT",

@@ -24,6 +24,10 @@ FAIL = -1
 # never be mistaken for an opcode; each is its opcode | 0x10.
 OP_TEXT_DEFLATED = 0x11
 OP_BINARY_DEFLATED = 0x12
+# The event of a parser made with ``stream=True``: ``(FRAGMENT, kind, piece,
+# final)``, one piece of a text or binary message as it arrives (see
+# ``FrameParser``). Clear of the opcodes, the _DEFLATED kinds and FAIL.
+FRAGMENT = 0x20
 
 # Close codes (RFC 6455 section 7.4.1) that wsnest sends or checks.
 CLOSE_NORMAL = 1000

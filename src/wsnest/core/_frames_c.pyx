@@ -25,7 +25,12 @@ kernels, unmasking, UTF-8 and frame headers, are in ``_kernels.h``, which
   straight from the input buffer; a first-and-final frame split across
   calls goes into a result object preallocated at its exact size; other
   messages go into one C buffer with geometric growth, copied once at the
-  end and freed at once, so an idle parser holds no buffer at all.
+  end and freed at once, so an idle parser holds no buffer at all;
+- in stream mode (``stream=True``, see ``_frames_py``) ``feed`` takes a
+  loop of its own (``_run_stream``), chosen once per call, so the checks
+  of that mode cost the default mode nothing: each piece of data payload
+  is unmasked straight into its ``bytes`` object, which is then validated
+  if it is text; there is no message buffer at all.
 
 Bytes-like arguments of the ordinary types (``bytes``, ``bytearray``,
 ``str``, contiguous byte ``memoryview``) take the compiled paths. Anything
@@ -50,6 +55,7 @@ from ._common import (
     CLOSE_TOO_BIG,
     DEFAULT_MAX_MESSAGE_SIZE,
     FAIL,
+    FRAGMENT,
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_BINARY_DEFLATED,
@@ -164,6 +170,7 @@ cdef object K_PING = OP_PING
 cdef object K_PONG = OP_PONG
 cdef object K_TEXT_DEFLATED = OP_TEXT_DEFLATED
 cdef object K_BINARY_DEFLATED = OP_BINARY_DEFLATED
+cdef object K_FRAGMENT = FRAGMENT
 
 # Failure events are immutable, so each one is built once.
 cdef tuple _FAILS = (
@@ -426,6 +433,22 @@ cdef inline tuple _event(object kind, object payload):
     return t
 
 
+cdef inline tuple _fragment(object kind, bytes piece, bint final):
+    """A ``(FRAGMENT, kind, piece, final)`` event, untracked like ``_event``'s."""
+    cdef tuple t = PyTuple_New(4)
+    cdef object flag = True if final else False
+    Py_INCREF(K_FRAGMENT)
+    PyTuple_SET_ITEM(t, 0, K_FRAGMENT)
+    Py_INCREF(kind)
+    PyTuple_SET_ITEM(t, 1, kind)
+    Py_INCREF(piece)
+    PyTuple_SET_ITEM(t, 2, piece)
+    Py_INCREF(flag)
+    PyTuple_SET_ITEM(t, 3, flag)
+    PyObject_GC_UnTrack(t)
+    return t
+
+
 cdef object _decode_or_none(const char* s, Py_ssize_t n):
     """``str`` from UTF-8, or ``None`` when it is not valid UTF-8."""
     try:
@@ -457,6 +480,10 @@ cdef class FrameParser:
     delivered as ``OP_TEXT_DEFLATED``/``OP_BINARY_DEFLATED`` with its raw
     bytes, and ``max_message_size`` bounds those compressed bytes. RSV1
     anywhere else, and RSV2/RSV3 always, is still a protocol error.
+
+    ``stream=True``: text and binary messages come as ``(FRAGMENT, kind,
+    piece, final)`` events, piece by piece as their payload arrives, never
+    reassembled (see ``_frames_py``); ``decode_text`` then has no effect.
     """
 
     cdef int _state
@@ -487,6 +514,7 @@ cdef class FrameParser:
     cdef uint64_t _max
     cdef bint _decode_text
     cdef bint _deflate
+    cdef bint _stream
     # Assembly buffer: C-owned (PyMem_Malloc, so tracemalloc sees it like the
     # pure twin's bytearray) or the inside of ``_pre``, a bytes result
     # preallocated at its final size.
@@ -510,7 +538,9 @@ cdef class FrameParser:
             PyMem_Free(self._buf)
         self._buf = NULL
 
-    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True, *, deflate=False, masked=True):
+    def __init__(
+        self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, decode_text=True, *, deflate=False, masked=True, stream=False
+    ):
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size: must be >= 0 or None")
         if max_message_size is None:
@@ -524,6 +554,7 @@ cdef class FrameParser:
         self._decode_text = bool(decode_text)
         self._deflate = bool(deflate)
         self._masked = bool(masked)
+        self._stream = bool(stream)
         self._drop_message()
         self._state = ST_HEADER
         self._hdr_len = 0
@@ -543,6 +574,11 @@ cdef class FrameParser:
         return self._masked
 
     @property
+    def stream(self):
+        """Whether messages come piece by piece as ``FRAGMENT`` events."""
+        return self._stream
+
+    @property
     def finished(self):
         """True once a close or a failure has been returned; later input is ignored."""
         return self._state == ST_DONE
@@ -555,11 +591,15 @@ cdef class FrameParser:
         unmasked in place inside it: the caller must treat its contents as
         garbage after the call (a server's reused receive buffer is fine).
         A read-only ``data`` (``bytes``) is never modified, and neither is
-        any ``data`` in the client role (nothing to unmask).
+        any ``data`` in the client role (nothing to unmask) or in stream mode
+        (each piece is unmasked while copied out).
         """
         cdef list events = []
         cdef Py_buffer view
         if self._state == ST_DONE:
+            return events
+        if self._stream:
+            self._run_stream(data, events)
             return events
         if PyBytes_CheckExact(data):
             self._run(<uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), False, events)
@@ -625,6 +665,98 @@ cdef class FrameParser:
                 self._end_frame(events)
                 if self._state == ST_DONE:
                     return 0
+
+    cdef int _run_stream(self, object data, list events) except -1:
+        """``feed`` in stream mode: data payload goes out as it comes in. The
+        input is only read (pieces are unmasked while copied into their
+        ``bytes``), so writable or not makes no difference."""
+        cdef Py_buffer view
+        cdef const uint8_t* p
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t n
+        cdef size_t take, avail
+        cdef int r
+        if _get_buffer(data, &view, PyBUF_SIMPLE) != 0:
+            PyErr_Clear()
+            # The pure twin's conversion: raises its exception for this input.
+            data = memoryview(data).cast("B")
+            _get_buffer_exc(data, &view, PyBUF_SIMPLE)
+        p = <const uint8_t*>view.buf
+        n = view.len
+        try:
+            while True:
+                if self._state == ST_HEADER:
+                    if pos >= n:
+                        return 0
+                    r = self._read_header(p, &pos, n)
+                    if r == 0:
+                        return 0  # header still incomplete: wait for more bytes
+                    if r < 0:
+                        return self._fail(events, -r)
+                    if self._remaining == 0:
+                        if self._opcode >= C_OP_CLOSE:
+                            self._end_frame(events)
+                        else:
+                            self._piece(p, 0, events)
+                        if self._state == ST_DONE:
+                            return 0
+                    continue
+                if pos >= n:
+                    return 0
+                avail = <size_t>(n - pos)
+                take = avail if avail < self._remaining else <size_t>self._remaining
+                if self._opcode >= C_OP_CLOSE:
+                    if take == self._frame_len:
+                        self._control_whole(p + pos, take, events)
+                    else:
+                        self._copy_payload(self._ctl + self._ctl_len, p + pos, take, self._mask_pos)
+                        self._ctl_len += <int>take
+                        self._mask_pos = (self._mask_pos + <unsigned>take) & 3
+                        self._remaining -= take
+                        if self._remaining == 0:
+                            self._end_frame(events)
+                else:
+                    self._piece(p + pos, take, events)
+                pos += take
+                if self._state == ST_DONE:
+                    return 0
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _piece(self, const uint8_t* src, size_t take, list events) except -1:
+        """Stream mode: the ``take`` payload bytes at ``src`` (all of this
+        frame's payload in this feed) go out as one FRAGMENT event, unless
+        their text fails UTF-8."""
+        cdef bytes piece = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>take)
+        cdef uint8_t* dst = <uint8_t*>PyBytes_AS_STRING(piece)
+        cdef uint8_t acc
+        cdef bint final
+        cdef object kind
+        self._remaining -= take
+        final = self._fin and self._remaining == 0
+        if self._text:
+            # The client role goes through this kernel too (its key is all
+            # zeros): the OR of the bytes is wanted either way.
+            acc = wsn_unmask_copy_or(dst, src, take, self._mask, self._mask_pos)
+            if (acc & 0x80) or self._utf8 != U_ACC:
+                self._utf8 = wsn_utf8_run(self._utf8, dst, take)
+                if self._utf8 == U_ERR or (final and self._utf8 != U_ACC):
+                    return self._fail(events, E_BAD_UTF8)
+            kind = K_TEXT
+        else:
+            self._copy_payload(dst, src, take, self._mask_pos)
+            kind = self._bytes_kind()
+        self._mask_pos = (self._mask_pos + <unsigned>take) & 3
+        if self._remaining == 0:
+            self._state = ST_HEADER
+        if final:
+            self._drop_message()
+        else:
+            self._msg_len += take
+            if take == 0:
+                return 0
+        events.append(_fragment(kind, piece, final))
+        return 0
 
     cdef inline int _read_header(self, const uint8_t* p, Py_ssize_t* ppos, Py_ssize_t n):
         """Read header bytes at ``p[ppos[0]:n]``: 1 when the header is

@@ -19,7 +19,7 @@ A parser has a role, fixed when it is made (``FrameParser(masked=...)``):
 Everything else (fragmentation, control frames, UTF-8 validation, the size
 bound, RSV1 with deflate, close payloads) is the same in both roles.
 
-Messages are built as in the compiled twin: a single-frame message whose
+Messages are built as in the compiled twin (unless in stream mode, below): a single-frame message whose
 payload is all in one ``feed`` is made straight from the input; any other
 goes into one ``bytearray`` per message, grown as payload arrives, so the
 memory held is about one byte per payload byte however the input is cut
@@ -35,6 +35,22 @@ Events are plain tuples, cheap to build on the hot path:
   ``(OP_BINARY_DEFLATED, bytes)``, a message whose first frame had RSV1 set
   (RFC 7692), reassembled but still compressed: neither validated nor
   decoded (that happens after inflating, outside the core)
+
+Stream mode (``FrameParser(stream=True)``): text and binary messages are
+not reassembled, so a message of any size costs no more memory than the
+piece of it in hand. Whenever ``feed`` has taken payload bytes of a data
+frame (all that this call holds of that frame) it returns
+
+- ``(FRAGMENT, kind, piece, final)``: ``kind`` is the message's kind
+  (``OP_TEXT``, ``OP_BINARY`` or a ``_DEFLATED`` kind), ``piece`` the
+  unmasked bytes (``bytes`` for text too: nothing is decoded), ``final``
+  True on the piece that ends the message. A FIN frame with no payload
+  still gives one empty final piece; empty pieces are never non-final.
+
+UTF-8 of a text message is still validated as the pieces arrive: a piece
+holding an invalid byte, or the final piece of a message that ends inside
+a sequence, is not returned; ``(FAIL, 1007, ...)`` is, in its place. The
+size bound, control frames and every other rule are as without streaming.
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ from ._common import (
     CLOSE_TOO_BIG,
     DEFAULT_MAX_MESSAGE_SIZE,
     FAIL,
+    FRAGMENT,
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_BINARY_DEFLATED,
@@ -192,6 +209,11 @@ class FrameParser:
     delivered as ``OP_TEXT_DEFLATED``/``OP_BINARY_DEFLATED`` with its raw
     bytes, and ``max_message_size`` bounds those compressed bytes. RSV1
     anywhere else, and RSV2/RSV3 always, is still a protocol error.
+
+    ``stream=True``: text and binary messages come as ``(FRAGMENT, kind,
+    piece, final)`` events, piece by piece as their payload arrives, never
+    reassembled (see the module docstring); ``decode_text`` then has no
+    effect.
     """
 
     def __init__(
@@ -201,6 +223,7 @@ class FrameParser:
         *,
         deflate: bool = False,
         masked: bool = True,
+        stream: bool = False,
     ) -> None:
         if max_message_size is not None and max_message_size < 0:
             raise ValueError("max_message_size: must be >= 0 or None")
@@ -208,6 +231,7 @@ class FrameParser:
         self._decode_text = bool(decode_text)
         self._deflate = bool(deflate)
         self._masked = bool(masked)
+        self._stream = bool(stream)
         self._state = _HEADER
         self._hdr = bytearray()
         # Current frame.
@@ -226,12 +250,20 @@ class FrameParser:
         self._buf = bytearray()
         self._decoder: codecs.IncrementalDecoder | None = None
         self._ctl = bytearray()
+        # Stream mode: payload bytes of the message taken so far (there is
+        # no _buf to measure).
+        self._msg_len = 0
 
     @property
     def masked(self) -> bool:
         """The role: True for a server (frames must be masked), False for a
         client (frames must not be)."""
         return self._masked
+
+    @property
+    def stream(self) -> bool:
+        """Whether messages come piece by piece as ``FRAGMENT`` events."""
+        return self._stream
 
     @property
     def finished(self) -> bool:
@@ -243,6 +275,8 @@ class FrameParser:
         events: list[Event] = []
         if self._state == _DONE:
             return events
+        if self._stream:
+            return self._feed_stream(data, events)
         view = memoryview(data).cast("B")
         n = len(view)
         pos = 0
@@ -287,6 +321,71 @@ class FrameParser:
                         return events
         return events
 
+    def _feed_stream(self, data: bytes | bytearray | memoryview, events: list[Event]) -> list[Event]:
+        """``feed`` in stream mode: data payload goes out as it comes in."""
+        view = memoryview(data).cast("B")
+        n = len(view)
+        pos = 0
+        while True:
+            if self._state == _HEADER:
+                if pos >= n:
+                    break
+                pos, err = self._read_header(view, pos, n)
+                if err is not None:
+                    return self._fail(events, err)
+                if self._state == _HEADER:
+                    break  # header still incomplete: wait for more bytes
+                if self._remaining == 0:
+                    if self._opcode >= OP_CLOSE:
+                        self._end_frame(events)
+                    else:
+                        self._piece(b"", events)
+                    if self._state == _DONE:
+                        return events
+            else:
+                if pos >= n:
+                    break
+                take = min(self._remaining, n - pos)
+                piece = view[pos : pos + take]
+                chunk = apply_mask(piece, self._mask, self._mask_pos) if self._masked else piece.tobytes()
+                pos += take
+                self._mask_pos = (self._mask_pos + take) & 3
+                self._remaining -= take
+                if self._opcode >= OP_CLOSE:
+                    self._ctl += chunk
+                    if self._remaining == 0:
+                        self._end_frame(events)
+                else:
+                    self._piece(chunk, events)
+                if self._state == _DONE:
+                    return events
+        return events
+
+    def _piece(self, chunk: bytes, events: list[Event]) -> None:
+        """Stream mode: ``chunk`` (all of this frame's payload in this feed,
+        already counted off ``_remaining``) goes out as one FRAGMENT event,
+        unless its text fails UTF-8."""
+        kind = self._msg_op
+        final = self._fin and self._remaining == 0
+        if kind == OP_TEXT:
+            err = self._check_utf8(chunk)
+            if err is None and final and self._decoder is not None and self._decoder.getstate()[0]:
+                err = (FAIL, CLOSE_INVALID_DATA, R_BAD_UTF8)  # a sequence cut short
+            if err is not None:
+                self._fail(events, err)
+                return
+        if self._remaining == 0:
+            self._state = _HEADER
+        if final:
+            self._msg_op = 0
+            self._msg_len = 0
+            self._decoder = None
+        else:
+            self._msg_len += len(chunk)
+            if not chunk:
+                return
+        events.append((FRAGMENT, kind, chunk, final))
+
     # -- internals ---------------------------------------------------------
 
     def _fail(self, events: list[Event], err: Event) -> list[Event]:
@@ -295,6 +394,7 @@ class FrameParser:
         self._buf = bytearray()
         self._decoder = None
         self._ctl = bytearray()
+        self._msg_len = 0
         return events
 
     def _read_header(self, view: memoryview, pos: int, n: int) -> tuple[int, Event | None]:
@@ -381,7 +481,8 @@ class FrameParser:
                 return (FAIL, CLOSE_PROTOCOL_ERROR, R_NON_MINIMAL)
         else:
             length = len7
-        if self._opcode < OP_CLOSE and self._max >= 0 and len(self._buf) + length > self._max:
+        so_far = self._msg_len if self._stream else len(self._buf)
+        if self._opcode < OP_CLOSE and self._max >= 0 and so_far + length > self._max:
             return (FAIL, CLOSE_TOO_BIG, R_TOO_BIG)
         self._remaining = length
         self._frame_len = length
@@ -394,6 +495,11 @@ class FrameParser:
         self._buf += chunk
         if self._msg_op != OP_TEXT:
             return None
+        return self._check_utf8(chunk)
+
+    def _check_utf8(self, chunk: bytes) -> Event | None:
+        """Validate the next ``chunk`` of a text message (the decoder keeps
+        an unfinished sequence for the next one)."""
         decoder = self._decoder
         if decoder is None:
             if chunk.isascii():

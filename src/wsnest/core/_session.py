@@ -46,7 +46,9 @@ from ._common import (
     CLOSE_PROTOCOL_ERROR,
     DEFAULT_MAX_MESSAGE_SIZE,
     FAIL,
+    FRAGMENT,
     OP_BINARY,
+    OP_BINARY_DEFLATED,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -80,6 +82,7 @@ SPILL_SIZE = 64 * 1024
 
 #: The payload of the pings keepalive sends.
 PING_PAYLOAD = b"wsnest"
+
 
 class LimitsLike(Protocol):
     """The limits a session reads (``wsnest.Limits`` has them)."""
@@ -162,6 +165,7 @@ class WebSocketSession:
         deliver: Callable[[Any, Any], object] | None = None,
         returned: Callable[[Any, object], None] | None = None,
         deflate: DeflateParams | None = None,
+        stream: bool = False,
     ) -> None:
         if role not in (SERVER, CLIENT):
             raise ValueError(f"role: expected 'server' or 'client', got {role!r}")
@@ -176,8 +180,14 @@ class WebSocketSession:
         self.owner = owner
         self.deliver: Callable[[Any, Any], object] = deliver if deliver is not None else _drop
         self.returned = returned
+        # stream=True: messages are delivered piece by piece as they arrive,
+        # as (FRAGMENT, kind, piece, final) tuples (see FrameParser).
         self.parser = FrameParser(
-            self.limits.max_message_size, mode != MODE_BYTES, deflate=deflate is not None, masked=role == SERVER
+            self.limits.max_message_size,
+            mode != MODE_BYTES,
+            deflate=deflate is not None,
+            masked=role == SERVER,
+            stream=stream,
         )
         self.out = bytearray()
         self.state = OPEN
@@ -440,6 +450,9 @@ class WebSocketSession:
                     self.close_reason = event[2]
                     self._control(OP_CLOSE, b"" if code == CLOSE_NO_STATUS else close_payload(code))
                 self.state = CLOSED
+            elif kind == FRAGMENT:
+                if self.state == OPEN:
+                    self._fragment(event)
             elif kind == FAIL:
                 self.fail(event[1], event[2])
             else:  # OP_TEXT_DEFLATED, OP_BINARY_DEFLATED: only a deflate parser makes them
@@ -448,6 +461,17 @@ class WebSocketSession:
     def _inflated(self, kind: int, payload: bytes) -> None:
         """A compressed message; only :class:`DeflateSession` accepts them."""
         self.fail(CLOSE_PROTOCOL_ERROR, _R_COMPRESSED)
+
+    def _fragment(self, event: tuple[Any, ...]) -> None:
+        """A piece of a message (stream mode), handed to ``deliver`` as the
+        parser made it: the owner joins or decodes the pieces."""
+        if event[1] not in (OP_TEXT, OP_BINARY):
+            self.fail(CLOSE_PROTOCOL_ERROR, _R_COMPRESSED)
+            return
+        try:
+            self.deliver(self.owner, event)
+        except Exception:
+            self.callback_failed("on_message")
 
 
 class DeflateSession(WebSocketSession):
@@ -458,7 +482,7 @@ class DeflateSession(WebSocketSession):
 
     compresses = True
 
-    __slots__ = ("_deflater", "_inflater")
+    __slots__ = ("_deflater", "_inflater", "_pieces")
 
     def __init__(self, role: str, *, deflate: DeflateParams, **kw: Any) -> None:
         super().__init__(role, deflate=deflate, **kw)
@@ -473,6 +497,9 @@ class DeflateSession(WebSocketSession):
             # bytes (250 for 9 bits). No bound from the server means 15.
             bits = deflate.client_max_window_bits or 15
             self._deflater = Deflater(max(bits, 9), deflate.client_no_context_takeover)
+        # Stream mode: the compressed pieces of the message in progress (a
+        # compressed message is inflated whole, then handed over as one piece).
+        self._pieces: list[bytes] | None = None
 
     @property
     def deflate(self) -> bool:
@@ -522,6 +549,28 @@ class DeflateSession(WebSocketSession):
             self.fail(CLOSE_INVALID_DATA, R_BAD_UTF8)
             return
         self.handle([(OP_TEXT, data)])
+
+    def _fragment(self, event: tuple[Any, ...]) -> None:
+        kind, piece, final = event[1], event[2], event[3]
+        if kind not in (OP_TEXT_DEFLATED, OP_BINARY_DEFLATED):
+            super()._fragment(event)
+            return
+        pieces = self._pieces
+        if pieces is None:
+            pieces = self._pieces = []
+        pieces.append(piece)
+        if not final:
+            return
+        self._pieces = None
+        try:
+            raw = self._inflater.decompress(b"".join(pieces), self.limits.max_message_size)
+        except DeflateError as exc:
+            self.fail(exc.code, exc.reason)
+            return
+        if kind == OP_TEXT_DEFLATED and not validate_utf8(raw):
+            self.fail(CLOSE_INVALID_DATA, R_BAD_UTF8)
+            return
+        super()._fragment((FRAGMENT, OP_TEXT if kind == OP_TEXT_DEFLATED else OP_BINARY, raw, True))
 
 
 def new_session(role: str, *, deflate: DeflateParams | None = None, **kw: Any) -> WebSocketSession:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import HTTPError, Reject
@@ -24,13 +24,11 @@ class WebSocketHandler(Handler):
     """A WebSocket endpoint; made by :func:`handler_ws`."""
 
     upgrades = True
-    #: Messages go to on_message (a client's connections pull them instead).
-    pull = False
 
     def __init__(
         self,
         path: str,
-        on_message: Callable[[WebSocket, Any], object],
+        on_message: Callable[[WebSocket, Any], object] | None,
         on_open: Callable[[WebSocket, Request], object] | None = None,
         on_close: Callable[[WebSocket], object] | None = None,
         textframes: bool | None = False,
@@ -38,9 +36,24 @@ class WebSocketHandler(Handler):
         origins: Sequence[str | None] | None = None,
         limits: dict[str, Any] | None = None,
         permessage_deflate: bool = False,
+        serve: Callable[[WebSocket], Awaitable[object]] | None = None,
+        streaming: bool = False,
     ) -> None:
         self.path = check_path(path)
-        self.on_message = check_callback("on_message", on_message)
+        if (on_message is None) == (serve is None):
+            raise TypeError(
+                "handler_ws: give on_message (callbacks) or serve (one function pulls the messages), one of them"
+            )
+        self.on_message = None if on_message is None else check_callback("on_message", on_message)
+        #: The function that owns each connection and pulls its messages.
+        self.serve = check_optional_callback("serve", serve)
+        #: True: messages wait for ``ws.receive()``, not for on_message.
+        self.pull = serve is not None
+        if not isinstance(streaming, bool):
+            raise TypeError(f"streaming: expected True or False, got {streaming!r}")
+        if streaming and serve is None:
+            raise TypeError("streaming: needs serve= (on_message gets whole messages)")
+        self.streaming = streaming
         self.on_open = check_optional_callback("on_open", on_open)
         self.on_close = check_optional_callback("on_close", on_close)
         if textframes not in (True, False, None):
@@ -93,7 +106,19 @@ class WebSocketHandler(Handler):
         deflate = negotiate(req.headers.getall("sec-websocket-extensions")) if self.permessage_deflate else None
         head = switching_protocols(accept, subprotocol, None if deflate is None else deflate.response())
         ws_id = ctx.next_id()
-        ws = WebSocket(ctx, self, transport, ws_id, limits, self.mode, subprotocol, deflate, head=head)
+        ws = WebSocket(
+            ctx,
+            self,
+            transport,
+            ws_id,
+            limits,
+            self.mode,
+            subprotocol,
+            deflate,
+            head=head,
+            request=req,
+            streaming=self.streaming,
+        )
         if self.on_open is not None:
             try:
                 result = await call_maybe_async(self.on_open, ws, req)
@@ -121,11 +146,13 @@ class WebSocketHandler(Handler):
 
 def handler_ws(
     path: str,
-    on_message: Callable[[WebSocket, Any], object],
+    on_message: Callable[[WebSocket, Any], object] | None = None,
     on_open: Callable[[WebSocket, Request], object] | None = None,
     on_close: Callable[[WebSocket], object] | None = None,
     textframes: bool | None = False,
     *,
+    serve: Callable[[WebSocket], Awaitable[object]] | None = None,
+    streaming: bool = False,
     subprotocols: Sequence[str] = (),
     origins: Sequence[str | None] | None = None,
     permessage_deflate: bool = False,
@@ -139,15 +166,31 @@ def handler_ws(
             plain or ``async def`` (a plain function returning an awaitable,
             such as a wrapped ``async def``, is awaited too: the handler
             then dispatches the async way); other return values are ignored.
+            Give either ``on_message`` or ``serve``.
         on_open: ``on_open(ws, req)``, called before the upgrade is
             accepted; raise or return :class:`Reject` to refuse it.
             ``req`` has ``uri``, ``headers``, ``path``, ``query``, ``client``.
         on_close: ``on_close(ws)``, called exactly once when an accepted
-            connection ends, however it ends.
+            connection ends, however it ends (with ``serve``: once the
+            connection has ended and ``serve`` has returned).
         textframes: ``False``: messages arrive as ``bytes`` and are sent as
             BINARY; ``True``: they arrive as ``str`` and are sent as TEXT;
             ``None``: TEXT arrives as ``str``, BINARY as ``bytes``, and
             the frame type sent follows the Python type.
+        serve: ``async def serve(ws)``, the other style: one function owns
+            each connection and pulls its messages with ``await
+            ws.receive()`` or ``async for msg in ws`` (which ends on a
+            normal close and raises :class:`ConnectionClosedError` on
+            another). When it returns the connection closes with 1000;
+            if it raises, with 1011 (logged). It runs in its own task,
+            after ``on_open`` accepted, and is not cancelled when the
+            connection ends, only when the server stops. At most
+            ``max_queue`` messages wait for it; then reading pauses.
+        streaming: with ``serve``: messages are handed over piece by piece
+            as they arrive (``ws.receive_stream()``), never held whole by
+            the parser, so a message larger than memory can be consumed
+            (set ``max_message_size=None`` to lift its bound);
+            ``ws.receive()`` still gives whole messages.
         subprotocols: subprotocols this endpoint speaks; the first one the
             client offers (in its order) is chosen, none if no match.
         origins: allowed ``Origin`` values (``None`` in the list allows
@@ -162,5 +205,15 @@ def handler_ws(
             :class:`Limits`.
     """
     return WebSocketHandler(
-        path, on_message, on_open, on_close, textframes, subprotocols, origins, limits, permessage_deflate
+        path,
+        on_message,
+        on_open,
+        on_close,
+        textframes,
+        subprotocols,
+        origins,
+        limits,
+        permessage_deflate,
+        serve,
+        streaming,
     )

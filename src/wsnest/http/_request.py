@@ -66,3 +66,28 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
+
+    def snapshot(self) -> bytes | None:
+        """The request without its body, packed into one ``bytes`` (what a
+        long-lived WebSocket keeps: a fraction of the objects' size), or
+        None if a field holds a newline (then keep the object itself);
+        :meth:`from_snapshot` rebuilds it."""
+        client = self.client
+        flags = ("U" if self.upgrade else "") + ("K" if self.keep_alive else "")
+        fields = [self.method, self.uri, self.http_version, flags]
+        fields += ("", "") if client is None else (str(client[0]), str(client[1]))
+        for name, value in self.headers.raw:
+            fields += (name, value)
+        if any("\n" in field for field in fields):
+            return None
+        return "\n".join(fields).encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def from_snapshot(cls, data: bytes) -> Request:
+        """The request :meth:`snapshot` packed (its body is ``b""``)."""
+        method, uri, version, flags, host, port, *pairs = data.decode("utf-8", "surrogateescape").split("\n")
+        client = (host, int(port)) if port else None
+        req = cls(method, uri, Headers(zip(pairs[0::2], pairs[1::2], strict=True)), b"", client, version)
+        req.upgrade = "U" in flags
+        req.keep_alive = "K" in flags
+        return req

@@ -93,4 +93,3 @@ class HandshakeSlots:
     def _wake_next(self) -> None:
         if self._waiters:
             self._waiters[0].set()
-

@@ -47,6 +47,7 @@ Design notes (why it is shaped like this):
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import logging
 import math
@@ -60,8 +61,10 @@ from .._errors import ConnectionClosedError, ConnectionClosedOK, ErrorCode
 from .._limits import Limits
 from ..core import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
     CORE,
+    FAIL,
     OP_BINARY,
     OP_CONT,
     OP_TEXT,
@@ -84,6 +87,7 @@ from ..core._session import (
     SPILL_SIZE,
     new_session,
 )
+from ..http import Headers, Request
 from ._outbox import Outbox
 
 if TYPE_CHECKING:
@@ -115,11 +119,11 @@ _STREAMING = 1 << 62
 _streams: dict[WebSocket, trio.Event] = {}
 
 
-class _Queue(deque[str | bytes]):
+class _Queue(deque[Any]):
     """The messages of a connection that queues them (async ``on_message``
     or ``receive()``), with the state only such a connection needs."""
 
-    __slots__ = ("bounds", "handoff", "ready", "room")
+    __slots__ = ("bounds", "done", "handoff", "partial", "ready", "room")
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,23 +131,32 @@ class _Queue(deque[str | bytes]):
         self.handoff: Awaitable[object] | None = None  # see WebSocket._adopt_result
         self.ready: trio.Event | None = None  # set when a message arrives (the consumer waits)
         self.room: trio.Event | None = None  # set when a message is taken (the reader waits)
+        self.done: trio.Event | None = None  # set when a handler's serve() function has returned
+        # Streaming: the pieces at the front belong to a message whose
+        # reader stopped half-way (they are skipped).
+        self.partial = False
 
 
 class WebSocket(Outbox):
-    """One WebSocket connection, as seen by ``handler_ws`` callbacks.
+    """One WebSocket connection: what ``handler_ws`` callbacks and
+    ``serve`` functions get, and what ``wsnest.connect`` yields.
 
     Attributes:
         id: integer unique per server across all WebSocket and stream
-            connections (from 1, never reused).
+            connections (from 1, never reused); on a client, unique per
+            process.
         subprotocol: the negotiated subprotocol, or ``None``.
     """
 
     __slots__ = (
         "_batch",
+        "_data",
         "_handler",
         "_high_water",
         "_limits",
         "_queue",
+        "_request",
+        "_response_headers",
         "_scope",
         "_session",
         "id",
@@ -162,10 +175,20 @@ class WebSocket(Outbox):
         deflate: DeflateParams | None = None,
         head: bytes = b"",
         role: str = SERVER,
+        request: Request | None = None,
+        response_headers: Headers | None = None,
+        streaming: bool = False,
     ) -> None:
         super().__init__(server, transport)
         self.id = ws_id
         self.subprotocol = subprotocol
+        # The upgrade request, packed (a few hundred bytes instead of a few
+        # KiB of header objects per idle connection); unpacked on first use.
+        self._request: Request | bytes | None = None
+        if request is not None:
+            self._request = request.snapshot() or request
+        self._response_headers = response_headers
+        self._data: Any = None
         self._handler = handler
         self._limits = limits
         # send() refuses above this: send_high_water, raised by the size of
@@ -180,6 +203,7 @@ class WebSocket(Outbox):
             deliver=handler.on_message,
             returned=WebSocket._adopt_result,  # the function: no bound method per connection
             deflate=deflate,
+            stream=streaming,
         )
         # The session writes into the outbox's buffer; the 101 goes first,
         # and what on_open sends follows it in one write.
@@ -203,6 +227,34 @@ class WebSocket(Outbox):
         return f"<WebSocket id={self.id} {state}>"
 
     # -- public API ------------------------------------------------------------
+
+    @property
+    def request(self) -> Request | None:
+        """The upgrade request of a server connection (``path``, ``query``,
+        ``headers``, ``client``, ...; its ``body`` is ``b""``); ``None`` on
+        a client connection."""
+        request = self._request
+        if type(request) is bytes:
+            request = self._request = Request.from_snapshot(request)
+        return request  # type: ignore[return-value]  # not bytes any more
+
+    @property
+    def response_headers(self) -> Headers | None:
+        """The headers of the server's 101 on a client connection;
+        ``None`` on a server connection."""
+        return self._response_headers
+
+    @property
+    def data(self) -> Any:
+        """The application's own state for this connection: an empty
+        ``dict`` on first use, or whatever was assigned."""
+        if self._data is None:
+            self._data = {}
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
 
     @property
     def closed(self) -> bool:
@@ -306,13 +358,44 @@ class WebSocket(Outbox):
     async def receive(self) -> str | bytes:
         """The next message (``str`` or ``bytes`` as ``textframes`` says),
         waiting for it. For connections that pull their messages (a
-        client's); raises :class:`ConnectionClosedOK` once the connection
-        closed normally (1000, 1001) and every message was taken,
+        client's, or a handler's with a ``serve`` function); raises
+        :class:`ConnectionClosedOK` once the connection closed normally
+        (1000, 1001) and every message was taken,
         :class:`ConnectionClosedError` if it closed otherwise (1006: it
-        dropped)."""
+        dropped). On a ``streaming=True`` connection the pieces are joined."""
+        queue = self._pull_queue("receive")
+        data: str | bytes | tuple[Any, ...]
+        if queue and not queue.partial:
+            data = queue.popleft()
+            if queue.room is not None:
+                queue.room.set()  # room in the queue: the reader may go on
+        else:
+            data = await self._next_first(queue)
+        if isinstance(data, tuple):  # a streaming connection: join the pieces
+            return await self._assemble(queue, data)
+        return data
+
+    def receive_stream(self) -> AsyncIterator[str | bytes]:
+        """The next message piece by piece, as it arrives:
+        ``async for piece in ws.receive_stream():``. On a connection opened
+        with ``streaming=True`` each piece is what one read brought of the
+        message (``str`` or ``bytes`` as ``textframes`` says; UTF-8 is
+        validated as it comes, a character split between pieces is
+        completed in the next one); elsewhere the whole message comes as
+        one piece. Stopping half-way skips the rest of that message.
+        Raises as :meth:`receive` does when the connection closes, also in
+        the middle of a message."""
+        return _Pieces(self, self._pull_queue("receive_stream"))
+
+    def _pull_queue(self, name: str) -> _Queue:
         queue = self._queue
         if queue is None or not self._handler.pull:
-            raise RuntimeError("receive: this connection delivers its messages to on_message")
+            raise RuntimeError(f"{name}: this connection delivers its messages to on_message (use serve= to pull them)")
+        return queue
+
+    async def _next_item(self, queue: _Queue) -> Any:
+        """The next item of the queue, waiting for it; raises once the
+        connection is closed and the queue empty."""
         while not queue:
             # Once closed, nothing more is delivered (what came before the
             # close is already queued).
@@ -321,11 +404,53 @@ class WebSocket(Outbox):
                 error = ConnectionClosedOK if session.close_code in (1000, 1001) else ConnectionClosedError
                 raise error(session.close_code, session.close_reason)
             queue.ready = trio.Event()
+            if queue.room is not None:
+                queue.room.set()  # a reader holding back a failure may go on
             await queue.ready.wait()
         data = queue.popleft()
         if queue.room is not None:
             queue.room.set()  # room in the queue: the reader may go on
         return data
+
+    async def _next_first(self, queue: _Queue) -> Any:
+        """The first item of the next message, past the rest of one whose
+        reader stopped half-way."""
+        item = await self._next_item(queue)
+        while queue.partial:
+            if type(item) is tuple and item[3]:
+                queue.partial = False
+            item = await self._next_item(queue)
+        return item
+
+    async def _assemble(self, queue: _Queue, item: tuple[Any, ...]) -> str | bytes:
+        """A whole message from its pieces (streaming connections)."""
+        pieces = []
+        queue.partial = True  # if cancelled half-way, the rest is skipped
+        while True:
+            pieces.append(item[2])
+            if item[3]:
+                break
+            item = await self._next_item(queue)  # pieces until the final one
+        queue.partial = False
+        payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if not self._as_text(item[1]):
+            return payload
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._not_text() from None
+
+    def _as_text(self, kind: int) -> bool:
+        """Whether a message of ``kind`` is handed over as ``str``."""
+        mode = self._session.mode
+        return mode != MODE_BYTES and (kind == OP_TEXT or mode == MODE_TEXT)
+
+    def _not_text(self) -> ConnectionClosedError:
+        """A BINARY message on a ``textframes=True`` connection is not
+        UTF-8: fail the connection (1007) and say so."""
+        reason = "binary message is not UTF-8 text"
+        self._close(CLOSE_INVALID_DATA, close_payload(CLOSE_INVALID_DATA, reason))
+        return ConnectionClosedError(CLOSE_INVALID_DATA, reason)
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -561,7 +686,13 @@ class WebSocket(Outbox):
                 # The application takes messages with receive() (the queue
                 # was made in __init__, so receive() may wait before run()).
                 assert self._queue is not None
-                self._queue.bounds = MessageBounds()
+                if not session.parser.stream:
+                    # Streaming: no cut at message ends; pieces are bounded
+                    # per read (max_queue of them, then reading pauses).
+                    self._queue.bounds = MessageBounds()
+                if handler.serve is not None:
+                    self._queue.done = trio.Event()
+                    server.spawn(self._serve_app)
                 try:
                     with scope:
                         await self._read_loop(tail)
@@ -601,7 +732,31 @@ class WebSocket(Outbox):
         """Run ``on_close`` once the transport is closed (called by the
         server after :meth:`run`); its errors are logged, never raised."""
         log.debug("websocket %d closed (%d)", self.id, self._session.close_code)
+        queue = self._queue
+        if queue is not None and queue.done is not None:
+            await queue.done.wait()  # on_close comes after serve() returned
         await self._handler.call_on_close(self)
+
+    async def _serve_app(self) -> None:
+        """Run the handler's ``serve(ws)``: the application owns the
+        connection. When it returns, the connection closes with 1000; when
+        it raises, with 1011 (logged). It is not cancelled when the
+        connection ends (its ``receive()`` raises then), only when the
+        server stops."""
+        queue = self._queue
+        assert queue is not None and queue.done is not None
+        try:
+            result = self._handler.serve(self)
+            if inspect.isawaitable(result):
+                await result
+        except (ConnectionClosedOK, ConnectionClosedError):
+            pass  # receive() found the connection over: an end, not an error
+        except Exception:
+            self._callback_failed("serve")
+        else:
+            self.close(1000)  # 7 if it closed already: nothing to do
+        finally:
+            queue.done.set()
 
     async def _continue_async(self, scope: trio.CancelScope) -> None:
         """``on_message`` returned an awaitable (an ``async def`` under a
@@ -642,6 +797,8 @@ class WebSocket(Outbox):
         if tail:
             await self._feed(bytearray(tail))
             await self._flush()
+            if parser.finished and session.state == CLOSING:
+                transport.shutdown_write()  # as below: no close reply can be read
         while session.state != CLOSED:
             if timed:
                 n = await self._receive_timed(view)
@@ -710,11 +867,17 @@ class WebSocket(Outbox):
                     continue
             self._batch = True
             self._high_water += end - pos  # +=: see send_stream
+            failure = None
             try:
-                session.receive(memoryview(data)[pos:end])
+                events = parser.feed(memoryview(data)[pos:end])
+                if queue is not None and events and events[-1][0] == FAIL:
+                    failure = events.pop()
+                session.handle(events)
             finally:
                 self._batch = False
                 self._high_water -= end - pos
+            if failure is not None:
+                await self._fail_after_queue(failure)
             self._bound_read()
             pos = end
             if pos == end_of_data:
@@ -775,6 +938,26 @@ class WebSocket(Outbox):
         await self._flush()
         return -1
 
+    async def _fail_after_queue(self, failure: tuple[Any, ...]) -> None:
+        """The peer broke the protocol after messages that are still
+        queued: let the application take and answer them (until it waits
+        for more) before our close frame goes out, as an inline
+        ``on_message`` would have; at most ``close_timeout``, then fail the
+        connection anyway."""
+        queue = self._queue
+        assert queue is not None
+        session = self._session
+        if queue and session.state == OPEN:
+            await self._flush()
+            with trio.move_on_after(self._limits.close_timeout):
+                # Until the consumer waits for more with an empty queue: it
+                # has answered the last message (it sets ``room`` as it waits).
+                while (queue or queue.ready is None or queue.ready.is_set()) and session.state == OPEN:
+                    queue.room = trio.Event()
+                    await queue.room.wait()
+            queue.room = None
+        session.handle([failure])
+
     # -- async on_message ------------------------------------------------------
 
     def _wake_dispatcher(self) -> None:
@@ -822,7 +1005,56 @@ class WebSocket(Outbox):
             queue.ready = trio.Event()
             if queue or session.state == CLOSED:
                 continue
+            if queue.room is not None:
+                queue.room.set()  # a reader holding back a failure may go on
             await queue.ready.wait()
+
+
+class _Pieces:
+    """The async iterator :meth:`WebSocket.receive_stream` returns."""
+
+    __slots__ = ("_decoder", "_ended", "_queue", "_started", "_ws")
+
+    def __init__(self, ws: WebSocket, queue: _Queue) -> None:
+        self._ws = ws
+        self._queue = queue
+        self._started = False
+        self._ended = False
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        ws, queue = self._ws, self._queue
+        while not self._ended:
+            if self._started:
+                item = await ws._next_item(queue)
+            else:
+                item = await ws._next_first(queue)
+            if type(item) is not tuple:  # not a streaming connection: the whole message
+                self._started = self._ended = True
+                return item  # type: ignore[no-any-return]
+            _, kind, piece, final = item
+            queue.partial = not final
+            self._ended = final
+            if ws._as_text(kind):
+                decoder = self._decoder
+                if decoder is None:
+                    decoder = self._decoder = _UTF8()
+                try:
+                    piece = decoder.decode(piece, final)
+                except UnicodeDecodeError:
+                    raise ws._not_text() from None
+            # Empty pieces (an empty last frame, the first byte of a
+            # character) are not handed over, unless the message is empty.
+            if piece or not self._started:
+                self._started = True
+                return piece  # type: ignore[no-any-return]
+        raise StopAsyncIteration
+
+
+_UTF8 = codecs.getincrementaldecoder("utf-8")
 
 
 def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | memoryview) -> int:
