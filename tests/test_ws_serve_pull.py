@@ -138,6 +138,24 @@ async def test_normal_close_by_the_client_ends_the_loop_quietly() -> None:
     assert events.log == ["a", ("loop ended", 1001), ("on_close", 1001)]
 
 
+async def test_a_close_frame_without_a_code_is_a_clean_end() -> None:
+    events = Events()
+
+    async def serve(ws: wsnest.WebSocket) -> None:
+        async for _ in ws:
+            pass
+        events.log.append(("loop ended", ws.close_code))
+
+    handler = wsnest.handler_ws("/ws", serve=serve, on_close=events.on_close)
+    with trio.fail_after(TIMEOUT):
+        async with running_server([handler]) as (_, url), raw_ws(url) as c:
+            await c.send(close_frame(None))
+            _, op, payload = await c.read_frame()
+            assert op == OP_CLOSE and payload == b""
+            await events.closed.wait()
+    assert events.log == [("loop ended", 1005), ("on_close", 1005)]
+
+
 async def test_server_shutdown_ends_serve_with_1001() -> None:
     events = Events()
     started = trio.Event()

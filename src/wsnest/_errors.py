@@ -55,7 +55,8 @@ class ConnectionClosed(Exception):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """Closed normally (1000 or 1001): ``async for msg in ws`` just ends."""
+    """Closed normally (1000, 1001, or 1005: a close frame without a code):
+    ``async for msg in ws`` just ends."""
 
 
 class ConnectionClosedError(ConnectionClosed):

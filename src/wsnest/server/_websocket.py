@@ -103,6 +103,10 @@ _E_CLOSED = ErrorCode.CLOSED
 _E_AGAIN = ErrorCode.AGAIN
 _E_SIZE = ErrorCode.MSG_SIZE
 
+# Close codes of a clean end (1005: the peer's close frame had no code):
+# receive() raises ConnectionClosedOK, and ``async for`` just ends.
+_CLEAN_CODES = (1000, 1001, 1005)
+
 # The most input handed to the parser at once: a whole read for the
 # compiled core, 8 KiB for the pure twin (~50x slower on costly input such
 # as 1-byte fragments); and the parsing time after which a read's remaining
@@ -360,7 +364,8 @@ class WebSocket(Outbox):
         waiting for it. For connections that pull their messages (a
         client's, or a handler's with a ``serve`` function); raises
         :class:`ConnectionClosedOK` once the connection closed normally
-        (1000, 1001) and every message was taken,
+        (1000, 1001, or 1005: a close frame without a code) and every
+        message was taken,
         :class:`ConnectionClosedError` if it closed otherwise (1006: it
         dropped). On a ``streaming=True`` connection the pieces are joined."""
         queue = self._pull_queue("receive")
@@ -401,7 +406,7 @@ class WebSocket(Outbox):
             # close is already queued).
             if self._session.state == CLOSED:
                 session = self._session
-                error = ConnectionClosedOK if session.close_code in (1000, 1001) else ConnectionClosedError
+                error = ConnectionClosedOK if session.close_code in _CLEAN_CODES else ConnectionClosedError
                 raise error(session.close_code, session.close_reason)
             queue.ready = trio.Event()
             if queue.room is not None:
