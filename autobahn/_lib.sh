@@ -8,6 +8,17 @@ AB_ROOT=${AB_ROOT:-/tmp/ab}
 AB_CHROOT=$AB_ROOT/chroot
 AB_TAG=${AB_TAG:-autobahn}
 
+# The quick selection (--quick of client.sh and server.sh), 336 of the 517
+# cases: all of groups 1-7, 9 and 10; from the compression groups (1000 messages
+# a case, ~95 % of a full run) 16 B and 4 KiB messages of every data set (12.N)
+# and of every negotiation variant (13.N), 8 KiB messages auto-fragmented to 256
+# octets (N.11), and 128 KiB ones fragmented to 32 KiB (N.18). About 30 s a role
+# on a 2-core machine; all 517 cases take ~450 s.
+AB_QUICK_CASES='1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*'
+for n in 1 2 3 4 5; do AB_QUICK_CASES+=",12.$n.1,12.$n.5"; done
+for n in 1 2 3 4 5 6 7; do AB_QUICK_CASES+=",13.$n.1,13.$n.5,13.$n.11"; done
+AB_QUICK_CASES+=',12.1.11,12.5.11,12.1.18,13.7.18'
+
 note() { printf '[%s] %s\n' "$AB_TAG" "$*"; }
 die() { printf '[%s] ERROR: %s\n' "$AB_TAG" "$*" >&2; exit 2; }
 
@@ -35,6 +46,13 @@ ab_outdir() {
 # A TCP port on 127.0.0.1 that nothing listens on right now.
 ab_free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ab_core: "core: compiled" or "core: pure", the core wsnest (from PYTHONPATH) runs.
+ab_core() {
+    local info
+    info=$("${PY:-python3}" -m wsnest --info 2>&1) || true
+    grep -m1 '^core:' <<<"$info" || echo 'core: ?'
 }
 
 # ab_listening PORT: is anything listening on 127.0.0.1:PORT?  Asks the kernel

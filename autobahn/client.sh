@@ -3,11 +3,13 @@
 # listens on 127.0.0.1 and a WebSocket client (autobahn/client_driver.py) runs
 # every case against it; then the report is summarised and judged.
 #
-#   bash autobahn/client.sh --client websockets|wsnest [--cases '1.*,2.*'] [--exclude '12.*,13.*'] [--out DIR]
+#   bash autobahn/client.sh --client websockets|wsnest [--quick | --cases '1.*,2.*'] [--exclude '12.*,13.*'] [--out DIR]
 #
 # Options:
 #   --client NAME       websockets (the reference) or wsnest (from this repo's src/)
 #   --cases LIST        comma list of case patterns to run (default '*', all 517)
+#   --quick             the quick selection (AB_QUICK_CASES in _lib.sh, 336 cases:
+#                       groups 1-7, 9, 10 whole, a sample of 12 and 13; ~30 s)
 #   --exclude LIST      comma list of case patterns to skip (default none)
 #   --out DIR           report folder (default $AB_ROOT/client-NAME); open DIR/index.html
 #   --port N            fuzzingserver port on 127.0.0.1 (default: a free one)
@@ -16,8 +18,9 @@
 #   -v, --verbose       the driver prints how every case ended
 # Environment: AB_ROOT (default /tmp/ab) holds the chroot; setup.sh builds it if
 #   it is missing. PYTHON (default python3) runs the driver.
-# Exit: 0 no case FAILED and none missing; 1 a case FAILED or is missing, or the
-#   driver had to drop a case (--case-timeout); 2 usage or setup problem;
+# Exit: 0 every case OK or INFORMATIONAL (both grades) and none missing; 1 a case
+#   graded otherwise (NON-STRICT, FAILED, UNIMPLEMENTED, WRONG CODE, ...) or missing,
+#   or the driver had to drop a case (--case-timeout); 2 usage or setup problem;
 #   3 no report (the fuzzingserver or the driver broke); 124 --timeout hit.
 set -Euo pipefail
 AB_TAG=client
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --client) CLIENT=${2:-}; shift 2 ;;
         --cases) CASES=${2:-}; shift 2 ;;
+        --quick) CASES=$AB_QUICK_CASES; shift ;;
         --exclude) EXCLUDE=${2:-}; shift 2 ;;
         --out) OUT=${2:-}; shift 2 ;;
         --port) PORT=${2:-}; shift 2 ;;
@@ -54,7 +58,7 @@ python3 "$AB_HERE/spec.py" fuzzingserver "$URL" --cases "$CASES" --exclude "$EXC
 # The driver imports wsnest from this checkout, never an installed copy.
 export PYTHONPATH=$AB_REPO/src${PYTHONPATH:+:$PYTHONPATH}
 if [ "$CLIENT" = wsnest ]; then
-    note "wsnest $("$PY" -m wsnest --info 2>&1 | grep -m1 '^core:' || echo 'core: ?') from $AB_REPO/src"
+    note "wsnest $(ab_core) from $AB_REPO/src"
 fi
 
 AB_WSTEST_PID=

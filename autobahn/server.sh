@@ -4,17 +4,20 @@
 # wstest's fuzzingclient runs every case against it; then the report is
 # summarised and judged.
 #
-#   bash autobahn/server.sh [--cases '1.*,2.*'] [--exclude '12.*,13.*'] [--out DIR]
+#   bash autobahn/server.sh [--quick | --cases '1.*,2.*'] [--exclude '12.*,13.*'] [--out DIR]
 #
 # Options:
 #   --cases LIST        comma list of case patterns to run (default '*', all 517)
+#   --quick             the quick selection (AB_QUICK_CASES in _lib.sh, 336 cases:
+#                       groups 1-7, 9, 10 whole, a sample of 12 and 13; ~30 s)
 #   --exclude LIST      comma list of case patterns to skip (default none)
 #   --out DIR           report folder (default $AB_ROOT/server-wsnest); open DIR/index.html
 #   --timeout S         seconds the fuzzingclient may take (default 7200)
 # Environment: AB_ROOT (default /tmp/ab) holds the chroot; setup.sh builds it if
 #   it is missing. PYTHON (default python3) runs the server; WSNEST_NO_EXTENSIONS=1
 #   tests the pure-Python core.
-# Exit: 0 no case FAILED and none missing; 1 a case FAILED or is missing;
+# Exit: 0 every case OK or INFORMATIONAL (both grades) and none missing; 1 a case
+#   graded otherwise (NON-STRICT, FAILED, UNIMPLEMENTED, WRONG CODE, ...) or missing;
 #   2 usage or setup problem; 3 no report, or the server died during the run;
 #   124 --timeout hit.
 set -Euo pipefail
@@ -27,6 +30,7 @@ CASES='*' EXCLUDE= OUT= TIMEOUT=7200
 while [ $# -gt 0 ]; do
     case "$1" in
         --cases) CASES=${2:-}; shift 2 ;;
+        --quick) CASES=$AB_QUICK_CASES; shift ;;
         --exclude) EXCLUDE=${2:-}; shift 2 ;;
         --out) OUT=${2:-}; shift 2 ;;
         --timeout) TIMEOUT=${2:-}; shift 2 ;;
@@ -41,7 +45,7 @@ OUT=$(ab_outdir "${OUT:-$AB_ROOT/server-wsnest}") || exit 2
 
 # The server imports wsnest from this checkout, never an installed copy.
 export PYTHONPATH=$AB_REPO/src${PYTHONPATH:+:$PYTHONPATH}
-note "wsnest $("$PY" -m wsnest --info 2>&1 | grep -m1 '^core:' || echo 'core: ?') from $AB_REPO/src"
+note "wsnest $(ab_core) from $AB_REPO/src"
 
 AB_WSTEST_PID= SERVER_PID=
 trap '[ -n "$AB_WSTEST_PID" ] && ab_stop "$AB_WSTEST_PID"; [ -n "$SERVER_PID" ] && ab_stop "$SERVER_PID"' EXIT

@@ -1,16 +1,19 @@
 """Summarise an Autobahn|Testsuite report folder and judge it.
 
-    python3 autobahn/summarize.py OUTDIR [--agent NAME] [--list NON-STRICT,INFORMATIONAL]
+    python3 autobahn/summarize.py OUTDIR [--agent NAME] [--list NON-STRICT,INFORMATIONAL] [--accept OK,INFORMATIONAL]
 
 OUTDIR holds the report (index.json and one JSON per case) and wstest.log, from
 whose "Cases = [...]" line the cases that should be in the report are read.
 For each agent it counts the `behavior` and the `behaviorClose` of its cases
 (OK / NON-STRICT / INFORMATIONAL / UNIMPLEMENTED / FAILED, plus any other value
-the suite used), lists the failed and the missing cases, and writes the same as
-JSON to OUTDIR/summary.json.
+the suite used), lists the cases graded other than the accepted grades (with
+the suite's reason) and the missing cases, and writes the same as JSON to
+OUTDIR/summary.json.
 
-Exit status: 0 every expected case is in the report and none has FAILED as its
-behavior or behaviorClose; 1 otherwise; 2 no readable report.
+Exit status: 0 every expected case is in the report and both grades of every
+case are accepted (--accept, default OK and INFORMATIONAL: a NON-STRICT,
+UNIMPLEMENTED, FAILED, WRONG CODE, UNCLEAN... case fails the run); 1
+otherwise; 2 no readable report.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 GRADES = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+ACCEPTED = "OK,INFORMATIONAL"
 
 
 def case_order(case_id: str) -> tuple[int, ...]:
@@ -50,14 +54,14 @@ def one_line(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def judge(outdir: Path, agent: str, cases: dict[str, Any], planned: list[str] | None) -> dict[str, Any]:
-    """Counts, failed and missing cases of one agent."""
-    failed = sorted(
-        (cid for cid, c in cases.items() if "FAILED" in (c.get("behavior"), c.get("behaviorClose"))),
+def judge(outdir: Path, cases: dict[str, Any], planned: list[str] | None, accepted: set[str]) -> dict[str, Any]:
+    """Counts, rejected (a grade not in ``accepted``) and missing cases of one agent."""
+    rejected = sorted(
+        (cid for cid, c in cases.items() if {c.get("behavior"), c.get("behaviorClose")} - accepted),
         key=case_order,
     )
     details = {}
-    for cid in failed:
+    for cid in rejected:
         try:
             report = json.loads((outdir / cases[cid]["reportfile"]).read_text())
         except (OSError, ValueError, KeyError):
@@ -72,7 +76,8 @@ def judge(outdir: Path, agent: str, cases: dict[str, Any], planned: list[str] | 
         "cases": len(cases),
         "behavior": dict(Counter(c.get("behavior", "?") for c in cases.values())),
         "behaviorClose": dict(Counter(c.get("behaviorClose", "?") for c in cases.values())),
-        "failed": details,
+        "accepted": sorted(accepted),
+        "rejected": details,
         "missing": sorted(set(planned or []) - set(cases), key=case_order),
     }
 
@@ -84,8 +89,8 @@ def show(agent: str, verdict: dict[str, Any], cases: dict[str, Any], listed: lis
     print(f"  {'':<14}{'behavior':>10}{'behaviorClose':>15}")
     for grade in GRADES + sorted((set(beh) | set(clo)) - set(GRADES)):
         print(f"  {grade:<14}{beh.get(grade, 0):>10}{clo.get(grade, 0):>15}")
-    for cid, d in verdict["failed"].items():
-        print(f"  FAILED  {cid:<8} {d['behavior']}/{d['behaviorClose']}: {d['description']}")
+    for cid, d in verdict["rejected"].items():
+        print(f"  NOT OK  {cid:<8} {d['behavior']}/{d['behaviorClose']}: {d['description']}")
         print(f"          {'':<8} -> {d['result']}")
     if verdict["missing"]:
         print(f"  MISSING ({len(verdict['missing'])}): {' '.join(verdict['missing'])}")
@@ -101,6 +106,11 @@ def main() -> int:
     ap.add_argument("outdir", type=Path)
     ap.add_argument("--agent", help="judge only this agent (default: every agent in the report)")
     ap.add_argument("--list", default="", help="comma list of grades whose case ids are printed too")
+    ap.add_argument(
+        "--accept",
+        default=ACCEPTED,
+        help=f"comma list of the grades (behavior and behaviorClose) that pass (default {ACCEPTED})",
+    )
     args = ap.parse_args()
 
     try:
@@ -111,16 +121,21 @@ def main() -> int:
     planned = planned_cases(args.outdir / "wstest.log")
     agents = [args.agent] if args.agent else sorted(index)
     listed = [g.strip().upper() for g in args.list.split(",") if g.strip()]
+    accepted = {g.strip().upper() for g in args.accept.split(",") if g.strip()}
 
     verdicts = {}
     for agent in agents:
         cases = index.get(agent, {})
-        verdicts[agent] = judge(args.outdir, agent, cases, planned)
+        verdicts[agent] = judge(args.outdir, cases, planned, accepted)
         show(agent, verdicts[agent], cases, listed)
     (args.outdir / "summary.json").write_text(json.dumps(verdicts, indent=2) + "\n")
 
-    bad = any(v["failed"] or v["missing"] or not v["cases"] for v in verdicts.values())
-    print("verdict:", "FAIL (a case FAILED or is missing)" if bad else "PASS (no case FAILED, none missing)")
+    bad = any(v["rejected"] or v["missing"] or not v["cases"] for v in verdicts.values())
+    grades = " or ".join(sorted(accepted, key=lambda g: (g not in GRADES, GRADES.index(g) if g in GRADES else 0, g)))
+    if bad:
+        print(f"verdict: FAIL (a case is missing, or graded other than {grades})")
+    else:
+        print(f"verdict: PASS (every case graded {grades}, none missing)")
     return 1 if bad else 0
 
 
