@@ -291,8 +291,11 @@ class WebSocketSession:
             self.out.append(head[1] | 0x80)
             self.out += head[2:]
             self.out += mask
-            self.out += apply_mask(payload, mask)
-            return None
+            masked: bytes = apply_mask(payload, mask)  # a fresh copy, ours to keep
+            if n < SPILL_SIZE:
+                self.out += masked
+                return None
+            return masked  # large: queued by reference, not copied again
         self.out += head
         if n < SPILL_SIZE:
             self.out += payload

@@ -368,7 +368,10 @@ class WebSocket(Outbox):
         message was taken,
         :class:`ConnectionClosedError` if it closed otherwise (1006: it
         dropped). On a ``streaming=True`` connection the pieces are joined."""
-        queue = self._pull_queue("receive")
+        queue = self._queue
+        if queue is None or not self._handler.pull:
+            self._pull_queue("receive")  # raises
+            raise AssertionError  # not reached
         data: str | bytes | tuple[Any, ...]
         if queue and not queue.partial:
             data = queue.popleft()
