@@ -378,3 +378,26 @@ def test_reinit_switches_role(core: ModuleType) -> None:
     assert parser.masked is False
     stream = sframe(OP_TEXT, "a", fin=False) + sframe(OP_CONT, "é" * 40) + sframe(OP_BINARY, b"\x00" * 9)
     assert_events(parser.feed(stream), [(OP_TEXT, "a" + "é" * 40), (OP_BINARY, b"\x00" * 9)])
+
+
+def test_masking_keys_come_from_a_bulk_pool_that_a_fork_does_not_share() -> None:
+    """Keys are drawn from os.urandom in bulk: 4 bytes each, no two of the
+    next thousands alike in a row, and a forked child draws fresh bytes
+    instead of repeating its parent's next keys."""
+    import os
+
+    from wsnest.core._session import new_mask
+
+    keys = [new_mask() for _ in range(3000)]
+    assert all(type(k) is bytes and len(k) == 4 for k in keys)
+    assert len(set(keys)) > 2990  # 3,000 random 32-bit keys: collisions are rare
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next key, then out without running anything else
+        os.write(write, new_mask())
+        os._exit(0)
+    os.close(write)
+    child_key = os.read(read, 4)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_key != new_mask()
