@@ -13,6 +13,13 @@ Cases (same bytes from every server, see ``bench/http_servers.py``):
 ``inline64k``
     ``GET /big`` -> 64 KiB application/octet-stream, from
     ``wsnest.handler_inline("/big", b"x" * 65536, "application/octet-stream")``.
+``headers``
+    ``GET /headers`` -> ``hello, world`` with a headers mapping, as
+    applications write it: ``{"status": 200, "headers": {"Content-Type":
+    ..., "X-Request-Id": ...}, "body": "hello, world"}``.
+``json``
+    ``GET /json`` -> a small JSON document serialised per request
+    (``json.dumps`` in every server), ``application/json``.
 
 Servers: ``wsnest`` (compiled core), ``wsnest_pure`` (same code with
 ``WSNEST_NO_EXTENSIONS=1``; HTTP parsing is httptools in both, so the two
@@ -81,6 +88,8 @@ CASES: dict[str, tuple[str, bytes, str]] = {
     # name: (path, expected body, expected content type)
     "small": ("/small", b"hello, world", "text/plain; charset=utf-8"),
     "inline64k": ("/big", b"x" * 65536, "application/octet-stream"),
+    "headers": ("/headers", b"hello, world", "text/plain; charset=utf-8"),
+    "json": ("/json", b'{"message": "hello, world", "items": [1, 2, 3], "ok": true}', "application/json"),
 }
 
 
@@ -372,6 +381,10 @@ _RATIO_KEYS: dict[str, tuple[str, str, str]] = {
     "http_small_wsnest_vs_aiohttp": ("small", "wsnest", "aiohttp"),
     "http_inline64k_wsnest_vs_aiohttp": ("inline64k", "wsnest", "aiohttp"),
     "http_small_compiled_vs_pure": ("small", "wsnest", "wsnest_pure"),
+    "http_headers_wsnest_vs_uvicorn": ("headers", "wsnest", "uvicorn"),
+    "http_headers_wsnest_vs_aiohttp": ("headers", "wsnest", "aiohttp"),
+    "http_json_wsnest_vs_uvicorn": ("json", "wsnest", "uvicorn"),
+    "http_json_wsnest_vs_aiohttp": ("json", "wsnest", "aiohttp"),
 }
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -49,6 +50,13 @@ SMALL_BODY = b"hello, world"
 BIG_BODY = b"x" * 65536
 TEXT_PLAIN = "text/plain; charset=utf-8"
 OCTET = "application/octet-stream"
+# What applications write: a headers mapping, and a JSON body serialised per request.
+HEADERS_PATH = "/headers"
+REQUEST_ID = "bench-0001"
+JSON_PATH = "/json"
+JSON_TYPE = "application/json"
+JSON_DOC = {"message": "hello, world", "items": [1, 2, 3], "ok": True}
+JSON_BODY = json.dumps(JSON_DOC).encode()
 
 #: ``ready(port, **info)``: announce that the server listens.
 Ready = Callable[..., None]
@@ -97,9 +105,21 @@ def _run_wsnest(host: str, port: int, ready: Ready) -> None:
 
     import wsnest
 
+    def with_headers(req: wsnest.Request) -> dict[str, object]:
+        return {
+            "status": 200,
+            "headers": {"Content-Type": TEXT_PLAIN, "X-Request-Id": REQUEST_ID},
+            "body": "hello, world",
+        }
+
+    def json_doc(req: wsnest.Request) -> dict[str, object]:
+        return {"headers": {"Content-Type": JSON_TYPE}, "body": json.dumps(JSON_DOC)}
+
     handlers = [
         wsnest.handler(SMALL_PATH, lambda req: {"body": "hello, world"}),
         wsnest.handler_inline(BIG_PATH, BIG_BODY, OCTET),
+        wsnest.handler(HEADERS_PATH, with_headers),
+        wsnest.handler(JSON_PATH, json_doc),
     ]
     server = wsnest.http_server(f"http://{host}:{port}", handlers)
 
@@ -143,6 +163,16 @@ def _run_uvicorn(host: str, port: int, ready: Ready) -> None:
         if path == SMALL_PATH:
             await send(dict(small_start))
             await send(dict(small_body))
+        elif path == HEADERS_PATH:
+            headers = [(b"content-type", TEXT_PLAIN.encode()), (b"x-request-id", REQUEST_ID.encode())]
+            headers.append((b"content-length", str(len(SMALL_BODY)).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": SMALL_BODY})
+        elif path == JSON_PATH:
+            body = json.dumps(JSON_DOC).encode()
+            headers = [(b"content-type", JSON_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         elif path == BIG_PATH:
             await send(dict(big_start))
             await send(dict(big_body))
@@ -191,9 +221,17 @@ def _run_aiohttp(host: str, port: int, ready: Ready) -> None:
     async def big(request: web.Request) -> web.Response:
         return web.Response(body=BIG_BODY, content_type=OCTET)
 
+    async def with_headers(request: web.Request) -> web.Response:
+        return web.Response(body=SMALL_BODY, headers={"Content-Type": TEXT_PLAIN, "X-Request-Id": REQUEST_ID})
+
+    async def json_doc(request: web.Request) -> web.Response:
+        return web.Response(body=json.dumps(JSON_DOC).encode(), content_type=JSON_TYPE)
+
     app = web.Application()
     app.router.add_get(SMALL_PATH, small)
     app.router.add_get(BIG_PATH, big)
+    app.router.add_get(HEADERS_PATH, with_headers)
+    app.router.add_get(JSON_PATH, json_doc)
     sock = _listen(host, port)
     loop_name = _loop_name()
 
