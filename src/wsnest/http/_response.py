@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http
+import re
 from collections.abc import Iterable, Mapping
 
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
@@ -28,23 +29,41 @@ def header_pairs(headers: HeaderInput) -> list[tuple[str, str]]:
             name, value = item
         except (TypeError, ValueError):
             raise TypeError(f"headers: expected (name, value) pairs, got {item!r}") from None
-        name, value = str(name), str(value)
-        if not name or any(c in name for c in "\r\n:\0 \t"):
-            raise ValueError(f"headers: invalid header name {name!r}")
-        if any(c in value for c in "\r\n\0"):
+        if type(name) is not str:
+            name = str(name)
+        if type(value) is not str:
+            value = str(value)
+        if name not in _CHECKED_NAMES:
+            _check_name(name)
+        if _BAD_VALUE.search(value) is not None:
             raise ValueError(f"headers: invalid value for {name!r} (contains a line break)")
-        if not (name.isascii() and value.isascii()):  # O(1): the common case costs nothing
+        if not value.isascii():  # O(1): the common case costs nothing
             _check_latin1(name, value)
         pairs.append((name, value))
     return pairs
+
+
+# Names already found valid: applications send the same few names on every
+# response, so each is checked once (bounded: a stream of made-up names is
+# checked every time instead of growing the set).
+_CHECKED_NAMES: set[str] = set()
+_BAD_NAME = re.compile("[\r\n:\0 \t]")
+_BAD_VALUE = re.compile("[\r\n\0]")
+
+
+def _check_name(name: str) -> None:
+    if not name or _BAD_NAME.search(name) is not None:
+        raise ValueError(f"headers: invalid header name {name!r}")
+    if not name.isascii():
+        raise ValueError(f"headers: invalid header name {name!r} (not ASCII)")
+    if len(_CHECKED_NAMES) < 1024:
+        _CHECKED_NAMES.add(name)
 
 
 def _check_latin1(name: str, value: str) -> None:
     # A response head is Latin-1 on the wire (names are ASCII tokens): say
     # so here, inside the caller's error handling, not later when the head
     # is encoded with the connection half answered.
-    if not name.isascii():
-        raise ValueError(f"headers: invalid header name {name!r} (not ASCII)")
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
