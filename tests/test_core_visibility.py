@@ -190,8 +190,21 @@ def test_info_says_the_pure_core_was_asked_for(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1] == "core: pure"
-    assert any("WSNEST_NO_EXTENSIONS" in ln for ln in lines[3:]), lines
+    assert lines[3:] == [
+        "note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS (the compiled core is not installed either)"
+    ]
     assert PIP_HINT not in result.stdout
+
+
+def test_info_says_the_compiled_core_is_there_when_pure_was_asked_for(tmp_path: Path) -> None:
+    load_core("compiled")
+    result = run_python(["-m", "wsnest", "--info"], tmp_path, block=False, WSNEST_NO_EXTENSIONS="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "core: pure",
+        f"python: {sys.version.split()[0]}",
+        "note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS (unset it to use the compiled core)",
+    ]
 
 
 def test_info_on_the_compiled_core_adds_nothing(tmp_path: Path) -> None:

@@ -73,7 +73,11 @@ def _explain_pure_core() -> None:
     from .core import CORE_FALLBACK, CORE_FALLBACK_REASON, PURE_CORE_ADVICE
 
     if not CORE_FALLBACK:
-        print("note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS (unset it for the compiled core)")
+        import importlib.util
+
+        built = importlib.util.find_spec("wsnest.core._frames_c") is not None
+        hint = "unset it to use the compiled core" if built else "the compiled core is not installed either"
+        print(f"note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS ({hint})")
         return
     print(f"warning: {PURE_CORE_ADVICE[0]}")
     for line in PURE_CORE_ADVICE[1:]:
