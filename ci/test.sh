@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install wsnest (compiled core) with its test dependencies, then run the
 # whole test suite. Extra arguments go to pytest.
+# It installs into the interpreter it runs ($PYTHON, else python3), not a
+# private environment: activate a virtual environment first to keep the
+# system Python as it is (README, "Quick start").
 #   bash ci/test.sh            # everything
 #   bash ci/test.sh -k core    # a subset
 set -euo pipefail

@@ -67,6 +67,24 @@ def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
 
 
+def _explain_pure_core() -> None:
+    """The lines ``--info`` adds after ``core: pure`` (never on the
+    ``core:`` line itself, which CI matches whole)."""
+    from .core import CORE_FALLBACK, CORE_FALLBACK_REASON, PURE_CORE_ADVICE
+
+    if not CORE_FALLBACK:
+        import importlib.util
+
+        built = importlib.util.find_spec("wsnest.core._frames_c") is not None
+        hint = "unset it to use the compiled core" if built else "the compiled core is not installed either"
+        print(f"note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS ({hint})")
+        return
+    print(f"warning: {PURE_CORE_ADVICE[0]}")
+    for line in PURE_CORE_ADVICE[1:]:
+        print(f"  {line}")
+    print(f"  (import error: {CORE_FALLBACK_REASON})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m wsnest`` and the ``wsnest`` script."""
     parser = argparse.ArgumentParser(prog="wsnest", description="wsnest: a fast HTTP + WebSocket server for trio")
@@ -86,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wsnest {wsnest.__version__}")
         print(f"core: {wsnest.CORE}")
         print(f"python: {sys.version.split()[0]}")
+        if wsnest.CORE == "pure":
+            _explain_pure_core()
         return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tls = None

@@ -26,7 +26,7 @@ from .._version import __version__
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
-from ..core import CLIENT, MODE_AUTO, MODE_BYTES, MODE_TEXT
+from ..core import CLIENT, MODE_AUTO, MODE_BYTES, MODE_TEXT, warn_core_fallback
 from ..http import ClientHandshake, HandshakeResult, WsURL, parse_ws_url
 from ..server import SocketTransport, TLSTransport, Transport, WebSocket
 from ._context import ClientContext
@@ -119,6 +119,7 @@ async def connect(
     if isinstance(max_redirects, bool) or not isinstance(max_redirects, int) or max_redirects < 0:
         raise ValueError(f"max_redirects: expected an integer >= 0, got {max_redirects!r}")
     mode = MODE_AUTO if textframes is None else MODE_TEXT if textframes else MODE_BYTES
+    warn_core_fallback()  # once per process, as a server's start does
     if user_agent is None:
         user_agent = f"wsnest/{__version__}"
     request = {

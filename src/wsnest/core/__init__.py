@@ -79,7 +79,19 @@ from ._session import (
     WebSocketSession,
     new_session,
 )
-from ._twin import CORE, FrameParser, append_frame, apply_mask, encode_frame, mask_inplace, validate_utf8
+from ._twin import (
+    CORE,
+    CORE_FALLBACK,
+    CORE_FALLBACK_REASON,
+    PURE_CORE_ADVICE,
+    FrameParser,
+    append_frame,
+    apply_mask,
+    encode_frame,
+    mask_inplace,
+    validate_utf8,
+    warn_core_fallback,
+)
 
 __all__ = [
     "CLIENT",
@@ -97,6 +109,8 @@ __all__ = [
     "CLOSE_UNSUPPORTED",
     "CLOSING",
     "CORE",
+    "CORE_FALLBACK",
+    "CORE_FALLBACK_REASON",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "FAIL",
     "FRAGMENT",
@@ -112,6 +126,7 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "OP_TEXT_DEFLATED",
+    "PURE_CORE_ADVICE",
     "SERVER",
     "DeflateSession",
     "FrameParser",
@@ -128,4 +143,5 @@ __all__ = [
     "new_session",
     "parse_close_payload",
     "validate_utf8",
+    "warn_core_fallback",
 ]

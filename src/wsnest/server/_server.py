@@ -25,6 +25,7 @@ import trio
 
 from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
+from ..core import warn_core_fallback
 from ..http import build_response
 from ._connection import HttpConnection
 from ._contract import Closable, Handler, Session
@@ -121,6 +122,7 @@ class HttpServer:
                 if listener is not None:
                     nursery.start_soon(self._accept_loop, listener)
                     log.info("wsnest serving at %s", self.url)
+                warn_core_fallback()  # once per process: a pure core nobody asked for is slow
                 task_status.started(self.url)
                 try:
                     await self._stop.wait()
