@@ -80,8 +80,12 @@ def _imports(name: str) -> list[tuple[str, list[str]]]:
 
 
 def _is_extension(name: str) -> bool:
-    """Whether ``name`` is a Cython module of the source tree (``.pyx``)."""
-    return ROOT.joinpath(*name.split(".")[1:]).with_suffix(".pyx").is_file()
+    """Whether ``name`` is a Cython module: a ``.pyx`` in the source tree, or,
+    in an installed wheel (no .pyx), a ``.pyi`` stub with no ``.py`` beside it."""
+    path = ROOT.joinpath(*name.split(".")[1:])
+    if path.with_suffix(".pyx").is_file():
+        return True
+    return path.with_suffix(".pyi").is_file() and not path.with_suffix(".py").is_file()
 
 
 def _edges(name: str) -> set[str]:
