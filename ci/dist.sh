@@ -29,7 +29,8 @@ wheel=$(ls "$WORK"/dist/wsnest-*.whl)
 tar tzf "$sdist" >"$WORK/sdist.txt"
 unzip -Z1 "$wheel" >"$WORK/wheel.txt"
 for f in LICENSE pyproject.toml setup.py src/wsnest/core/_frames_c.pyx src/wsnest/core/_kernels.h \
-         tests/conftest.py tests/serverutil.py bench/wire.py fuzz/fuzz_core.py fuzz/kernels_fuzz.c; do
+         tests/conftest.py tests/serverutil.py bench/wire.py fuzz/fuzz_core.py fuzz/kernels_fuzz.c \
+         README.md docs/index.md examples/chat_rooms.py; do
     grep -q "^wsnest-[^/]*/$f\$" "$WORK/sdist.txt" || { echo "sdist lacks $f"; exit 1; }
 done
 ! grep -E '\.(c|so|pyc)$' "$WORK/sdist.txt" | grep -v '/fuzz/kernels_fuzz\.c$' || { echo "sdist holds build output"; exit 1; }
