@@ -352,15 +352,19 @@ class _RawClient(asyncio.BufferedProtocol):
 # -- measurement ----------------------------------------------------------------
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def proc_cpu_seconds(pid: int | tuple[int, ...]) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc);
+    a tuple of pids (the workers of one server) gives their sum."""
+    total = 0.0
+    for one in pid if isinstance(pid, tuple) else (pid,):
+        try:
+            with open(f"/proc/{one}/stat", encoding="ascii") as fh:
+                stat = fh.read()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def _connect(url: str, scenario: Scenario, stats: Stats, frame: bytes, payload: bytes) -> Any:
@@ -393,7 +397,7 @@ async def _connect(url: str, scenario: Scenario, stats: Stats, frame: bytes, pay
 
 
 async def run_scenario(
-    url: str, scenario: Scenario, duration: float, warmup: float = 0.3, server_pid: int | None = None
+    url: str, scenario: Scenario, duration: float, warmup: float = 0.3, server_pid: int | tuple[int, ...] | None = None
 ) -> dict[str, Any]:
     """Connect, warm up, measure for ``duration`` s; returns the result dict."""
     if scenario.kind == "broadcast":
@@ -553,7 +557,7 @@ def _make_msg_client_class() -> type:
 
 
 async def run_messages(
-    url: str, scenario: Scenario, duration: float, warmup: float, server_pid: int | None
+    url: str, scenario: Scenario, duration: float, warmup: float, server_pid: int | tuple[int, ...] | None
 ) -> dict[str, Any]:
     """Single-connection ping-pong of whole messages, timed by completions."""
     from picows import ws_connect
@@ -721,7 +725,7 @@ def _make_receiver_class() -> type:
 
 
 async def run_broadcast(
-    url: str, scenario: Scenario, duration: float, warmup: float, server_pid: int | None
+    url: str, scenario: Scenario, duration: float, warmup: float, server_pid: int | tuple[int, ...] | None
 ) -> dict[str, Any]:
     """``scenario.connections`` receivers, one trigger; deliveries/s."""
     payload = make_payload(scenario.size)
@@ -902,7 +906,7 @@ def run_loadclient(
     duration: float,
     *,
     warmup: float = 0.3,
-    server_pid: int | None = None,
+    server_pid: int | tuple[int, ...] | None = None,
     cpu: int | None = None,
     window: int | None = None,
     timeout: float | None = None,
@@ -915,7 +919,8 @@ def run_loadclient(
     cmd = [sys.executable, os.path.abspath(__file__), "--url", url, "--scenario", scenario]
     cmd += ["--duration", str(duration), "--warmup", str(warmup)]
     if server_pid is not None:
-        cmd += ["--server-pid", str(server_pid)]
+        pids = server_pid if isinstance(server_pid, tuple) else (server_pid,)
+        cmd += ["--server-pid", ",".join(str(p) for p in pids)]
     if window is not None:
         cmd += ["--window", str(window)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -933,6 +938,11 @@ def run_loadclient(
     return json.loads(lines[-1])  # type: ignore[no-any-return]  # may hold "error"
 
 
+def _pids(text: str) -> int | tuple[int, ...]:
+    pids = tuple(int(p) for p in text.split(","))
+    return pids[0] if len(pids) == 1 else pids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="WebSocket echo load client (picows on uvloop)")
     parser.add_argument("--url", required=True, help="ws://host:port/path, or tcp://host:port for a raw byte echo")
@@ -940,7 +950,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds (default 2)")
     parser.add_argument("--warmup", type=float, default=0.3, help="seconds before measuring (default 0.3)")
     parser.add_argument("--window", type=int, help="messages in flight per connection (overrides the scenario's)")
-    parser.add_argument("--server-pid", type=int, help="also report this process's CPU fraction")
+    parser.add_argument(
+        "--server-pid",
+        type=_pids,
+        help="also report this process's CPU fraction (comma-separated pids: their sum, e.g. a server's workers)",
+    )
     args = parser.parse_args(argv)
     raise_fd_limit()
     scenario = ALL_SCENARIOS[args.scenario]
