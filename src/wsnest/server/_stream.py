@@ -175,6 +175,7 @@ class StreamConnection(Outbox):
         either side); the connection task closes the transport after."""
         transport = self._transport
         server = self._server
+        server.stream_opened(self)  # a shutdown ends it after its drain time
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
@@ -185,6 +186,7 @@ class StreamConnection(Outbox):
                     await self._start()
                     await self._flush()
         finally:
+            server.stream_closed(self)
             self._cancel = None
             self._closed = True
             with server.finalizing(), trio.move_on_after(server.limits.close_timeout):
