@@ -24,6 +24,7 @@ import websockets.trio.client
 
 import wsnest
 from serverutil import TIMEOUT, RawClient, Tracker, echo_handler, host_port, running_server, ws_url
+from test_tls import tls_server, trusting
 from wire import OP_TEXT, client_frame, close_frame
 from wsnest.server import _server
 from wsnest.server._refuse import MAX_REFUSING
@@ -399,3 +400,46 @@ async def test_serve_style_websockets_and_served_connections_are_drained() -> No
             assert served == ["one"]
             await c.aclose()
             await ws.aclose()
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair() -> wsnest.CertPair:
+    return wsnest.write_cert()
+
+
+async def tls_connect(url: str, cert: str) -> trio.SSLStream[trio.SocketStream]:
+    host, port = host_port(url)
+    stream = trio.SSLStream(await trio.open_tcp_stream(host, port), trusting(cert), server_hostname=host)
+    await stream.do_handshake()
+    return stream
+
+
+async def test_tls_past_max_connections_gets_503(pair: wsnest.CertPair) -> None:
+    tls = wsnest.tls_config(pair.cert, pair.key)
+    async with tls_server(tls, [wsnest.handler("/hello", hello)], max_connections=1) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            held = await tls_connect(url, pair.cert)
+            await trio.testing.wait_all_tasks_blocked()
+            refused = RawClient(await tls_connect(url, pair.cert))
+            await refused.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp = await refused.read_head()
+            assert resp.status == 503 and resp.header("retry-after") == "1"
+            await held.send_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await RawClient(held).read_head()).status == 200
+            await refused.aclose()
+            await trio.aclose_forcefully(held)
+
+
+async def test_drain_drops_tls_clients_that_sent_nothing(pair: wsnest.CertPair) -> None:
+    tls = wsnest.tls_config(pair.cert, pair.key)
+    async with tls_server(tls, [wsnest.handler("/hello", hello)], drain_timeout=LONG) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            silent = RawClient(await trio.open_tcp_stream(*host_port(url)))
+            await trio.testing.wait_all_tasks_blocked()
+            async with closing(server) as closed:
+                assert await silent.read_until_eof() == b""
+                await closed.wait()  # long before drain_timeout
+            await silent.aclose()

@@ -101,6 +101,7 @@ class HttpServer:
         self._refused_warned = -math.inf
         self._refuse_router: RefusingRouter | None = None
         self._streams: set[Endable] = set()
+        self._tls_idle: set[trio.CancelScope] = set()  # TLS clients that have sent nothing yet
         self._draining = False  # new requests are answered with Connection: close
         self._ending = False  # the drain is over: sessions that open are closed at once
         self._drain_timeout: float | None = None  # aclose()'s, else limits.drain_timeout
@@ -276,11 +277,13 @@ class HttpServer:
         if drain_timeout > 0:
             for conn in list(self._http_conns):
                 conn.drain()
+            self._drop_tls_idle()
             with trio.move_on_after(drain_timeout):
                 # Until every connection left is a WebSocket.
                 await self._wait_until(lambda: self._open <= len(self._websockets))
         self._ending = True
         self._bound_finalizers()
+        self._drop_tls_idle()
         for conn in list(self._http_conns):
             if conn.scope is not None:
                 conn.scope.cancel()  # a handler still running, or a request not complete
@@ -293,6 +296,10 @@ class HttpServer:
         for scope in self._external:
             scope.cancel()
         nursery.cancel_scope.cancel()
+
+    def _drop_tls_idle(self) -> None:
+        for scope in self._tls_idle:
+            scope.cancel()
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
         # Woken whenever a connection ends or a WebSocket opens or closes.
@@ -397,8 +404,10 @@ class HttpServer:
             if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
                 return
             conn = HttpConnection(self, self._router, self._http_conns, transport, client, deadline)
-            if self._draining:  # accepted just before the listener closed
+            if self._draining:  # accepted just before the listener closed, or from serve_connection()
                 conn.keep_alive = False
+                if self._ending:
+                    return
             upgraded = await conn.serve()
             del conn
             if upgraded is not None:
@@ -483,7 +492,14 @@ class HttpServer:
         debug level: one line per connection at error level would let any
         client flood the log.
         """
-        first = await transport.first_byte()
+        with trio.CancelScope() as idle:
+            self._tls_idle.add(idle)  # the drain drops a client that has sent nothing
+            try:
+                first = await transport.first_byte()
+            finally:
+                self._tls_idle.discard(idle)
+        if idle.cancelled_caught:
+            return False
         if first < 0:
             log.debug("TLS client %s closed before its handshake", client)
             return False
