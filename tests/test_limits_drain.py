@@ -10,7 +10,10 @@ the test's own fail_after shows that the drain ended because the work did.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -443,3 +446,62 @@ async def test_drain_drops_tls_clients_that_sent_nothing(pair: wsnest.CertPair) 
                 assert await silent.read_until_eof() == b""
                 await closed.wait()  # long before drain_timeout
             await silent.aclose()
+
+
+# -- run(): SIGTERM drains ------------------------------------------------------------------
+
+RUN_SCRIPT = """
+import sys
+import trio
+import wsnest
+
+async def held(req):
+    print("HANDLER", flush=True)
+    line = await trio.to_thread.run_sync(sys.stdin.readline)  # until the test says so
+    return {"body": "complete " + line.strip()}
+
+wsnest.http_server(
+    "http://127.0.0.1:0", [wsnest.handler("/held", held), wsnest.handler("/hello", lambda req: {"body": "hi"})]
+).run()
+"""
+
+
+def test_sigterm_under_run_drains_the_request_in_flight(tmp_path: Any) -> None:
+    script = tmp_path / "serve.py"
+    script.write_text(RUN_SCRIPT)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(wsnest.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("Serving at "), (line, proc.stderr.read() if proc.stderr else "")
+        host, port = host_port(line.split()[2])
+        with (
+            socket.create_connection((host, port), timeout=TIMEOUT) as idle,
+            socket.create_connection((host, port), timeout=TIMEOUT) as busy,
+        ):
+            idle.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")  # kept alive, now idle
+            busy.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert proc.stdout.readline() == b"HANDLER\n"
+            proc.send_signal(signal.SIGTERM)
+            assert idle.recv(4096) == b""  # the drain has begun, the handler is still held
+            proc.stdin.write(b"now\n")
+            proc.stdin.flush()
+            answer = b""
+            while chunk := busy.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\ncomplete now"), answer
+        assert b"\r\nConnection: close\r\n" in answer
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=TIMEOUT)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
