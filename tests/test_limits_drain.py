@@ -14,8 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -457,7 +457,7 @@ import wsnest
 
 async def held(req):
     print("HANDLER", flush=True)
-    line = await trio.to_thread.run_sync(sys.stdin.readline)  # until the test says so
+    line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)  # until the test says so
     return {"body": "complete " + line.strip()}
 
 wsnest.http_server(
@@ -466,9 +466,12 @@ wsnest.http_server(
 """
 
 
-def test_sigterm_under_run_drains_the_request_in_flight(tmp_path: Any) -> None:
+@contextmanager
+def run_script(tmp_path: Any, text: str) -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
+    """Run ``text`` (a script calling ``server.run()``) until it prints its
+    URL; yields ``(process, host, port)``; killed in the end if need be."""
     script = tmp_path / "serve.py"
-    script.write_text(RUN_SCRIPT)
+    script.write_text(text)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     here = os.path.dirname(os.path.dirname(os.path.abspath(wsnest.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
@@ -480,24 +483,7 @@ def test_sigterm_under_run_drains_the_request_in_flight(tmp_path: Any) -> None:
         line = proc.stdout.readline().decode()
         assert line.startswith("Serving at "), (line, proc.stderr.read() if proc.stderr else "")
         host, port = host_port(line.split()[2])
-        with (
-            socket.create_connection((host, port), timeout=TIMEOUT) as idle,
-            socket.create_connection((host, port), timeout=TIMEOUT) as busy,
-        ):
-            idle.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")  # kept alive, now idle
-            busy.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert proc.stdout.readline() == b"HANDLER\n"
-            proc.send_signal(signal.SIGTERM)
-            assert idle.recv(4096) == b""  # the drain has begun, the handler is still held
-            proc.stdin.write(b"now\n")
-            proc.stdin.flush()
-            answer = b""
-            while chunk := busy.recv(4096):
-                answer += chunk
-        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\ncomplete now"), answer
-        assert b"\r\nConnection: close\r\n" in answer
-        assert proc.wait(timeout=TIMEOUT) == 0
+        yield proc, host, port
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -505,3 +491,43 @@ def test_sigterm_under_run_drains_the_request_in_flight(tmp_path: Any) -> None:
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+@contextmanager
+def idle_and_busy(proc: subprocess.Popen[bytes], host: str, port: int) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """An idle keep-alive connection and one whose request is held in its handler."""
+    assert proc.stdout is not None
+    with (
+        socket.create_connection((host, port), timeout=TIMEOUT) as idle,
+        socket.create_connection((host, port), timeout=TIMEOUT) as busy,
+    ):
+        idle.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")  # kept alive, now idle
+        busy.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert proc.stdout.readline() == b"HANDLER\n"
+        yield idle, busy
+
+
+def test_sigterm_under_run_drains_the_request_in_flight(tmp_path: Any) -> None:
+    with run_script(tmp_path, RUN_SCRIPT) as (proc, host, port), idle_and_busy(proc, host, port) as (idle, busy):
+        assert proc.stdin is not None
+        proc.send_signal(signal.SIGTERM)
+        assert idle.recv(4096) == b""  # the drain has begun, the handler is still held
+        proc.stdin.write(b"now\n")
+        proc.stdin.flush()
+        answer = b""
+        while chunk := busy.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\ncomplete now"), answer
+        assert b"\r\nConnection: close\r\n" in answer
+        assert proc.wait(timeout=TIMEOUT) == 0
+
+
+def test_a_second_signal_under_run_stops_at_once(tmp_path: Any) -> None:
+    script = RUN_SCRIPT.replace("\n).run()", ", drain_timeout=600\n).run()")
+    with run_script(tmp_path, script) as (proc, host, port), idle_and_busy(proc, host, port) as (idle, busy):
+        proc.send_signal(signal.SIGTERM)
+        assert idle.recv(4096) == b""  # draining, for up to 600 s
+        proc.send_signal(signal.SIGINT)
+        assert busy.recv(4096) == b""  # the held handler was cut
+        assert proc.wait(timeout=TIMEOUT) == 0

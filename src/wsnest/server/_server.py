@@ -227,7 +227,9 @@ class HttpServer:
             await self._done.wait()
 
     def run(self) -> None:
-        """Serve in the foreground (blocking); Ctrl+C or SIGTERM stops cleanly."""
+        """Serve in the foreground (blocking). Ctrl+C or SIGTERM stops
+        gracefully (:meth:`aclose`, with its drain); a second one stops at
+        once."""
         trio.run(self._run_foreground)
 
     async def _run_foreground(self) -> None:
@@ -243,7 +245,9 @@ class HttpServer:
                     print(f"Serving at {url} - press Ctrl+C to stop", flush=True)
                     async for _ in received:
                         break
+                    nursery.start_soon(_stop_now_on_signal, received, nursery.cancel_scope)
                     await self.aclose()
+                    nursery.cancel_scope.cancel()  # ends the watcher
         if error is not None:
             raise error
 
@@ -630,6 +634,14 @@ class HttpServer:
         )
         with trio.move_on_after(self.limits.close_timeout):
             await transport.send_all(data)
+
+
+async def _stop_now_on_signal(received: Any, scope: trio.CancelScope) -> None:
+    # A second Ctrl+C during the drain: the operator will not wait for it.
+    async for _ in received:
+        log.warning("wsnest: second signal: stopping without waiting for the drain")
+        scope.cancel()
+        return
 
 
 def _peer_of(sock: socket.socket) -> tuple[str, int] | None:
