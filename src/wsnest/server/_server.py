@@ -167,8 +167,9 @@ class HttpServer:
             client: the peer address that ``req.client`` shows; by default a
                 socket's peer address, None for a stream.
 
-        The connection is closed (1001 for a WebSocket) when the server
-        stops, as those it accepted itself.
+        It counts toward ``max_connections`` (past it, its request gets the
+        503) and is drained when the server stops, as those it accepted
+        itself.
         """
         if self.state != "started":
             raise RuntimeError(f"server: cannot serve a connection, it is {self.state}")
