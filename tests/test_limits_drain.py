@@ -531,3 +531,35 @@ def test_a_second_signal_under_run_stops_at_once(tmp_path: Any) -> None:
         proc.send_signal(signal.SIGINT)
         assert busy.recv(4096) == b""  # the held handler was cut
         assert proc.wait(timeout=TIMEOUT) == 0
+
+
+async def test_a_websocket_whose_serve_outlives_it_does_not_hold_the_drain() -> None:
+    """The drain waits for HTTP work only: a ``serve=`` function still
+    running after its connection closed is cut at the end, like any
+    WebSocket work."""
+    closed_seen = trio.Event()
+    cancelled: list[bool] = []
+
+    async def serve(ws: wsnest.WebSocket) -> None:
+        async for _ in ws:
+            pass
+        closed_seen.set()
+        try:
+            await trio.sleep_forever()  # cleanup that never ends
+        except trio.Cancelled:
+            cancelled.append(True)
+            raise
+
+    async with running_server([wsnest.handler_ws("/pull", serve=serve)], drain_timeout=LONG, close_timeout=0.2) as (
+        server,
+        url,
+    ):
+        with trio.fail_after(TIMEOUT):
+            ws = await RawClient.connect(url)
+            await ws.handshake("/pull")
+            await ws.send(close_frame(1000))
+            assert await ws.read_close() == (1000, "")
+            await closed_seen.wait()
+            await server.aclose()  # long before drain_timeout
+            await ws.aclose()
+    assert cancelled == [True]

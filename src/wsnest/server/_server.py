@@ -33,6 +33,7 @@ from ._contract import Closable, Endable, Handler, Session
 from ._handshake_slots import HandshakeSlots
 from ._refuse import MAX_REFUSING, REFUSE_TIME, RefusingRouter
 from ._routing import Router
+from ._stream import StreamConnection
 from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
 
 log = logging.getLogger("wsnest")
@@ -92,9 +93,11 @@ class HttpServer:
         self._done: trio.Event | None = None
         self._listener: socket.socket | None = None
         self._external: set[trio.CancelScope] = set()  # serve_connection() calls
-        # Connection tasks serving a client (max_connections; the drain waits
-        # for those that are not WebSockets), and refusals in progress.
+        # Connection tasks serving a client (max_connections), those of them
+        # that became WebSockets (the drain waits for the others), and
+        # refusals in progress.
         self._open = 0
+        self._ws_open = 0
         self._max_open = sys.maxsize if limits.max_connections is None else limits.max_connections
         self._refusing = 0
         self._refused = 0  # since the last warning
@@ -285,7 +288,7 @@ class HttpServer:
             self._drop_tls_idle()
             with trio.move_on_after(drain_timeout):
                 # Until every connection left is a WebSocket.
-                await self._wait_until(lambda: self._open <= len(self._websockets))
+                await self._wait_until(lambda: self._open <= self._ws_open)
         self._ending = True
         self._bound_finalizers()
         self._drop_tls_idle()
@@ -307,7 +310,7 @@ class HttpServer:
             scope.cancel()
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
-        # Woken whenever a connection ends or a WebSocket opens or closes.
+        # Woken whenever a connection ends or becomes a WebSocket.
         while not done():
             self._changed = trio.Event()
             await self._changed.wait()
@@ -405,6 +408,7 @@ class HttpServer:
             return
         self._open += 1
         session: Session | None = None
+        websocket = False
         try:
             if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
                 return
@@ -418,6 +422,11 @@ class HttpServer:
             if upgraded is not None:
                 session, tail = upgraded
                 del upgraded
+                if not isinstance(session, StreamConnection):  # a WebSocket: the drain does not wait for it
+                    websocket = True
+                    self._ws_open += 1
+                    if self._changed is not None:
+                        self._changed_now()
                 await session.run(tail)
         except Exception:
             log.exception("wsnest: connection from %s failed", client)
@@ -426,6 +435,8 @@ class HttpServer:
                 await self._release(transport, session)
             finally:
                 self._open -= 1
+                if websocket:
+                    self._ws_open -= 1
                 if self._changed is not None:
                     self._changed_now()
 
@@ -557,16 +568,12 @@ class HttpServer:
     def session_opened(self, session: Closable) -> None:
         """Track ``session``: the shutdown closes it (1001) and waits for it."""
         self._websockets.add(session)
-        if self._changed is not None:  # shutting down
-            self._changed_now()
-            if self._ending:
-                session.close(1001, "server shutting down")
+        if self._ending:
+            session.close(1001, "server shutting down")
 
     def session_closed(self, session: Closable) -> None:
         """Stop tracking ``session``."""
         self._websockets.discard(session)
-        if self._changed is not None:
-            self._changed_now()
 
     def stream_opened(self, stream: Endable) -> None:
         """Track ``stream``: the shutdown ends it once the drain is over."""
