@@ -175,10 +175,10 @@ class StreamConnection(Outbox):
         either side); the connection task closes the transport after."""
         transport = self._transport
         server = self._server
-        server.stream_opened(self)  # a shutdown ends it after its drain time
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
+                server.stream_opened(self)  # a shutdown ends it after its drain time (now, if over)
                 async with trio.open_nursery() as nursery:
                     # Reading is the only way to notice that the client went
                     # away; a disconnect also cancels a running async on_request.
