@@ -315,11 +315,6 @@ class HttpServer:
             self._changed = trio.Event()
             await self._changed.wait()
 
-    def _changed_now(self) -> None:
-        changed = self._changed
-        if changed is not None:
-            changed.set()
-
     def _close_listener(self) -> None:
         listener = self._listener
         if listener is not None and listener.fileno() >= 0:
@@ -414,9 +409,9 @@ class HttpServer:
                 return
             conn = HttpConnection(self, self._router, self._http_conns, transport, client, deadline)
             if self._draining:  # accepted just before the listener closed, or from serve_connection()
-                conn.keep_alive = False
                 if self._ending:
                     return
+                conn.keep_alive = False
             upgraded = await conn.serve()
             del conn
             if upgraded is not None:
@@ -425,8 +420,8 @@ class HttpServer:
                 if not isinstance(session, StreamConnection):  # a WebSocket: the drain does not wait for it
                     websocket = True
                     self._ws_open += 1
-                    if self._changed is not None:
-                        self._changed_now()
+                    if self._changed is not None:  # shutting down
+                        self._changed.set()
                 await session.run(tail)
         except Exception:
             log.exception("wsnest: connection from %s failed", client)
@@ -437,8 +432,8 @@ class HttpServer:
                 self._open -= 1
                 if websocket:
                     self._ws_open -= 1
-                if self._changed is not None:
-                    self._changed_now()
+                if self._changed is not None:  # shutting down
+                    self._changed.set()
 
     async def _refuse(self, transport: Transport, client: tuple[str, int] | None, deadline: float) -> None:
         """Past ``max_connections``: answer the request with a 503 and close
