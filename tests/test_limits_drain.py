@@ -126,8 +126,12 @@ async def test_past_max_connections_new_clients_get_503_and_existing_ones_go_on(
     t.assert_balanced()
 
 
-async def test_a_refused_client_that_sends_nothing_is_dropped() -> None:
-    async with running_server([wsnest.handler("/hello", hello)], max_connections=1, handshake_timeout=0.5) as (
+async def test_a_refused_client_that_sends_nothing_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal is bounded by REFUSE_TIME, far shorter than
+    handshake_timeout (here longer than the test: only the refusal's own
+    bound can end the connection)."""
+    monkeypatch.setattr(_server, "REFUSE_TIME", 0.3)
+    async with running_server([wsnest.handler("/hello", hello)], max_connections=1, handshake_timeout=3 * TIMEOUT) as (
         server,
         url,
     ):
@@ -135,10 +139,12 @@ async def test_a_refused_client_that_sends_nothing_is_dropped() -> None:
             held = await RawClient.connect(url)  # the one connection allowed, silent
             await trio.testing.wait_all_tasks_blocked()  # counted before the next one is accepted
             silent = await RawClient.connect(url)
-            assert await silent.read_until_eof() == b""  # closed within the refusal's time, unanswered
+            await trio.testing.wait_all_tasks_blocked()
+            assert server._refusing == 1
+            assert await silent.read_until_eof() == b""  # closed unanswered
+            assert server._refusing == 0
             await silent.aclose()
             await held.aclose()
-        assert server._refusing == 0
 
 
 async def test_refusals_in_progress_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
