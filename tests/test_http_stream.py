@@ -348,7 +348,8 @@ async def test_server_shutdown_fires_on_close_for_open_streams() -> None:
         opened.record(conn, req)
         conn.send("x")
 
-    async with running_server([wsnest.handler_stream("/s", on_request, closes)]) as (_, url):
+    # The stream gets drain_timeout to end by itself, then is ended.
+    async with running_server([wsnest.handler_stream("/s", on_request, closes)], drain_timeout=0.1) as (_, url):
         client = await RawClient.connect(url)
         await client.send(request_bytes())
         with trio.fail_after(TIMEOUT):

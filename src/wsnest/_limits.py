@@ -54,6 +54,18 @@ class Limits:
     #: reading goes on up to the start of the next message (pings and
     #: close frames are still answered), then pauses until there is room.
     max_queue: int = 16
+    #: Open client connections at once (HTTP, WebSocket, streams, TLS
+    #: handshakes; ``serve_connection()`` ones too); None: no limit. Past
+    #: it a new connection gets one ``503`` with ``Retry-After: 1`` (a
+    #: WebSocket upgrade too, before any 101) and is closed; its request
+    #: must arrive within 2 s (or ``handshake_timeout`` if shorter), and at
+    #: most 64 such refusals run at once: later ones are closed unanswered.
+    max_connections: int | None = None
+    #: On shutdown (``aclose()``, SIGINT/SIGTERM under ``run()``): time for
+    #: running HTTP handlers to answer (``Connection: close``) and streams to
+    #: end by themselves before streams are ended and WebSockets closed with
+    #: 1001 (then up to ``close_timeout`` more); 0: no drain.
+    drain_timeout: float = 5.0
 
     def replace(self, **changes: object) -> Limits:
         """Return a copy with ``changes`` applied; unknown names raise ``TypeError``."""
@@ -73,18 +85,20 @@ WS_FIELDS = frozenset(
 )
 
 
-_POSITIVE = frozenset({"max_queue", "handshake_timeout", "ping_interval", "send_timeout", "max_tls_handshakes"})
+_POSITIVE = frozenset(
+    {"max_queue", "handshake_timeout", "ping_interval", "send_timeout", "max_tls_handshakes", "max_connections"}
+)
 
 
 def check_limits(limits: Limits) -> Limits:
     """Validate every field, naming the bad one."""
     for field in dataclasses.fields(limits):
         value = getattr(limits, field.name)
-        if value is None and field.name in ("max_message_size", "ping_interval"):
+        if value is None and field.name in ("max_message_size", "ping_interval", "max_connections"):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{field.name}: expected a number, got {type(value).__name__}")
-        if field.type == "int" and not isinstance(value, int):
+        if (field.type == "int" or field.name == "max_connections") and not isinstance(value, int):
             raise TypeError(f"{field.name}: expected an integer, got {value!r}")
         if value < 0 or (value == 0 and field.name in _POSITIVE):
             raise ValueError(f"{field.name}: must be positive, got {value!r}")

@@ -21,6 +21,7 @@ from .._limits import Limits
 if TYPE_CHECKING:
     from .._errors import HTTPError
     from ..server import Closable, Handler, Transport
+    from ..server._contract import Endable
 
 log = logging.getLogger("wsnest")
 
@@ -82,6 +83,12 @@ class ClientContext:
 
     def session_closed(self, session: Closable) -> None:
         """Nothing to track."""
+
+    def stream_opened(self, stream: Endable) -> None:
+        """A client runs no streams."""
+
+    def stream_closed(self, stream: Endable) -> None:
+        """A client runs no streams."""
 
     async def flusher(self) -> None:
         """Write what was sent outside a read batch, once per scheduler

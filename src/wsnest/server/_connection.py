@@ -50,7 +50,18 @@ _REQUEST_WEIGHT = 512
 class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
-    __slots__ = ("_unyielded", "client", "conns", "ctx", "deadline", "keep_alive", "router", "scope", "transport")
+    __slots__ = (
+        "_unyielded",
+        "client",
+        "conns",
+        "ctx",
+        "deadline",
+        "keep_alive",
+        "parser",
+        "router",
+        "scope",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -69,6 +80,7 @@ class HttpConnection:
         self.keep_alive = True
         self.deadline = deadline  # the first head's, if the budget started earlier (TLS)
         self.scope: trio.CancelScope | None = None
+        self.parser: RequestParser | None = None  # while serving (see drain)
         # Bytes parsed since this connection last let the others run.
         self._unyielded = 0
 
@@ -143,7 +155,7 @@ class HttpConnection:
         """
         ctx = self.ctx
         limits = ctx.limits
-        parser = RequestParser(limits, self.client)
+        parser = self.parser = RequestParser(limits, self.client)
         view = ctx.recv_buffer
         transport = self.transport
         first = True
@@ -230,8 +242,22 @@ class HttpConnection:
                 log.debug("connection from %s timed out waiting for a request", self.client)
         finally:
             parser.close()
+            self.parser = None
             self.conns.discard(self)
         return None  # the caller closes the transport
+
+    def drain(self) -> None:
+        """The server is shutting down: a request already started (its head
+        arriving, its handler running) is answered with ``Connection:
+        close``; a connection waiting for a request with none of it
+        received (idle keep-alive, or nothing sent yet) ends now."""
+        self.keep_alive = False
+        parser = self.parser
+        scope = self.scope
+        # deadline is finite only while waiting for a request; requests
+        # queued means one is complete (a sliced read may sit at a boundary).
+        if scope is not None and parser is not None and self.deadline != _INF and parser.idle and not parser.requests:
+            scope.cancel()
 
     async def _dispatch(self, req: Request, tail: bytes) -> Session | None:
         """Route one request: the handler answers it, or returns the

@@ -57,6 +57,13 @@ class Closable(Protocol):
         """Start closing the session (never blocks)."""
 
 
+class Endable(Protocol):
+    """A stream the server ends when its shutdown's drain time is over."""
+
+    def close(self) -> int:
+        """End the response properly and close (never blocks)."""
+
+
 class Responder(Protocol):
     """The HTTP connection as a handler sees it."""
 
@@ -118,6 +125,13 @@ class ServerContext(Protocol):
 
     def session_closed(self, session: Closable) -> None:
         """Stop tracking ``session``."""
+
+    def stream_opened(self, stream: Endable) -> None:
+        """Track ``stream``: the shutdown lets it run until the drain
+        deadline, then ends it."""
+
+    def stream_closed(self, stream: Endable) -> None:
+        """Stop tracking ``stream``."""
 
 
 class Handler:

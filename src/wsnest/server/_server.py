@@ -17,6 +17,7 @@ import math
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,9 +29,11 @@ from .._limits import DEFAULT_LIMITS, Limits
 from ..core import warn_core_fallback
 from ..http import build_response
 from ._connection import HttpConnection
-from ._contract import Closable, Handler, Session
+from ._contract import Closable, Endable, Handler, Session
 from ._handshake_slots import HandshakeSlots
+from ._refuse import MAX_REFUSING, REFUSE_TIME, RefusingRouter
 from ._routing import Router
+from ._stream import StreamConnection
 from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
 
 log = logging.getLogger("wsnest")
@@ -90,6 +93,22 @@ class HttpServer:
         self._done: trio.Event | None = None
         self._listener: socket.socket | None = None
         self._external: set[trio.CancelScope] = set()  # serve_connection() calls
+        # Connection tasks serving a client (max_connections), those of them
+        # that became WebSockets (the drain waits for the others), and
+        # refusals in progress.
+        self._open = 0
+        self._ws_open = 0
+        self._max_open = sys.maxsize if limits.max_connections is None else limits.max_connections
+        self._refusing = 0
+        self._refused = 0  # since the last warning
+        self._refused_warned = -math.inf
+        self._refuse_router: RefusingRouter | None = None
+        self._streams: set[Endable] = set()
+        self._tls_idle: set[trio.CancelScope] = set()  # TLS clients that have sent nothing yet
+        self._draining = False  # new requests are answered with Connection: close
+        self._ending = False  # the drain is over: sessions that open are closed at once
+        self._drain_timeout: float | None = None  # aclose()'s, else limits.drain_timeout
+        self._changed: trio.Event | None = None  # set during shutdown when a connection ends
         #: The receive buffer shared by every connection task (see ServerContext).
         self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
 
@@ -151,8 +170,9 @@ class HttpServer:
             client: the peer address that ``req.client`` shows; by default a
                 socket's peer address, None for a stream.
 
-        The connection is closed (1001 for a WebSocket) when the server
-        stops, as those it accepted itself.
+        It counts toward ``max_connections`` (past it, its request gets the
+        503) and is drained when the server stops, as those it accepted
+        itself.
         """
         if self.state != "started":
             raise RuntimeError(f"server: cannot serve a connection, it is {self.state}")
@@ -177,9 +197,31 @@ class HttpServer:
             finally:
                 self._external.discard(scope)
 
-    async def aclose(self) -> None:
-        """Stop gracefully: stop accepting, close every WebSocket with 1001
-        (waiting up to ``close_timeout`` for the handshakes), drop the rest."""
+    async def aclose(self, drain_timeout: float | None = None) -> None:
+        """Stop gracefully and return once :meth:`serve` has returned.
+
+        1. Stop accepting (the listener is closed).
+        2. Drain, for up to ``drain_timeout`` (by default
+           ``limits.drain_timeout``; 0: no drain): HTTP connections waiting
+           for a request with none of it received close at once; a request
+           already started is answered with ``Connection: close``; streams
+           may end by themselves.
+        3. Then HTTP handlers still running are cancelled, streams still
+           open are ended (the terminating chunk is sent, ``on_close``
+           runs), and every WebSocket is closed with 1001; up to
+           ``close_timeout`` for the close handshakes and ``on_close``.
+        4. Anything still running is cancelled.
+
+        So it returns within about ``drain_timeout + close_timeout``. Only
+        the first call's ``drain_timeout`` counts.
+        """
+        if drain_timeout is not None:
+            if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)):
+                raise TypeError(f"drain_timeout: expected a number, got {type(drain_timeout).__name__}")
+            if not drain_timeout >= 0:
+                raise ValueError(f"drain_timeout: must be 0 or more, got {drain_timeout!r}")
+            if self._drain_timeout is None:
+                self._drain_timeout = float(drain_timeout)
         if self.state == "not started":
             self.state = "closed"
             return
@@ -189,7 +231,9 @@ class HttpServer:
             await self._done.wait()
 
     def run(self) -> None:
-        """Serve in the foreground (blocking); Ctrl+C or SIGTERM stops cleanly."""
+        """Serve in the foreground (blocking). Ctrl+C or SIGTERM stops
+        gracefully (:meth:`aclose`, with its drain); a second one stops at
+        once."""
         trio.run(self._run_foreground)
 
     async def _run_foreground(self) -> None:
@@ -205,7 +249,9 @@ class HttpServer:
                     print(f"Serving at {url} - press Ctrl+C to stop", flush=True)
                     async for _ in received:
                         break
+                    nursery.start_soon(_stop_now_on_signal, received, nursery.cancel_scope)
                     await self.aclose()
+                    nursery.cancel_scope.cancel()  # ends the watcher
         if error is not None:
             raise error
 
@@ -230,16 +276,44 @@ class HttpServer:
             scope.deadline = min(scope.deadline, deadline)
 
     async def _shutdown(self, nursery: trio.Nursery) -> None:
-        self._bound_finalizers()
+        """The sequence of :meth:`aclose`."""
         self._close_listener()
+        self._draining = True
+        self._changed = trio.Event()
+        limits = self.limits
+        drain_timeout = limits.drain_timeout if self._drain_timeout is None else self._drain_timeout
+        if drain_timeout > 0:
+            for conn in list(self._http_conns):
+                conn.drain()
+            self._drop_tls_idle()
+            with trio.move_on_after(drain_timeout):
+                # Until every connection left is a WebSocket.
+                await self._wait_until(lambda: self._open <= self._ws_open)
+        self._ending = True
+        self._bound_finalizers()
+        self._drop_tls_idle()
+        for conn in list(self._http_conns):
+            if conn.scope is not None:
+                conn.scope.cancel()  # a handler still running, or a request not complete
+        for stream in list(self._streams):
+            stream.close()
         for ws in list(self._websockets):
             ws.close(1001, "server shutting down")
-        with trio.move_on_after(self.limits.close_timeout + 0.5):
-            while self._websockets:
-                await trio.sleep(0.01)
+        with trio.move_on_after(limits.close_timeout + 0.5):
+            await self._wait_until(lambda: self._open == 0)
         for scope in self._external:
             scope.cancel()
         nursery.cancel_scope.cancel()
+
+    def _drop_tls_idle(self) -> None:
+        for scope in self._tls_idle:
+            scope.cancel()
+
+    async def _wait_until(self, done: Callable[[], bool]) -> None:
+        # Woken whenever a connection ends or becomes a WebSocket.
+        while not done():
+            self._changed = trio.Event()
+            await self._changed.wait()
 
     def _close_listener(self) -> None:
         listener = self._listener
@@ -324,19 +398,74 @@ class HttpServer:
         every open connection. ``deadline`` bounds the TLS handshake and
         the first request head together.
         """
+        if self._open >= self._max_open:
+            await self._refuse(transport, client, deadline)
+            return
+        self._open += 1
         session: Session | None = None
+        websocket = False
         try:
             if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
                 return
-            upgraded = await HttpConnection(self, self._router, self._http_conns, transport, client, deadline).serve()
+            conn = HttpConnection(self, self._router, self._http_conns, transport, client, deadline)
+            if self._draining:  # accepted just before the listener closed, or from serve_connection()
+                if self._ending:
+                    return
+                conn.keep_alive = False
+            upgraded = await conn.serve()
+            del conn
             if upgraded is not None:
                 session, tail = upgraded
                 del upgraded
+                if not isinstance(session, StreamConnection):  # a WebSocket: the drain does not wait for it
+                    websocket = True
+                    self._ws_open += 1
+                    if self._changed is not None:  # shutting down
+                        self._changed.set()
                 await session.run(tail)
         except Exception:
             log.exception("wsnest: connection from %s failed", client)
         finally:
-            await self._release(transport, session)
+            try:
+                await self._release(transport, session)
+            finally:
+                self._open -= 1
+                if websocket:
+                    self._ws_open -= 1
+                if self._changed is not None:  # shutting down
+                    self._changed.set()
+
+    async def _refuse(self, transport: Transport, client: tuple[str, int] | None, deadline: float) -> None:
+        """Past ``max_connections``: answer the request with a 503 and close
+        (see ``_refuse``); within ``REFUSE_TIME``, ``MAX_REFUSING`` at once."""
+        now = trio.current_time()
+        self._refused += 1
+        if now - self._refused_warned >= 60.0:  # at most one line a minute, whatever the flood
+            log.warning(
+                "wsnest: max_connections (%d) reached: %d connection(s) refused with 503",
+                self._max_open,
+                self._refused,
+            )
+            self._refused_warned = now
+            self._refused = 0
+        if self._refusing >= MAX_REFUSING:
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
+            return
+        self._refusing += 1
+        try:
+            with trio.move_on_after(min(REFUSE_TIME, self.limits.handshake_timeout)):
+                if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
+                    return
+                if self._refuse_router is None:
+                    self._refuse_router = RefusingRouter()
+                await HttpConnection(self, self._refuse_router, self._http_conns, transport, client, deadline).serve()
+        except Exception:
+            log.exception("wsnest: refusing the connection from %s failed", client)
+        finally:
+            self._refusing -= 1
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
 
     async def _release(self, transport: Transport, session: Session | None) -> None:
         """Close the transport, then let the session run ``on_close``:
@@ -374,7 +503,14 @@ class HttpServer:
         debug level: one line per connection at error level would let any
         client flood the log.
         """
-        first = await transport.first_byte()
+        with trio.CancelScope() as idle:
+            self._tls_idle.add(idle)  # the drain drops a client that has sent nothing
+            try:
+                first = await transport.first_byte()
+            finally:
+                self._tls_idle.discard(idle)
+        if idle.cancelled_caught:
+            return False
         if first < 0:
             log.debug("TLS client %s closed before its handshake", client)
             return False
@@ -427,10 +563,22 @@ class HttpServer:
     def session_opened(self, session: Closable) -> None:
         """Track ``session``: the shutdown closes it (1001) and waits for it."""
         self._websockets.add(session)
+        if self._ending:
+            session.close(1001, "server shutting down")
 
     def session_closed(self, session: Closable) -> None:
         """Stop tracking ``session``."""
         self._websockets.discard(session)
+
+    def stream_opened(self, stream: Endable) -> None:
+        """Track ``stream``: the shutdown ends it once the drain is over."""
+        self._streams.add(stream)
+        if self._ending:
+            stream.close()
+
+    def stream_closed(self, stream: Endable) -> None:
+        """Stop tracking ``stream``."""
+        self._streams.discard(stream)
 
     @staticmethod
     async def _guarded(fn: Callable[..., Awaitable[object]], *args: object) -> None:
@@ -489,6 +637,14 @@ class HttpServer:
         )
         with trio.move_on_after(self.limits.close_timeout):
             await transport.send_all(data)
+
+
+async def _stop_now_on_signal(received: Any, scope: trio.CancelScope) -> None:
+    # A second Ctrl+C during the drain: the operator will not wait for it.
+    async for _ in received:
+        log.warning("wsnest: second signal: stopping without waiting for the drain")
+        scope.cancel()
+        return
 
 
 def _peer_of(sock: socket.socket) -> tuple[str, int] | None:

@@ -178,6 +178,7 @@ class StreamConnection(Outbox):
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
+                server.stream_opened(self)  # a shutdown ends it after its drain time (now, if over)
                 async with trio.open_nursery() as nursery:
                     # Reading is the only way to notice that the client went
                     # away; a disconnect also cancels a running async on_request.
@@ -185,6 +186,7 @@ class StreamConnection(Outbox):
                     await self._start()
                     await self._flush()
         finally:
+            server.stream_closed(self)
             self._cancel = None
             self._closed = True
             with server.finalizing(), trio.move_on_after(server.limits.close_timeout):
