@@ -50,7 +50,18 @@ _REQUEST_WEIGHT = 512
 class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
-    __slots__ = ("_unyielded", "client", "conns", "ctx", "deadline", "keep_alive", "router", "scope", "transport")
+    __slots__ = (
+        "_unyielded",
+        "client",
+        "conns",
+        "ctx",
+        "deadline",
+        "keep_alive",
+        "requests",
+        "router",
+        "scope",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -71,6 +82,7 @@ class HttpConnection:
         self.scope: trio.CancelScope | None = None
         # Bytes parsed since this connection last let the others run.
         self._unyielded = 0
+        self.requests = 0  # requests routed (the server's stats)
 
     async def send(self, data: bytes) -> bool:
         """Write ``data``; False if the client is gone."""
@@ -231,11 +243,15 @@ class HttpConnection:
         finally:
             parser.close()
             self.conns.discard(self)
+            observer = ctx.observer
+            if observer is not None:
+                observer.http_ended(self.requests)
         return None  # the caller closes the transport
 
     async def _dispatch(self, req: Request, tail: bytes) -> Session | None:
         """Route one request: the handler answers it, or returns the
         session that takes the connection over."""
+        self.requests += 1
         handler, allowed = self.router.match(req.path, req.method)
         if handler is None:
             if allowed:

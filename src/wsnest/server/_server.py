@@ -30,6 +30,7 @@ from ..http import build_response
 from ._connection import HttpConnection
 from ._contract import Closable, Handler, Session
 from ._handshake_slots import HandshakeSlots
+from ._observe import Observer
 from ._routing import Router
 from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
 
@@ -53,6 +54,8 @@ class HttpServer:
         handlers: Handler | Sequence[Handler] = (),
         tls: ssl.SSLContext | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        *,
+        access_log: bool = False,
     ) -> None:
         scheme, host, port = _parse_url(url)
         if scheme == "https" and tls is None:
@@ -92,9 +95,27 @@ class HttpServer:
         self._external: set[trio.CancelScope] = set()  # serve_connection() calls
         #: The receive buffer shared by every connection task (see ServerContext).
         self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
+        #: Counters and access log (see :meth:`stats`).
+        self.observer = Observer(bool(access_log), scheme)
 
     def __repr__(self) -> str:
         return f"<HttpServer {self.url} {self.state}>"
+
+    def stats(self) -> dict[str, Any]:
+        """The server's numbers as a plain, JSON-serialisable dict.
+
+        ``pid``, ``core``; ``connections``: open ones by kind (``http``:
+        speaking HTTP, ``websocket``, ``stream``); totals since start:
+        ``http_requests``, ``ws_sessions``, ``ws_messages_in`` /
+        ``ws_messages_out``, ``ws_bytes_in`` / ``ws_bytes_out`` (WebSocket
+        bytes on the wire, frame headers included), ``streams``;
+        ``send_refusals``: refused ``send``/``broadcast`` calls by return
+        code (``"7"``, ``"8"``, ``"17"``); ``ws_closes``: ended WebSocket
+        sessions by close code (``"1000"``, ``"1006"``, ...). Each server
+        (each worker process) counts its own: sum them with
+        :func:`merge_stats`, render them with :func:`stats_to_prometheus`.
+        """
+        return self.observer.stats(self._http_conns, self._websockets)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -525,6 +546,8 @@ def http_server(
     url: str,
     handlers: Handler | Sequence[Handler] = (),
     tls: ssl.SSLContext | None = None,
+    *,
+    access_log: bool = False,
     **limits: Any,
 ) -> HttpServer:
     """Build an HTTP + WebSocket server (no I/O until it is served).
@@ -536,9 +559,18 @@ def http_server(
             ``handler``, ``handler_file``, ...). Conflicting routes raise
             ``ValueError`` here.
         tls: a context from :func:`tls_config`, required for ``https``.
+        access_log: log one line per HTTP request, WebSocket session and
+            stream on logger ``wsnest.access`` (INFO; the fields are also
+            attributes of the log record). Off by default.
         **limits: any field of :class:`Limits`, e.g. ``max_message_size``.
 
     Serve it with ``await server.serve()`` (or ``nursery.start(server.serve)``)
     inside trio, or ``server.run()`` from synchronous code.
     """
-    return HttpServer(url, handlers, tls, DEFAULT_LIMITS.replace(**limits) if limits else DEFAULT_LIMITS)
+    return HttpServer(
+        url,
+        handlers,
+        tls,
+        DEFAULT_LIMITS.replace(**limits) if limits else DEFAULT_LIMITS,
+        access_log=access_log,
+    )
