@@ -155,7 +155,7 @@ class HttpConnection:
         """
         ctx = self.ctx
         limits = ctx.limits
-        parser = RequestParser(limits, self.client)
+        parser = RequestParser(limits, self.client, ctx.observer.scheme if ctx.observer is not None else "http")
         view = ctx.recv_buffer
         transport = self.transport
         first = True

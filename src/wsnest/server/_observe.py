@@ -20,6 +20,7 @@ from ..core import CORE
 
 if TYPE_CHECKING:
     from ..http import Request
+    from ..http._forwarded import ProxyTrust
 
 # The sessions are typed Any here: they import the contract, which names
 # this module, so this module names neither of them.
@@ -49,10 +50,12 @@ class Observer:
         "closes",
         "http_requests",
         "refusals",
+        "responding",
         "scheme",
         "sessions",
         "streams_open",
         "streams_total",
+        "trust",
         "ws_bytes_in",
         "ws_bytes_out",
         "ws_messages_in",
@@ -60,10 +63,15 @@ class Observer:
         "ws_total",
     )
 
-    def __init__(self, access_log: bool = False, scheme: str = "http") -> None:
+    def __init__(self, access_log: bool = False, scheme: str = "http", trust: ProxyTrust | None = None) -> None:
         self.access: logging.Logger | None = access_logger if access_log else None
         #: ``req.scheme`` when no trusted proxy says otherwise.
         self.scheme = scheme
+        #: The proxies whose headers are believed (None: proxy headers off).
+        self.trust = trust
+        # Access log only: the connection answering on a transport, for
+        # an error response the server sends on it (see error_sent).
+        self.responding: dict[object, Any] = {}
         # Totals of the connections that ended (open ones are summed live).
         self.http_requests = 0
         self.ws_total = 0
@@ -88,9 +96,16 @@ class Observer:
         """An HTTP connection served ``requests`` requests and left HTTP."""
         self.http_requests += requests
 
-    def session_started(self, session: object, req: Request) -> None:
+    def session_started(self, session: object, req: Request, start: float) -> None:
         """A WebSocket or stream took a connection over (access log on)."""
-        self.sessions[session] = (time.perf_counter(), req.client, req.method, req.uri, req.http_version)
+        self.sessions[session] = (start, req.client, req.method, req.uri, req.http_version)
+
+    def error_sent(self, transport: object, status: int, size: int) -> None:
+        """The server sent an error response on ``transport`` (access log on)."""
+        conn = self.responding.get(transport)
+        if conn is not None:
+            conn.status = status
+            conn.sent = size
 
     def websocket_ended(self, ws: WebSocket) -> None:
         """Fold a finished WebSocket's counters in (and log it)."""

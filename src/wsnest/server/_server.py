@@ -27,6 +27,8 @@ from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
 from ..core import warn_core_fallback
 from ..http import build_response
+from ..http._forwarded import ProxyTrust
+from ._access import ObservedConnection
 from ._connection import HttpConnection
 from ._contract import Closable, Handler, Session
 from ._handshake_slots import HandshakeSlots
@@ -56,8 +58,11 @@ class HttpServer:
         limits: Limits = DEFAULT_LIMITS,
         *,
         access_log: bool = False,
+        proxy_headers: bool = False,
+        forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
     ) -> None:
         scheme, host, port = _parse_url(url)
+        trust = ProxyTrust(forwarded_allow_ips)  # validated even when unused
         if scheme == "https" and tls is None:
             raise ValueError("tls: an https:// URL needs tls=tls_config(...)")
         if scheme == "http" and tls is not None:
@@ -96,7 +101,10 @@ class HttpServer:
         #: The receive buffer shared by every connection task (see ServerContext).
         self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
         #: Counters and access log (see :meth:`stats`).
-        self.observer = Observer(bool(access_log), scheme)
+        self.observer = Observer(bool(access_log), scheme, trust if proxy_headers else None)
+        # One class for every connection: a server without access log and
+        # proxy headers pays nothing per request for them.
+        self._connection_class = ObservedConnection if access_log or proxy_headers else HttpConnection
 
     def __repr__(self) -> str:
         return f"<HttpServer {self.url} {self.state}>"
@@ -349,7 +357,9 @@ class HttpServer:
         try:
             if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
                 return
-            upgraded = await HttpConnection(self, self._router, self._http_conns, transport, client, deadline).serve()
+            upgraded = await self._connection_class(
+                self, self._router, self._http_conns, transport, client, deadline
+            ).serve()
             if upgraded is not None:
                 session, tail = upgraded
                 del upgraded
@@ -508,6 +518,8 @@ class HttpServer:
         data = build_response(
             exc.status, headers, b"" if head_only else body, content_length=len(body), keep_alive=False
         )
+        if self.observer.access is not None:
+            self.observer.error_sent(transport, exc.status, 0 if head_only else len(body))
         with trio.move_on_after(self.limits.close_timeout):
             await transport.send_all(data)
 
@@ -548,6 +560,8 @@ def http_server(
     tls: ssl.SSLContext | None = None,
     *,
     access_log: bool = False,
+    proxy_headers: bool = False,
+    forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
     **limits: Any,
 ) -> HttpServer:
     """Build an HTTP + WebSocket server (no I/O until it is served).
@@ -562,6 +576,17 @@ def http_server(
         access_log: log one line per HTTP request, WebSocket session and
             stream on logger ``wsnest.access`` (INFO; the fields are also
             attributes of the log record). Off by default.
+        proxy_headers: believe ``Forwarded`` (RFC 7239), or else
+            ``X-Forwarded-For`` and ``X-Forwarded-Proto``, from the peers
+            in ``forwarded_allow_ips``: they set ``req.client`` (port 0
+            when not given) and ``req.scheme``, also for WebSocket
+            upgrades; from any other peer they are ignored. The client is
+            the right-most address that is not a trusted proxy. A Unix
+            socket peer (no address) counts as trusted: only processes
+            allowed by the socket file's permissions can connect.
+        forwarded_allow_ips: the trusted proxies, a comma-separated string
+            or a sequence of IP addresses and CIDR networks; ``"*"`` trusts
+            every peer. ``ValueError`` names an invalid entry.
         **limits: any field of :class:`Limits`, e.g. ``max_message_size``.
 
     Serve it with ``await server.serve()`` (or ``nursery.start(server.serve)``)
@@ -573,4 +598,6 @@ def http_server(
         tls,
         DEFAULT_LIMITS.replace(**limits) if limits else DEFAULT_LIMITS,
         access_log=access_log,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
