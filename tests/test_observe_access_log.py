@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from serverutil import TIMEOUT, RawClient, Tracker, run_in_thread, sync_connect, ws_url
-from wire import OP_TEXT, client_frame
 
 import wsnest
+from serverutil import TIMEOUT, RawClient, Tracker, run_in_thread, sync_connect, ws_url
+from wire import OP_TEXT, client_frame
 
 HTTP_LINE = re.compile(
     r'^(?P<client>\S+) - "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/(?P<version>1\.[01])" '
