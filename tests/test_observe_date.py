@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import types
 from typing import Any
 
 import httpx
@@ -86,7 +85,7 @@ async def test_switching_protocols_and_parse_errors_are_dated() -> None:
 
 def test_date_line_is_cached_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [784887151.25]
-    monkeypatch.setattr(_response, "time", types.SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(_response, "_clock", lambda: now[0])
     monkeypatch.setattr(_response, "_date_second", -1)
     first = _response.date_line()
     assert first == "Date: Tue, 15 Nov 1994 08:12:31 GMT\r\n"
@@ -105,7 +104,7 @@ def test_date_line_is_cached_per_second(monkeypatch: pytest.MonkeyPatch) -> None
 
 async def test_a_cached_response_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [784887151.5]
-    monkeypatch.setattr(_response, "time", types.SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(_response, "_clock", lambda: now[0])
     monkeypatch.setattr(_response, "_date_second", -1)
     async with running_server(HANDLERS) as (_, url), http_client() as client:
         first = await client.get(url + "/inline")

@@ -83,12 +83,19 @@ def date_line() -> str:
     CRLF) for the current second: formatted once per second, the same
     ``str`` object until the second changes (callers that cache a response
     compare it by identity)."""
-    global _date_second, _date_line
-    now = int(time.time())
-    if now != _date_second:
-        _date_line = f"Date: {formatdate(now, usegmt=True)}\r\n"
-        _date_second = now
+    if int(_clock()) != _date_second:
+        _new_date()
     return _date_line
+
+
+def _new_date() -> None:
+    global _date_second, _date_line
+    now = int(_clock())
+    _date_line = f"Date: {formatdate(now, usegmt=True)}\r\n"
+    _date_second = now
+
+
+_clock = time.time
 
 
 def build_response(
@@ -127,7 +134,9 @@ def build_response(
             dated = True
         parts.append(f"{name}: {value}\r\n")
     if not dated:
-        parts.append(date_line())
+        if int(_clock()) != _date_second:
+            _new_date()
+        parts.append(_date_line)
     if not (framed or close_delimited) and status >= 200 and status != 204 and status != 304:
         parts.append(f"Content-Length: {len(body) if content_length is None else content_length}\r\n")
     if not keep_alive:
