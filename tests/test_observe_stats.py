@@ -8,10 +8,20 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 import wsnest
-from serverutil import TIMEOUT, RawClient, Tracker, run_in_thread, running_server, sync_connect, ws_url
+from serverutil import (
+    TIMEOUT,
+    RawClient,
+    Tracker,
+    connect_slow_reader,
+    run_in_thread,
+    running_server,
+    sync_connect,
+    ws_url,
+)
 from wire import OP_TEXT, client_frame, close_frame
 from wsnest.core import CORE
 
@@ -257,3 +267,63 @@ async def test_handler_metrics_source_is_pluggable() -> None:
     values = metric_values(r.text)
     assert values[("wsnest_http_requests_total", ())] == 42
     assert values[("wsnest_workers", ())] == 2
+
+
+async def test_send_wait_retries_are_not_refusals() -> None:
+    tracker = Tracker()
+    handler = wsnest.handler_ws(
+        "/ws",
+        lambda ws, d: None,
+        tracker.on_open,
+        tracker.on_close,
+        send_high_water=1024,
+        max_message_size=16 * 1024 * 1024,
+    )
+    async with running_server([handler]) as (server, url):
+        client = await connect_slow_reader(url)
+        with trio.fail_after(TIMEOUT):
+            await client.handshake("/ws")
+            await tracker.wait_opened(1)
+            ws = tracker.opened[0]
+            big = b"b" * (8 * 1024 * 1024)  # more than the kernel buffers hold: it waits
+            assert ws.send(big) == 0
+            assert ws.send(b"z") == 8  # one refusal
+            results: list[int] = []
+
+            async def waiter() -> None:
+                results.append(await ws.send_wait(b"y"))  # refused inside, then waits: not counted
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert (await client.read_message())[1] == big
+                assert (await client.read_message())[1] == b"y"
+            assert results == [0]
+            await client.send(close_frame(1000))
+            await tracker.wait_closed(1)
+        stats = server.stats()
+    assert stats["send_refusals"] == {"8": 1}
+    assert stats["ws_messages_out"] == 2
+
+
+async def test_an_open_stream_counts_live() -> None:
+    streams: list[wsnest.StreamConnection] = []
+    ended = trio.Event()
+
+    def on_request(conn: wsnest.StreamConnection, req: wsnest.Request) -> None:
+        conn.send("first\n")
+        streams.append(conn)
+
+    handlers = [wsnest.handler_stream("/s", on_request, on_close=lambda conn: ended.set())]
+    async with running_server(handlers) as (server, url):
+        client = await RawClient.connect(url)
+        with trio.fail_after(TIMEOUT):
+            await client.send(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await client.read_head(body=False)).status == 200
+            while b"first" not in client.buf:
+                await client._fill()
+            assert server.stats()["connections"] == {"http": 0, "websocket": 0, "stream": 1}
+            streams[0].close()
+            await ended.wait()
+        await client.aclose()
+        assert server.stats()["connections"]["stream"] == 0
