@@ -327,3 +327,14 @@ async def test_an_open_stream_counts_live() -> None:
             await ended.wait()
         await client.aclose()
         assert server.stats()["connections"]["stream"] == 0
+
+
+async def test_a_failing_metrics_source_is_a_500(caplog: Any) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("no numbers")
+
+    async with running_server([wsnest.handler_metrics(source=broken)]) as (_, url), http_client() as client:
+        r = await client.get(url + "/metrics")
+        assert r.status_code == 500
+        assert (await client.get(url + "/metrics")).status_code == 500  # the connection lives on
+    assert "metrics source for /metrics failed" in caplog.text

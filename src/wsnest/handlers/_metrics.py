@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,8 @@ from ._base import Handler, call_maybe_async, check_optional_callback, check_pat
 
 if TYPE_CHECKING:
     from ..server import Responder, ServerContext, Session
+
+log = logging.getLogger("wsnest")
 
 StatsSource = Callable[[], "Mapping[str, Any]"]
 
@@ -25,8 +28,13 @@ class MetricsHandler(Handler):
         self.source = check_optional_callback("source", source)
 
     async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
-        stats = ctx.stats() if self.source is None else await call_maybe_async(self.source)
-        body = stats_to_prometheus(stats).encode("utf-8")
+        try:
+            stats = ctx.stats() if self.source is None else await call_maybe_async(self.source)
+            body = stats_to_prometheus(stats).encode("utf-8")
+        except Exception:
+            log.exception("wsnest: metrics source for %s failed", req.path)
+            await conn.respond(req, 500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error\n")
+            return None
         headers = [("Content-Type", PROMETHEUS_CONTENT_TYPE), ("Cache-Control", "no-store")]
         await conn.respond(req, 200, headers, body)
         return None
