@@ -5,7 +5,8 @@ Counting stays off the hot path: each connection counts in plain int
 slots of its own (requests, messages, bytes), summed on demand while it is
 open and folded into the server's totals here once, when it ends. The
 access log costs nothing when off: the server then builds plain
-``HttpConnection`` objects, and sessions find no start time to log.
+``HttpConnection`` objects (unless proxy headers are on), and sessions
+find no start time to log.
 """
 
 from __future__ import annotations
@@ -223,6 +224,6 @@ class Observer:
             "ws_bytes_in": b_in,
             "ws_bytes_out": b_out,
             "streams": self.streams_total,
-            "send_refusals": {str(code): n for code, n in sorted(self.refusals.items()) if n},
-            "ws_closes": {str(code): n for code, n in sorted(self.closes.items())},
+            "send_refusals": {str(int(code)): n for code, n in sorted(self.refusals.items()) if n},
+            "ws_closes": {str(int(code)): n for code, n in sorted(self.closes.items())},
         }
