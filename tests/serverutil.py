@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import functools
+import re
 import socket
 import struct
 import weakref
@@ -118,6 +121,26 @@ class Tracker:
 
     def codes(self) -> list[int]:
         return sorted(code for _, code in self.closed)
+
+
+# -- the Date header -------------------------------------------------------------
+
+_DATE_LINE = re.compile(rb"\r\nDate: ([^\r\n]*)\r\n", re.IGNORECASE)
+
+
+def without_date(response: bytes) -> bytes:
+    """``response`` with its ``Date`` header line removed, after checking
+    that its head has exactly one, an IMF-fixdate in GMT (RFC 9110
+    6.6.1), so exact-bytes comparisons stay exact."""
+    end = response.find(b"\r\n\r\n") + 2
+    assert end > 1, f"no complete head in {response[:200]!r}"
+    head = response[:end]
+    dates = _DATE_LINE.findall(head)
+    assert len(dates) == 1, f"expected one Date header in {head!r}"
+    parsed = email.utils.parsedate_to_datetime(dates[0].decode("ascii"))
+    assert parsed.tzinfo is not None and parsed.utcoffset() == datetime.timedelta(0)
+    assert dates[0].endswith(b" GMT") and len(dates[0]) == 29, dates[0]
+    return _DATE_LINE.sub(b"\r\n", head, count=1) + response[end:]
 
 
 # -- a raw client --------------------------------------------------------------

@@ -37,12 +37,13 @@ from .handlers import (
     handler_directory,
     handler_file,
     handler_inline,
+    handler_metrics,
     handler_redirect,
     handler_stream,
     handler_ws,
 )
 from .http import Headers, Request
-from .server import HttpServer, WebSocket, broadcast, http_server
+from .server import HttpServer, WebSocket, broadcast, http_server, merge_stats, stats_to_prometheus
 
 __all__ = [
     "CORE",
@@ -74,10 +75,13 @@ __all__ = [
     "handler_directory",
     "handler_file",
     "handler_inline",
+    "handler_metrics",
     "handler_redirect",
     "handler_stream",
     "handler_ws",
     "http_server",
+    "merge_stats",
+    "stats_to_prometheus",
     "tls_config",
     "write_cert",
 ]

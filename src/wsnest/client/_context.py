@@ -42,6 +42,8 @@ class ClientContext:
         self._dirty: list[Callable[[], None]] = []
         self._wakeup = trio.Event()
         self.closing = False
+        #: No server counters on a client.
+        self.observer = None
 
     @property
     def limits(self) -> Limits:
@@ -51,6 +53,10 @@ class ClientContext:
     def next_id(self) -> int:
         """An id unique among the process's client connections."""
         return next(_ids)
+
+    def stats(self) -> dict[str, Any]:
+        """A client has no server numbers."""
+        return {}
 
     def limits_for(self, handler: Handler) -> Limits:
         """The connection's limits (a client has no per-handler ones)."""

@@ -146,6 +146,7 @@ class WebSocketSession:
         "deliver",
         "limits",
         "masks",
+        "messages_in",
         "mode",
         "out",
         "owner",
@@ -196,6 +197,7 @@ class WebSocketSession:
         self.close_reason = ""
         self.close_deadline = math.inf
         self.pong_deadline = math.inf
+        self.messages_in = 0  # messages delivered (the server's stats)
 
     @property
     def role(self) -> str:
@@ -426,6 +428,7 @@ class WebSocketSession:
             if kind in (OP_TEXT, OP_BINARY):
                 if self.state != OPEN:
                     continue  # closing: the peer's remaining messages are dropped
+                self.messages_in += 1
                 data = event[1]
                 if kind == OP_BINARY and self.mode == MODE_TEXT:
                     try:
@@ -472,6 +475,8 @@ class WebSocketSession:
         if event[1] not in (OP_TEXT, OP_BINARY):
             self.fail(CLOSE_PROTOCOL_ERROR, _R_COMPRESSED)
             return
+        if event[3]:
+            self.messages_in += 1
         try:
             self.deliver(self.owner, event)
         except Exception:

@@ -5,6 +5,7 @@ reverse)."""
 
 from ._base import Handler
 from ._http import CallbackHandler, InlineHandler, RedirectHandler, handler, handler_inline, handler_redirect
+from ._metrics import MetricsHandler, handler_metrics
 from ._static import DirectoryHandler, FileHandler, handler_directory, handler_file
 from ._stream import StreamConnection, StreamHandler, format_sse, handler_stream
 from ._ws import WebSocketHandler, handler_ws
@@ -15,6 +16,7 @@ __all__ = [
     "FileHandler",
     "Handler",
     "InlineHandler",
+    "MetricsHandler",
     "RedirectHandler",
     "StreamConnection",
     "StreamHandler",
@@ -24,6 +26,7 @@ __all__ = [
     "handler_directory",
     "handler_file",
     "handler_inline",
+    "handler_metrics",
     "handler_redirect",
     "handler_stream",
     "handler_ws",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..http import Request, build_response
-from ..http._response import header_pairs
+from ..http._response import date_line, header_pairs
 from ._base import Handler, check_callback, check_path
 
 if TYPE_CHECKING:
@@ -116,11 +116,17 @@ class InlineHandler(Handler):
             raise TypeError(f"content_type: expected str or None, got {type(content_type).__name__}")
         self.headers = [("Content-Type", content_type or "application/octet-stream")]
         self.prefix = bool(prefix)
-        # The usual answer (GET, HTTP/1.1, keep-alive), built once.
+        # The usual answer (GET, HTTP/1.1, keep-alive), built once per
+        # second (its Date header).
+        self._date = date_line()
         self._keep_alive_response = build_response(200, self.headers, self.data)
 
     async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         if req.method == "GET" and req.http_version == "1.1" and req.keep_alive and conn.keep_alive:
+            date = date_line()
+            if date is not self._date:
+                self._date = date
+                self._keep_alive_response = build_response(200, self.headers, self.data)
             if not await conn.send(self._keep_alive_response):
                 conn.keep_alive = False
             return None

@@ -42,6 +42,7 @@ class RequestParser:
         "_limits",
         "_parser",
         "_pending_error",
+        "_scheme",
         "_transfer_encoding",
         "_url",
         "_version",
@@ -50,9 +51,10 @@ class RequestParser:
         "upgrade_tail",
     )
 
-    def __init__(self, limits: Limits, client: tuple[str, int] | None = None) -> None:
+    def __init__(self, limits: Limits, client: tuple[str, int] | None = None, scheme: str = "http") -> None:
         self._limits = limits
         self._client = client
+        self._scheme = scheme  # every request's ``scheme`` (https over TLS)
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.requests: deque[Request] = deque()
         self.upgrade_tail: bytes | None = None
@@ -213,6 +215,7 @@ class RequestParser:
             self._body if type(self._body) is bytes else bytes(self._body),
             self._client,
             self._version,
+            self._scheme,
         )
         # An HTTP/1.0 message with Transfer-Encoding has unreliable framing:
         # answer it, then close (RFC 9112 6.1).

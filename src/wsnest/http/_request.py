@@ -17,7 +17,11 @@ class Request:
         query: the raw query string after ``?`` (``""`` if none).
         headers: a case-insensitive :class:`Headers` mapping.
         body: the request body (``b""`` if none).
-        client: the peer address as ``(host, port)``, or ``None``.
+        client: the client's address as ``(host, port)``: the peer's, or
+            the one a trusted proxy reports (``proxy_headers``; port 0 when
+            it gives none); ``None`` when unknown (a Unix socket peer).
+        scheme: ``"http"`` or ``"https"``: how the client reached the
+            server (TLS), or what a trusted proxy reports.
         http_version: ``"1.1"`` or ``"1.0"``.
         keep_alive: whether the client allows the connection to be reused.
         upgrade: whether the HTTP parser switched protocols after this
@@ -34,6 +38,7 @@ class Request:
         "path",
         "query",
         "raw_path",
+        "scheme",
         "upgrade",
         "uri",
     )
@@ -46,6 +51,7 @@ class Request:
         body: bytes = b"",
         client: tuple[str, int] | None = None,
         http_version: str = "1.1",
+        scheme: str = "http",
     ) -> None:
         self.method = method
         self.uri = uri
@@ -61,6 +67,7 @@ class Request:
         self.body = body
         self.client = client
         self.http_version = http_version
+        self.scheme = scheme
         self.keep_alive = http_version == "1.1"
         self.upgrade = False
 
@@ -73,7 +80,9 @@ class Request:
         None if a field holds a newline (then keep the object itself);
         :meth:`from_snapshot` rebuilds it."""
         client = self.client
-        flags = ("U" if self.upgrade else "") + ("K" if self.keep_alive else "")
+        flags = (
+            ("U" if self.upgrade else "") + ("K" if self.keep_alive else "") + ("S" if self.scheme == "https" else "")
+        )
         fields = [self.method, self.uri, self.http_version, flags]
         fields += ("", "") if client is None else (str(client[0]), str(client[1]))
         for name, value in self.headers.raw:
@@ -87,7 +96,8 @@ class Request:
         """The request :meth:`snapshot` packed (its body is ``b""``)."""
         method, uri, version, flags, host, port, *pairs = data.decode("utf-8", "surrogateescape").split("\n")
         client = (host, int(port)) if port else None
-        req = cls(method, uri, Headers(zip(pairs[0::2], pairs[1::2], strict=True)), b"", client, version)
+        scheme = "https" if "S" in flags else "http"
+        req = cls(method, uri, Headers(zip(pairs[0::2], pairs[1::2], strict=True)), b"", client, version, scheme)
         req.upgrade = "U" in flags
         req.keep_alive = "K" in flags
         return req

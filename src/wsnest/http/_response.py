@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http
 import re
+import time
 from collections.abc import Iterable, Mapping
+from email.utils import formatdate
 
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
@@ -72,6 +74,29 @@ def _check_latin1(name: str, value: str) -> None:
 
 _STATUS_LINES: dict[tuple[str, int], str] = {}
 
+_date_second = -1
+_date_line = ""
+
+
+def date_line() -> str:
+    """The ``Date`` header line (RFC 9110 6.6.1, IMF-fixdate, with its
+    CRLF) for the current second: formatted once per second, the same
+    ``str`` object until the second changes (callers that cache a response
+    compare it by identity)."""
+    if int(_clock()) != _date_second:
+        _new_date()
+    return _date_line
+
+
+def _new_date() -> None:
+    global _date_second, _date_line
+    now = int(_clock())
+    _date_line = f"Date: {formatdate(now, usegmt=True)}\r\n"
+    _date_second = now
+
+
+_clock = time.time
+
 
 def build_response(
     status: int,
@@ -89,12 +114,14 @@ def build_response(
     a body (1xx, 204, 304), or ``close_delimited`` says the body ends when
     the connection does. ``Connection: close`` is sent unless
     ``keep_alive``; an HTTP/1.0 response kept alive says
-    ``Connection: keep-alive`` (1.0 closes by default)."""
+    ``Connection: keep-alive`` (1.0 closes by default). A ``Date`` header
+    is added unless ``headers`` has one."""
     line = _STATUS_LINES.get((version, status))
     if line is None:
         line = _STATUS_LINES[(version, status)] = f"HTTP/{version} {status} {reason_phrase(status)}\r\n"
     parts = [line]
     framed = False
+    dated = False
     for name, value in headers:
         n = len(name)
         if n == 14 or n == 17:  # only these lengths can be the two names below
@@ -103,7 +130,13 @@ def build_response(
                 continue  # we always compute it
             if low == "transfer-encoding":
                 framed = True
+        elif n == 4 and name.lower() == "date":
+            dated = True
         parts.append(f"{name}: {value}\r\n")
+    if not dated:
+        if int(_clock()) != _date_second:
+            _new_date()
+        parts.append(_date_line)
     if not (framed or close_delimited) and status >= 200 and status != 204 and status != 304:
         parts.append(f"Content-Length: {len(body) if content_length is None else content_length}\r\n")
     if not keep_alive:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from .._errors import HTTPError
 from ..core import accept_key
 from ._request import Request
+from ._response import date_line
 
 # HTTP's optional whitespace is space and tab only (RFC 9110 5.6.3). str.strip()
 # would also remove \xa0, \x85, \x0b... and so accept a token that llhttp,
@@ -83,7 +84,7 @@ def switching_protocols(accept: str, subprotocol: str | None, extensions: str | 
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
         f"Sec-WebSocket-Accept: {accept}\r\n"
-    )
+    ) + date_line()
     if subprotocol is not None:
         head += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
     if extensions is not None:

@@ -11,6 +11,7 @@ for ``wsnest.handlers``, which depends on this package (never the reverse).
 from ._contract import Closable, Handler, Responder, ServerContext, Session, call_maybe_async
 from ._outbox import Outbox
 from ._server import HttpServer, http_server
+from ._stats import PROMETHEUS_CONTENT_TYPE, merge_stats, stats_to_prometheus
 from ._stream import StreamConnection
 from ._transport import SocketTransport, TLSTransport, Transport
 from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket, broadcast
@@ -19,6 +20,7 @@ __all__ = [
     "MODE_AUTO",
     "MODE_BYTES",
     "MODE_TEXT",
+    "PROMETHEUS_CONTENT_TYPE",
     "Closable",
     "Handler",
     "HttpServer",
@@ -34,4 +36,6 @@ __all__ = [
     "broadcast",
     "call_maybe_async",
     "http_server",
+    "merge_stats",
+    "stats_to_prometheus",
 ]

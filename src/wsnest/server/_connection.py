@@ -58,6 +58,7 @@ class HttpConnection:
         "deadline",
         "keep_alive",
         "parser",
+        "requests",
         "router",
         "scope",
         "transport",
@@ -83,6 +84,7 @@ class HttpConnection:
         self.parser: RequestParser | None = None  # while serving (see drain)
         # Bytes parsed since this connection last let the others run.
         self._unyielded = 0
+        self.requests = 0  # requests routed (the server's stats)
 
     async def send(self, data: bytes) -> bool:
         """Write ``data``; False if the client is gone."""
@@ -155,7 +157,9 @@ class HttpConnection:
         """
         ctx = self.ctx
         limits = ctx.limits
-        parser = self.parser = RequestParser(limits, self.client)
+        parser = self.parser = RequestParser(
+            limits, self.client, ctx.observer.scheme if ctx.observer is not None else "http"
+        )
         view = ctx.recv_buffer
         transport = self.transport
         first = True
@@ -244,6 +248,9 @@ class HttpConnection:
             parser.close()
             self.parser = None
             self.conns.discard(self)
+            observer = ctx.observer
+            if observer is not None:
+                observer.http_ended(self.requests)
         return None  # the caller closes the transport
 
     def drain(self) -> None:
@@ -262,6 +269,7 @@ class HttpConnection:
     async def _dispatch(self, req: Request, tail: bytes) -> Session | None:
         """Route one request: the handler answers it, or returns the
         session that takes the connection over."""
+        self.requests += 1
         handler, allowed = self.router.match(req.path, req.method)
         if handler is None:
             if allowed:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .._errors import HTTPError
     from ..http import Request
+    from ._observe import Observer
     from ._transport import Transport
 
 _NO_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
@@ -97,12 +98,19 @@ class ServerContext(Protocol):
         """The server's limits."""
 
     @property
+    def observer(self) -> Observer | None:
+        """The server's counters and access log (None on a client)."""
+
+    @property
     def recv_buffer(self) -> memoryview:
         """The receive buffer shared by every connection task (its content
         is valid until the task's next checkpoint)."""
 
     def next_id(self) -> int:
         """A connection id unique per server (WebSockets and streams)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The server's numbers (see ``HttpServer.stats``)."""
 
     def limits_for(self, handler: Handler) -> Limits:
         """The server's limits with ``handler.limit_overrides`` applied."""

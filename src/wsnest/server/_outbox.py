@@ -33,6 +33,7 @@ class Outbox:
 
     __slots__ = (
         "__weakref__",
+        "_bytes_out",
         "_dirty",
         "_drained",
         "_inflight",
@@ -60,6 +61,8 @@ class Outbox:
         # A write was cut off mid-way (cancelled): the byte stream is torn,
         # nothing more may follow it (a close frame would be read as payload).
         self._torn = False
+        #: Bytes handed to the transport and written (the server's stats).
+        self._bytes_out = 0
 
     def _buffered(self) -> int:
         return len(self._out) + self._parts_size + self._inflight
@@ -108,13 +111,22 @@ class Outbox:
         out = self._out
         sent = self._transport.try_send(out)
         if sent == len(out):
+            self._bytes_out += sent
             out.clear()
             return True
         if sent < 0:
             self._broken()
             return True
+        self._bytes_out += sent
         del out[:sent]
         return False
+
+    def _refuse(self, code: int) -> int:
+        """Count a refused ``send`` by its return code (cold path) and return it."""
+        observer = self._server.observer
+        if observer is not None:
+            observer.refused(code)
+        return code
 
     def _flush_nowait(self) -> None:
         """Write what the kernel takes now; hand the rest to a drain task."""
@@ -144,6 +156,8 @@ class Outbox:
                 chunks = self._take()
                 self._inflight = sum(map(len, chunks))
                 ok = await self._transport.send_all_vec(chunks)
+                if ok:
+                    self._bytes_out += self._inflight
                 self._inflight = 0
                 if not ok:
                     # Broken or timed out (send_timeout), maybe mid-frame.
@@ -174,8 +188,10 @@ class Outbox:
         await self._wait_drained()
         if (self._out or self._parts) and not self._torn:
             done = False
+            chunks = self._take()
             try:
-                await self._transport.send_all_vec(self._take())
+                if await self._transport.send_all_vec(chunks):
+                    self._bytes_out += sum(map(len, chunks))
                 done = True
             finally:
                 self._torn = not done

@@ -28,9 +28,12 @@ from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
 from ..core import warn_core_fallback
 from ..http import build_response
+from ..http._forwarded import ProxyTrust
+from ._access import ObservedConnection
 from ._connection import HttpConnection
 from ._contract import Closable, Endable, Handler, Session
 from ._handshake_slots import HandshakeSlots
+from ._observe import Observer
 from ._refuse import MAX_REFUSING, REFUSE_TIME, RefusingRouter
 from ._routing import Router
 from ._stream import StreamConnection
@@ -56,8 +59,13 @@ class HttpServer:
         handlers: Handler | Sequence[Handler] = (),
         tls: ssl.SSLContext | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        *,
+        access_log: bool = False,
+        proxy_headers: bool = False,
+        forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
     ) -> None:
         scheme, host, port = _parse_url(url)
+        trust = ProxyTrust(forwarded_allow_ips)  # validated even when unused
         if scheme == "https" and tls is None:
             raise ValueError("tls: an https:// URL needs tls=tls_config(...)")
         if scheme == "http" and tls is not None:
@@ -111,9 +119,30 @@ class HttpServer:
         self._changed: trio.Event | None = None  # set during shutdown when a connection ends
         #: The receive buffer shared by every connection task (see ServerContext).
         self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
+        #: Counters and access log (see :meth:`stats`).
+        self.observer = Observer(bool(access_log), scheme, trust if proxy_headers else None)
+        # One class for every connection: a server without access log and
+        # proxy headers pays nothing per request for them.
+        self._connection_class = ObservedConnection if access_log or proxy_headers else HttpConnection
 
     def __repr__(self) -> str:
         return f"<HttpServer {self.url} {self.state}>"
+
+    def stats(self) -> dict[str, Any]:
+        """The server's numbers as a plain, JSON-serialisable dict.
+
+        ``pid``, ``core``; ``connections``: open ones by kind (``http``:
+        speaking HTTP, ``websocket``, ``stream``); totals since start:
+        ``http_requests``, ``ws_sessions``, ``ws_messages_in`` /
+        ``ws_messages_out``, ``ws_bytes_in`` / ``ws_bytes_out`` (WebSocket
+        bytes on the wire, frame headers included), ``streams``;
+        ``send_refusals``: refused ``send``/``broadcast`` calls by return
+        code (``"7"``, ``"8"``, ``"17"``); ``ws_closes``: ended WebSocket
+        sessions by close code (``"1000"``, ``"1006"``, ...). Each server
+        (each worker process) counts its own: sum them with
+        :func:`merge_stats`, render them with :func:`stats_to_prometheus`.
+        """
+        return self.observer.stats(self._http_conns, self._websockets)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -407,7 +436,7 @@ class HttpServer:
         try:
             if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
                 return
-            conn = HttpConnection(self, self._router, self._http_conns, transport, client, deadline)
+            conn = self._connection_class(self, self._router, self._http_conns, transport, client, deadline)
             if self._draining:  # accepted just before the listener closed, or from serve_connection()
                 if self._ending:
                     return
@@ -635,6 +664,8 @@ class HttpServer:
         data = build_response(
             exc.status, headers, b"" if head_only else body, content_length=len(body), keep_alive=False
         )
+        if self.observer.access is not None:
+            self.observer.error_sent(transport, exc.status, 0 if head_only else len(body))
         with trio.move_on_after(self.limits.close_timeout):
             await transport.send_all(data)
 
@@ -681,6 +712,10 @@ def http_server(
     url: str,
     handlers: Handler | Sequence[Handler] = (),
     tls: ssl.SSLContext | None = None,
+    *,
+    access_log: bool = False,
+    proxy_headers: bool = False,
+    forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
     **limits: Any,
 ) -> HttpServer:
     """Build an HTTP + WebSocket server (no I/O until it is served).
@@ -692,9 +727,31 @@ def http_server(
             ``handler``, ``handler_file``, ...). Conflicting routes raise
             ``ValueError`` here.
         tls: a context from :func:`tls_config`, required for ``https``.
+        access_log: log one line per HTTP request, WebSocket session and
+            stream on logger ``wsnest.access`` (INFO; the fields are also
+            attributes of the log record). Off by default.
+        proxy_headers: believe ``Forwarded`` (RFC 7239), or else
+            ``X-Forwarded-For`` and ``X-Forwarded-Proto``, from the peers
+            in ``forwarded_allow_ips``: they set ``req.client`` (port 0
+            when not given) and ``req.scheme``, also for WebSocket
+            upgrades; from any other peer they are ignored. The client is
+            the right-most address that is not a trusted proxy. A Unix
+            socket peer (no address) counts as trusted: only processes
+            allowed by the socket file's permissions can connect.
+        forwarded_allow_ips: the trusted proxies, a comma-separated string
+            or a sequence of IP addresses and CIDR networks; ``"*"`` trusts
+            every peer. ``ValueError`` names an invalid entry.
         **limits: any field of :class:`Limits`, e.g. ``max_message_size``.
 
     Serve it with ``await server.serve()`` (or ``nursery.start(server.serve)``)
     inside trio, or ``server.run()`` from synchronous code.
     """
-    return HttpServer(url, handlers, tls, DEFAULT_LIMITS.replace(**limits) if limits else DEFAULT_LIMITS)
+    return HttpServer(
+        url,
+        handlers,
+        tls,
+        DEFAULT_LIMITS.replace(**limits) if limits else DEFAULT_LIMITS,
+        access_log=access_log,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )

@@ -132,9 +132,9 @@ class StreamConnection(Outbox):
         else:
             raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
         if self._closed:
-            return ErrorCode.CLOSED
+            return self._refuse(ErrorCode.CLOSED)
         if self._buffered() > self._server.limits.send_high_water:
-            return ErrorCode.AGAIN
+            return self._refuse(ErrorCode.AGAIN)
         out = self._out
         if not self._headers_sent:
             out += self._head()
@@ -175,6 +175,8 @@ class StreamConnection(Outbox):
         either side); the connection task closes the transport after."""
         transport = self._transport
         server = self._server
+        if server.observer is not None:
+            server.observer.stream_started()
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
@@ -194,6 +196,8 @@ class StreamConnection(Outbox):
 
     async def finish(self) -> None:
         """Run ``on_close`` (the transport is closed); errors are logged."""
+        if self._server.observer is not None:
+            self._server.observer.stream_ended(self, self._status)
         on_close = self._callbacks.on_close
         if on_close is None:
             return
@@ -210,6 +214,7 @@ class StreamConnection(Outbox):
             log.exception("wsnest: on_request callback raised on stream %d", self.id)
             if not self._headers_sent:
                 self._headers_sent = True
+                self._status = 500
                 body = b"Server Error\n"
                 error = build_response(
                     500,

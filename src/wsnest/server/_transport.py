@@ -21,6 +21,7 @@ import ssl
 import trio
 
 from .._limits import DEFAULT_LIMITS
+from ..http import build_response
 
 # Reads that succeeded without waiting go on back to back for at most this
 # long (their parsing included), then the task yields once, so that a client
@@ -272,10 +273,12 @@ _TLS_READ = 64 * 1024
 #: sent: a large message is never held encrypted in full.
 _TLS_WRITE = 64 * 1024
 _PLAIN_HTTP_BODY = b"plain HTTP request sent to HTTPS port\n"
-_PLAIN_HTTP_ANSWER = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
-)
+
+
+def _plain_http_answer() -> bytes:
+    return build_response(400, [("Content-Type", "text/plain; charset=utf-8")], _PLAIN_HTTP_BODY, keep_alive=False)
+
+
 #: What a client that spoke plain HTTP may still send before it closes.
 _PLAIN_HTTP_DISCARD = 64 * 1024
 
@@ -410,7 +413,7 @@ class TLSTransport(TimedWriter):
         deadline bounds the wait."""
         self._broken = True  # not TLS: no close_notify
         sock = self.sock
-        view = memoryview(_PLAIN_HTTP_ANSWER)
+        view = memoryview(_plain_http_answer())
         while view:
             try:
                 view = view[sock.send(view) :]

@@ -154,10 +154,12 @@ class WebSocket(Outbox):
 
     __slots__ = (
         "_batch",
+        "_bytes_in",
         "_data",
         "_handler",
         "_high_water",
         "_limits",
+        "_messages_out",
         "_queue",
         "_request",
         "_response_headers",
@@ -198,6 +200,9 @@ class WebSocket(Outbox):
         # send() refuses above this: send_high_water, raised by the size of
         # the input while the reader parses a large read (see _feed).
         self._high_water = limits.send_high_water
+        # The server's stats (messages in: the session counts them).
+        self._messages_out = 0
+        self._bytes_in = 0
         session = self._session = new_session(
             role,
             mode=mode,
@@ -213,6 +218,7 @@ class WebSocket(Outbox):
         # and what on_open sends follows it in one write.
         self._out = session.out
         self._out += head
+        self._bytes_out = -len(head)  # the stats count frames, not the 101
         # Until the 101 is written, sends only accumulate (like a batch).
         self._batch = True
         # Messages waiting for an async on_message or receive() (None: they
@@ -302,9 +308,9 @@ class WebSocket(Outbox):
         # written out: here each Python call costs ~5 % of a pipelined 64 B
         # message (measured); _send_shared repeats it for broadcast.
         if session.state != OPEN:
-            return _E_CLOSED
+            return self._refuse(_E_CLOSED)
         if len(self._out) + self._parts_size + self._inflight > self._high_water:
-            return _E_AGAIN
+            return self._refuse(_E_AGAIN)
         limit = self._limits.max_message_size
         if (
             len(data) < SPILL_SIZE
@@ -317,10 +323,11 @@ class WebSocket(Outbox):
             append_frame(self._out, opcode, data)
         else:
             if not session.fits(data):
-                return _E_SIZE
+                return self._refuse(_E_SIZE)
             rest = session.send(opcode, data)
             if rest is not None:
                 self._queue_payload(rest)  # large: written after _out, never copied
+        self._messages_out += 1
         if not self._batch:
             self._schedule_flush()
         return _OK
@@ -343,18 +350,19 @@ class WebSocket(Outbox):
         once per receiver)."""
         session = self._session
         if session.state != OPEN:
-            return _E_CLOSED
+            return self._refuse(_E_CLOSED)
         if len(self._out) + self._parts_size + self._inflight > self._high_water:
-            return _E_AGAIN
+            return self._refuse(_E_AGAIN)
         limit = self._limits.max_message_size
         if limit is not None and payload.nbytes > limit:
-            return _E_SIZE
+            return self._refuse(_E_SIZE)
         if len(frame) < SPILL_SIZE and not session.masks and not session.compresses:
             self._out += frame
         else:
             rest = session.send_frame(frame, payload.nbytes)
             if rest is not None:
                 self._queue_payload(rest)  # shared by every receiver, never copied
+        self._messages_out += 1
         if not self._batch:
             self._schedule_flush()
         return _OK
@@ -481,6 +489,9 @@ class WebSocket(Outbox):
             result = self.send(data)
             if result != _E_AGAIN:
                 return result
+            observer = self._server.observer
+            if observer is not None:
+                observer.refused(_E_AGAIN, -1)  # a wait, not a refusal: take the count back
             stream_ended = _streams.get(self)
             if stream_ended is not None:
                 await stream_ended.wait()  # send_stream is sending a message
@@ -581,6 +592,7 @@ class WebSocket(Outbox):
                 raise ValueError("chunks: the text ends inside a UTF-8 sequence")
             self._queue_fragment(OP_CONT if started else message.opcode, b"", True)
             started = False  # the message is complete
+            self._messages_out += 1
             return _OK
         finally:
             self._high_water += _STREAMING
@@ -740,6 +752,9 @@ class WebSocket(Outbox):
         """Run ``on_close`` once the transport is closed (called by the
         server after :meth:`run`); its errors are logged, never raised."""
         log.debug("websocket %d closed (%d)", self.id, self._session.close_code)
+        observer = self._server.observer
+        if observer is not None:
+            observer.websocket_ended(self)
         queue = self._queue
         if queue is not None and queue.done is not None:
             await queue.done.wait()  # on_close comes after serve() returned
@@ -803,6 +818,7 @@ class WebSocket(Outbox):
         queue = self._queue
         high_water = limits.send_high_water
         if tail:
+            self._bytes_in += len(tail)
             await self._feed(bytearray(tail))
             await self._flush()
             if parser.finished and session.state == CLOSING:
@@ -817,6 +833,7 @@ class WebSocket(Outbox):
             if n == 0:
                 session.connection_lost()  # close_code stays: the peer's, ours, or 1006
                 break
+            self._bytes_in += n
             if parser.finished:
                 continue  # after a failure: discard until the peer closes
             if n <= _PIECE and queue is None:
