@@ -42,7 +42,7 @@ from .handlers import (
     handler_ws,
 )
 from .http import Headers, Request
-from .server import HttpServer, WebSocket, broadcast, http_server
+from .server import HttpServer, WebSocket, Worker, broadcast, current_worker, http_server
 
 __all__ = [
     "CORE",
@@ -66,9 +66,11 @@ __all__ = [
     "StreamConnection",
     "WebSocket",
     "WebSocketHandler",
+    "Worker",
     "__version__",
     "broadcast",
     "connect",
+    "current_worker",
     "format_sse",
     "handler",
     "handler_directory",

@@ -14,6 +14,7 @@ from ._server import HttpServer, http_server
 from ._stream import StreamConnection
 from ._transport import SocketTransport, TLSTransport, Transport
 from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket, broadcast
+from ._workers import Worker, current_worker
 
 __all__ = [
     "MODE_AUTO",
@@ -31,7 +32,9 @@ __all__ = [
     "TLSTransport",
     "Transport",
     "WebSocket",
+    "Worker",
     "broadcast",
     "call_maybe_async",
+    "current_worker",
     "http_server",
 ]
