@@ -260,6 +260,15 @@ def adopt(sock: socket.socket | int) -> socket.socket:
             sock = socket.socket(fileno=sock)
         except OSError as exc:
             raise ValueError(f"sock: file descriptor {sock} is not a socket ({exc.strerror or exc})") from None
+        try:
+            return _check(sock)
+        except ValueError:
+            sock.detach()  # refused: the descriptor stays the caller's, open
+            raise
+    return _check(sock)
+
+
+def _check(sock: socket.socket) -> socket.socket:
     families = (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", -1))
     if sock.family not in families or sock.type != socket.SOCK_STREAM:
         raise ValueError(f"sock: expected a TCP or Unix stream socket, got {sock.family!r}/{sock.type!r}")

@@ -32,6 +32,7 @@ from ._contract import Closable, Handler, Session
 from ._handshake_slots import HandshakeSlots
 from ._listeners import UDS_MODE, Listener, adopt, listen_adopted, listener_url, open_tcp, open_unix, resolve
 from ._routing import Router
+from ._supervisor import check_workers, supervise
 from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
 
 log = logging.getLogger("wsnest")
@@ -212,8 +213,6 @@ class HttpServer:
         listeners under a supervisor that restarts a worker that dies and
         stops them all on SIGINT/SIGTERM (see ``wsnest.current_worker``).
         """
-        from ._supervisor import check_workers, supervise
-
         if check_workers(workers) == 1:
             trio.run(self._run_foreground)
         else:
@@ -301,11 +300,10 @@ class HttpServer:
 
     def _adopt_listeners(self, listeners: list[Listener]) -> None:
         """Take the real address(es) as the server's URL(s)."""
-        first = listeners[0].sock
-        if self._sock is not None or first.family == getattr(socket, "AF_UNIX", None):
+        if self._sock is not None or listeners[0].url.startswith("unix:"):
             self.url = listeners[0].url
         else:
-            self._port = first.getsockname()[1]
+            self._port = listeners[0].sock.getsockname()[1]
             self.url = _format_url(self._scheme, self._host, self._port)
         self.urls = [listener.url for listener in listeners]
 

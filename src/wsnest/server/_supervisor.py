@@ -32,20 +32,41 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import trio
 
+from .._limits import Limits
 from ._listeners import HAS_REUSEPORT_LB, Listener
 from ._worker_board import WorkerBoard
-from ._workers import Worker, _enter
+from ._workers import Worker, enter_worker
 
-if TYPE_CHECKING:
-    from ._server import HttpServer
+
+class HttpServer(Protocol):
+    """What the supervisor uses of ``_server.HttpServer`` (which imports
+    this module: a Protocol keeps the import one-way)."""
+
+    state: str
+    url: str
+    urls: list[str]
+    limits: Limits
+    _sock: socket.socket | None
+    _uds_path: str | None
+    _inherited: list[Listener] | None
+    _reuse_port: bool
+    _bind_addresses: list[tuple[int, tuple[object, ...]]] | None
+    _ids: itertools.count[int]
+
+    def _open_listeners(self, *, reuse_port: bool = False, listen: bool = True) -> list[Listener]: ...
+    def _adopt_listeners(self, listeners: list[Listener]) -> None: ...
+    async def serve(self, *, listen: bool = True, task_status: Any = ...) -> None: ...
+    async def aclose(self) -> None: ...
+
 
 log = logging.getLogger("wsnest")
 
@@ -304,7 +325,7 @@ class _Supervisor:
                     listener.sock.close()  # the worker binds its own
                 else:
                     listener.forget_file()  # the supervisor removes it
-            _enter(Worker(index, self.count, generation, os.getpid()), self.board)
+            enter_worker(Worker(index, self.count, generation, os.getpid()), self.board)
             server._ids = itertools.count((generation << 32) | 1)
             trio.run(_worker_main, server, report, state)
             code = 0

@@ -39,6 +39,7 @@ def current_board() -> WorkerBoard | None:
     return _board
 
 
-def _enter(worker: Worker, board: WorkerBoard) -> None:
+def enter_worker(worker: Worker, board: WorkerBoard) -> None:
+    """Record, in a forked worker, which worker it is (the supervisor calls it)."""
     global _current, _board
     _current, _board = worker, board
