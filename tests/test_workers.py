@@ -245,6 +245,25 @@ def test_unix_socket_shared_by_workers(tmp_path: Path) -> None:
         assert not os.path.exists(path)  # removed once, by the supervisor
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    with supervisor(tmp_path, "--port", "0") as sup:
+        workers = wait_for("two ready workers", lambda: len(sup.ready()) == 2 and sup.ready())
+        sup.proc.kill()  # SIGKILL: no chance to forward anything
+        sup.proc.wait(timeout=STOP_TIMEOUT)
+        wait_for("orphaned workers to exit", lambda: all(_gone(pid) for _, pid in workers), STOP_TIMEOUT)
+        assert sup.stderr().count("is gone; stopping") == 2
+
+
 # -- failures at startup -------------------------------------------------------------------
 
 FAILING = textwrap.dedent(

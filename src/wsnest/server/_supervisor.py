@@ -267,6 +267,8 @@ class _Supervisor:
             self.error = _startup_error(slot, pid, how)
             self._begin_stop(now)
             return
+        if slot.report.startswith(b"E"):  # a restarted worker that could not start: say why
+            how += f" ({_startup_error(slot, pid, how)})"
         if now - slot.started >= STABLE_AFTER:
             slot.backoff = BACKOFF_FIRST
         log.warning("wsnest: worker %d (pid %d) %s; restarting it in %.1f s", slot.index, pid, how, slot.backoff)
@@ -327,7 +329,7 @@ class _Supervisor:
                     listener.forget_file()  # the supervisor removes it
             enter_worker(Worker(index, self.count, generation, os.getpid()), self.board)
             server._ids = itertools.count((generation << 32) | 1)
-            trio.run(_worker_main, server, report, state)
+            trio.run(_worker_main, server, report, state, os.getppid())
             code = 0
         except BaseException as exc:
             if state.ready:
@@ -343,18 +345,34 @@ class _Supervisor:
                 os._exit(code)
 
 
-async def _worker_main(server: HttpServer, report: int, state: _WorkerState) -> None:
+async def _worker_main(server: HttpServer, report: int, state: _WorkerState, parent: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             _write_all(report, b"R")
             state.ready = True
             if not state.stop:
-                async for _ in received:
-                    break
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(_first_signal, received, waiters.cancel_scope)
+                    waiters.start_soon(_orphaned, parent, waiters.cancel_scope)
             # Later signals (Ctrl+C reaches every process of the group, and
             # the supervisor forwards SIGTERM) queue in `received`: ignored.
             await server.aclose()
+
+
+async def _first_signal(received: Any, scope: trio.CancelScope) -> None:
+    async for _ in received:
+        break
+    scope.cancel()
+
+
+async def _orphaned(parent: int, scope: trio.CancelScope) -> None:
+    # A supervisor killed with SIGKILL forwards nothing: its workers notice
+    # they were re-parented and stop, rather than hold the port forever.
+    while os.getppid() == parent:
+        await trio.sleep(0.5)
+    log.warning("wsnest: worker (pid %d): the supervisor (pid %d) is gone; stopping", os.getpid(), parent)
+    scope.cancel()
 
 
 def _write_all(fd: int, data: bytes) -> None:
