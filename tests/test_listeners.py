@@ -333,8 +333,15 @@ def test_cli_fd(tmp_path: Path) -> None:
 
 @needs_unix
 def test_cli_uds(short_dir: Path) -> None:
-    with _cli(short_dir, "--uds", "cli.sock") as (_, url):
+    with _cli(short_dir, "--uds", "cli.sock", "--uds-mode", "600") as (_, url):
         assert url == "unix:cli.sock"
+        assert stat.S_IMODE(os.stat(short_dir / "cli.sock").st_mode) == 0o600
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(short_dir / "cli.sock")), timeout=TIMEOUT) as c:
             assert c.get("http://localhost/client").text == "None"
     assert not (short_dir / "cli.sock").exists()
+
+
+@pytest.mark.parametrize("mode", [-1, 0o1000, "660", True])
+def test_uds_mode_checked(mode: Any) -> None:
+    with pytest.raises(ValueError, match=r"^uds_mode: "):
+        wsnest.http_server("unix:x.sock", HANDLERS, uds_mode=mode)

@@ -61,10 +61,23 @@ def load_handlers(target: str) -> list[Any]:
     return list(handlers)
 
 
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected octal permission bits such as 660, got {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected octal permission bits such as 660, got {text!r}")
+    return mode
+
+
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    parser.add_argument("--uds", metavar="PATH", help="listen on this Unix socket instead (file mode 0o660)")
+    parser.add_argument("--uds", metavar="PATH", help="listen on this Unix socket instead of --host/--port")
+    parser.add_argument(
+        "--uds-mode", type=_octal_mode, default=0o660, metavar="MODE", help="--uds file permissions (default 660)"
+    )
     parser.add_argument("--fd", type=int, metavar="N", help="serve the bound socket on fd N (3 from systemd)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1; POSIX only)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.uds is not None:
         url = f"unix:{args.uds}"
     try:
-        server = wsnest.http_server(url, handlers, tls=tls, sock=sock)
+        server = wsnest.http_server(url, handlers, tls=tls, sock=sock, uds_mode=args.uds_mode)
     except (ValueError, TypeError) as exc:
         print(f"wsnest: error: {str(exc).replace('sock:', '--fd:', 1)}", file=sys.stderr)
         return 2

@@ -78,6 +78,8 @@ class HttpServer:
         self._scheme = scheme
         self._host = host
         self._port = port
+        if isinstance(uds_mode, bool) or not isinstance(uds_mode, int) or not 0 <= uds_mode <= 0o777:
+            raise ValueError(f"uds_mode: expected permission bits such as 0o660, got {uds_mode!r}")
         self._uds_mode = uds_mode
         self._sock = adopt(sock) if sock is not None else None
         self._tls = tls
