@@ -305,6 +305,70 @@ def test_worker_that_cannot_start_stops_everything_once(tmp_path: Path) -> None:
     assert "Serving at" not in result.stdout
 
 
+STUCK = textwrap.dedent(
+    """
+    import logging, sys, time
+    import wsnest
+    import wsnest.server._supervisor as supervisor
+
+    supervisor.STOP_MARGIN = 0.5  # keeps the test short: close_timeout 0.2 + 0.5
+
+    def stuck(req):
+        logging.getLogger("app").warning("stuck request started")
+        time.sleep(60)  # blocks the worker's event loop: it cannot even see SIGTERM
+
+    logging.basicConfig(level="INFO")
+    server = wsnest.http_server("http://127.0.0.1:0", [wsnest.handler("/stuck", stuck)], close_timeout=0.2)
+    server.run(workers=2)
+    """
+)
+
+
+def test_worker_that_does_not_stop_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "stuck.py").write_text(STUCK)
+    err_path = tmp_path / "stuck-err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "stuck.py"],
+            cwd=tmp_path,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        assert proc.stdout is not None
+        match = SERVING.match(proc.stdout.readline().strip())
+        assert match, err_path.read_text()
+        url = match.group(1)
+
+        def request_stuck() -> None:
+            with suppress(httpx.HTTPError):  # its worker gets killed: no response
+                httpx.get(url + "/stuck", timeout=30)
+
+        threading.Thread(target=request_stuck, daemon=True).start()
+        wait_for("the stuck request", lambda: "stuck request started" in err_path.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=STOP_TIMEOUT) == 0
+        log = err_path.read_text()
+        assert log.count("did not stop in time: killed") == 1, log
+        assert log.count("stopped (exited with status 0)") == 1, log  # the other worker stopped by itself
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT)
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_workers_need_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "fork")
+    server = wsnest.http_server("http://127.0.0.1:0", [])
+    with pytest.raises(RuntimeError, match="not supported on this platform"):
+        server.run(workers=2)
+
+
 def _run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "wsnest", "serve", "workers_app:handlers", *args],
