@@ -290,12 +290,16 @@ handlers = [wsnest.handler("/client", lambda req: {"body": repr(req.client)})]
 
 
 @contextmanager
-def _cli(cwd: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _cli(
+    cwd: Path, *args: str, pass_fds: tuple[int, ...] = (), script: str = ""
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     (cwd / "listen_app.py").write_text(APP)
     here = os.path.dirname(os.path.dirname(os.path.abspath(wsnest.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "wsnest", "serve", "listen_app:handlers", *args],
+        [sys.executable, "-u", script]
+        if script
+        else [sys.executable, "-u", "-m", "wsnest", "serve", "listen_app:handlers", *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -345,3 +349,37 @@ def test_cli_uds(short_dir: Path) -> None:
 def test_uds_mode_checked(mode: Any) -> None:
     with pytest.raises(ValueError, match=r"^uds_mode: "):
         wsnest.http_server("unix:x.sock", HANDLERS, uds_mode=mode)
+
+
+SYSTEMD = """
+import os, sys
+from wsnest.__main__ import main
+
+os.dup2({fd}, 3)  # what systemd does: the socket at fd 3, and the variables naming this process
+os.close({fd})
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+sys.exit(main(["serve", "listen_app:handlers"]))
+"""
+
+
+def test_cli_systemd_socket_activation(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        (tmp_path / "activated.py").write_text(SYSTEMD.format(fd=sock.fileno()))
+        with _cli(tmp_path, script="activated.py", pass_fds=(sock.fileno(),)) as (_, url):
+            assert url == f"http://127.0.0.1:{port}"  # fd 3, not --host/--port's default 127.0.0.1:8080
+            assert httpx.get(f"{url}/client", timeout=TIMEOUT).status_code == 200
+
+
+def test_systemd_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsnest.__main__ import _systemd_socket
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))  # meant for another process: left alone
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    assert _systemd_socket() is None and os.environ["LISTEN_FDS"] == "1"
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    with pytest.raises(ValueError, match=r"^--fd: systemd passed LISTEN_FDS='2' sockets"):
+        _systemd_socket()
+    assert "LISTEN_PID" not in os.environ and "LISTEN_FDS" not in os.environ  # never seen by a child process

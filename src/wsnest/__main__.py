@@ -61,6 +61,24 @@ def load_handlers(target: str) -> list[Any]:
     return list(handlers)
 
 
+SD_LISTEN_FDS_START = 3  # the first socket systemd passes
+
+
+def _systemd_socket() -> int | None:
+    """The socket systemd's socket activation passed to this process, if
+    any (``LISTEN_PID`` is this process and ``LISTEN_FDS`` is 1). The
+    variables are removed so that no child process takes them as its own.
+    Raises ValueError when several sockets were passed."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count == "1":
+        return SD_LISTEN_FDS_START
+    raise ValueError(f"--fd: systemd passed LISTEN_FDS={count!r} sockets; wsnest serves exactly one")
+
+
 def _octal_mode(text: str) -> int:
     try:
         mode = int(text, 8)
@@ -78,7 +96,9 @@ def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--uds-mode", type=_octal_mode, default=0o660, metavar="MODE", help="--uds file permissions (default 660)"
     )
-    parser.add_argument("--fd", type=int, metavar="N", help="serve the bound socket on fd N (3 from systemd)")
+    parser.add_argument(
+        "--fd", type=int, metavar="N", help="serve the bound socket on fd N (default: systemd's, if it passed one)"
+    )
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1; POSIX only)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
 
@@ -164,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.uds is not None and args.fd is not None:
         print("wsnest: error: --uds and --fd: choose one", file=sys.stderr)
         return 2
+    if args.fd is None and args.uds is None:
+        try:
+            args.fd = _systemd_socket()
+        except ValueError as exc:
+            print(f"wsnest: error: {exc}", file=sys.stderr)
+            return 2
     if args.fd is not None:
         url, sock = f"{scheme}://", args.fd
     elif args.uds is not None:
