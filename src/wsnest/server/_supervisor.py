@@ -164,6 +164,9 @@ class _Supervisor:
             for slot in self.slots:
                 self._spawn(slot)
             self._loop()
+        except BaseException:
+            self._kill([s for s in self.slots if s.pid], quiet=True)  # e.g. fork failed: leave no worker behind
+            raise
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
@@ -285,9 +288,10 @@ class _Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signal.SIGTERM)
 
-    def _kill(self, live: list[_Slot]) -> None:
+    def _kill(self, live: list[_Slot], quiet: bool = False) -> None:
         for slot in live:
-            log.warning("wsnest: worker %d (pid %d) did not stop in time: killed", slot.index, slot.pid)
+            if not quiet:
+                log.warning("wsnest: worker %d (pid %d) did not stop in time: killed", slot.index, slot.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(slot.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
