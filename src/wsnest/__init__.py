@@ -43,7 +43,16 @@ from .handlers import (
     handler_ws,
 )
 from .http import Headers, Request
-from .server import HttpServer, WebSocket, broadcast, http_server, merge_stats, stats_to_prometheus
+from .server import (
+    HttpServer,
+    WebSocket,
+    Worker,
+    broadcast,
+    current_worker,
+    http_server,
+    merge_stats,
+    stats_to_prometheus,
+)
 
 __all__ = [
     "CORE",
@@ -67,9 +76,11 @@ __all__ = [
     "StreamConnection",
     "WebSocket",
     "WebSocketHandler",
+    "Worker",
     "__version__",
     "broadcast",
     "connect",
+    "current_worker",
     "format_sse",
     "handler",
     "handler_directory",

@@ -61,9 +61,45 @@ def load_handlers(target: str) -> list[Any]:
     return list(handlers)
 
 
+SD_LISTEN_FDS_START = 3  # the first socket systemd passes
+
+
+def _systemd_socket() -> int | None:
+    """The socket systemd's socket activation passed to this process, if
+    any (``LISTEN_PID`` is this process and ``LISTEN_FDS`` is 1). The
+    variables are removed so that no child process takes them as its own.
+    Raises ValueError when several sockets were passed."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count == "1":
+        return SD_LISTEN_FDS_START
+    raise ValueError(f"--fd: systemd passed LISTEN_FDS={count!r} sockets; wsnest serves exactly one")
+
+
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected octal permission bits such as 660, got {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected octal permission bits such as 660, got {text!r}")
+    return mode
+
+
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--uds", metavar="PATH", help="listen on this Unix socket instead of --host/--port")
+    parser.add_argument(
+        "--uds-mode", type=_octal_mode, default=0o660, metavar="MODE", help="--uds file permissions (default 660)"
+    )
+    parser.add_argument(
+        "--fd", type=int, metavar="N", help="serve the bound socket on fd N (default: systemd's, if it passed one)"
+    )
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1; POSIX only)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
 
 
@@ -136,15 +172,40 @@ def main(argv: list[str] | None = None) -> int:
         from ._demo import demo_handlers
 
         handlers = demo_handlers()
-    host = f"[{args.host}]" if ":" in args.host else args.host
+    from .server._supervisor import check_workers
+
     try:
-        server = wsnest.http_server(f"{scheme}://{host}:{args.port}", handlers, tls=tls)
-        server.run()
-    except (ValueError, TypeError) as exc:
-        print(f"wsnest: error: {exc}", file=sys.stderr)
+        check_workers(args.workers)
+    except (ValueError, RuntimeError) as exc:
+        print(f"wsnest: error: --{exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"wsnest: error: cannot listen on {host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url, sock = f"{scheme}://{host}:{args.port}", None
+    if args.uds is not None and args.fd is not None:
+        print("wsnest: error: --uds and --fd: choose one", file=sys.stderr)
+        return 2
+    if args.fd is None and args.uds is None:
+        try:
+            args.fd = _systemd_socket()
+        except ValueError as exc:
+            print(f"wsnest: error: {exc}", file=sys.stderr)
+            return 2
+    if args.fd is not None:
+        url, sock = f"{scheme}://", args.fd
+    elif args.uds is not None:
+        url = f"unix:{args.uds}"
+    try:
+        server = wsnest.http_server(url, handlers, tls=tls, sock=sock, uds_mode=args.uds_mode)
+    except (ValueError, TypeError) as exc:
+        print(f"wsnest: error: {str(exc).replace('sock:', '--fd:', 1)}", file=sys.stderr)
+        return 2
+    try:
+        server.run(workers=args.workers)
+    except OSError as exc:  # the message names the address ("cannot listen on ...")
+        print(f"wsnest: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # a worker failed to start
+        print(f"wsnest: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

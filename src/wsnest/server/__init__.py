@@ -15,6 +15,7 @@ from ._stats import PROMETHEUS_CONTENT_TYPE, merge_stats, stats_to_prometheus
 from ._stream import StreamConnection
 from ._transport import SocketTransport, TLSTransport, Transport
 from ._websocket import MODE_AUTO, MODE_BYTES, MODE_TEXT, WebSocket, broadcast
+from ._workers import Worker, current_worker
 
 __all__ = [
     "MODE_AUTO",
@@ -33,8 +34,10 @@ __all__ = [
     "TLSTransport",
     "Transport",
     "WebSocket",
+    "Worker",
     "broadcast",
     "call_maybe_async",
+    "current_worker",
     "http_server",
     "merge_stats",
     "stats_to_prometheus",

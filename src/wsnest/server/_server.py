@@ -33,10 +33,12 @@ from ._access import ObservedConnection
 from ._connection import HttpConnection
 from ._contract import Closable, Endable, Handler, Session
 from ._handshake_slots import HandshakeSlots
+from ._listeners import UDS_MODE, Listener, adopt, listen_adopted, listener_url, open_tcp, open_unix, resolve
 from ._observe import Observer
 from ._refuse import MAX_REFUSING, REFUSE_TIME, RefusingRouter
 from ._routing import Router
 from ._stream import StreamConnection
+from ._supervisor import check_workers, supervise
 from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
 
 log = logging.getLogger("wsnest")
@@ -48,7 +50,10 @@ class HttpServer:
     """An HTTP + WebSocket server on trio; build it with :func:`http_server`.
 
     Attributes:
-        url: the server URL; after start it holds the real port.
+        url: the server URL; after start it holds the real port
+            (``unix:PATH`` for a Unix socket).
+        urls: the URL of every listening socket, once started (a host with
+            several addresses has several); ``[url]`` before.
         state: ``"not started"``, ``"started"`` or ``"closed"``.
         limits: the :class:`Limits` in force.
     """
@@ -63,9 +68,14 @@ class HttpServer:
         access_log: bool = False,
         proxy_headers: bool = False,
         forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
+        sock: socket.socket | int | None = None,
+        uds_mode: int = UDS_MODE,
     ) -> None:
         scheme, host, port = _parse_url(url)
         trust = ProxyTrust(forwarded_allow_ips)  # validated even when unused
+        self._uds_path: str | None = None
+        if scheme == "unix":  # unix:PATH serves HTTP, or HTTPS with tls=
+            scheme, self._uds_path = ("https" if tls is not None else "http"), host
         if scheme == "https" and tls is None:
             raise ValueError("tls: an https:// URL needs tls=tls_config(...)")
         if scheme == "http" and tls is not None:
@@ -78,6 +88,10 @@ class HttpServer:
         self._scheme = scheme
         self._host = host
         self._port = port
+        if isinstance(uds_mode, bool) or not isinstance(uds_mode, int) or not 0 <= uds_mode <= 0o777:
+            raise ValueError(f"uds_mode: expected permission bits such as 0o660, got {uds_mode!r}")
+        self._uds_mode = uds_mode
+        self._sock = adopt(sock) if sock is not None else None
         self._tls = tls
         self.limits = limits
         # Handshakes in progress (waiters queue in order): each holds an SSL
@@ -85,7 +99,8 @@ class HttpServer:
         # a tenth of handshake_timeout (1 s by default; a real one takes a
         # few round trips) gives its slot up to a client waiting for one.
         self._tls_slots = HandshakeSlots(limits.max_tls_handshakes, limits.handshake_timeout / 10)
-        self.url = _format_url(scheme, host, port)
+        self.url = f"unix:{host}" if self._uds_path is not None else _format_url(scheme, host, port)
+        self.urls = [self.url]
         self.state = "not started"
         self._ids = itertools.count(1)
         self._ws_limit_cache: dict[int, Limits] = {}
@@ -99,7 +114,11 @@ class HttpServer:
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
         self._done: trio.Event | None = None
-        self._listener: socket.socket | None = None
+        self._listeners: list[Listener] = []
+        # Set by the worker supervisor (see _supervisor.py) before it forks.
+        self._inherited: list[Listener] | None = None  # serve these, bind nothing
+        self._reuse_port = False  # bind SO_REUSEPORT sockets on _bind_addresses
+        self._bind_addresses: list[tuple[int, tuple[object, ...]]] | None = None
         self._external: set[trio.CancelScope] = set()  # serve_connection() calls
         # Connection tasks serving a client (max_connections), those of them
         # that became WebSockets (the drain waits for the others), and
@@ -156,8 +175,7 @@ class HttpServer:
         """
         if self.state != "not started":
             raise RuntimeError(f"server: cannot serve, it is {self.state}")
-        listener = self._listen() if listen else None
-        self._listener = listener
+        self._listeners = self._listen() if listen else []
         self.state = "started"
         self._stop = trio.Event()
         self._done = trio.Event()
@@ -167,8 +185,9 @@ class HttpServer:
                 self._nursery = nursery
                 nursery.start_soon(self._flusher)
                 nursery.start_soon(self._reaper)
-                if listener is not None:
-                    nursery.start_soon(self._accept_loop, listener)
+                for listener in self._listeners:
+                    nursery.start_soon(self._accept_loop, listener.sock, listener.unmap)
+                if self._listeners:
                     log.info("wsnest serving at %s", self.url)
                 warn_core_fallback()  # once per process: a pure core nobody asked for is slow
                 task_status.started(self.url)
@@ -259,11 +278,20 @@ class HttpServer:
         if self._done is not None:
             await self._done.wait()
 
-    def run(self) -> None:
+    def run(self, workers: int = 1) -> None:
         """Serve in the foreground (blocking). Ctrl+C or SIGTERM stops
         gracefully (:meth:`aclose`, with its drain); a second one stops at
-        once."""
-        trio.run(self._run_foreground)
+        once.
+
+        ``workers=N`` (POSIX only) forks N worker processes serving the same
+        listeners under a supervisor that restarts a worker that dies and
+        stops them all (each drains) on SIGINT/SIGTERM (see
+        ``wsnest.current_worker``).
+        """
+        if check_workers(workers) == 1:
+            trio.run(self._run_foreground)
+        else:
+            supervise(self, workers)
 
     async def _run_foreground(self) -> None:
         signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
@@ -345,33 +373,46 @@ class HttpServer:
             await self._changed.wait()
 
     def _close_listener(self) -> None:
-        listener = self._listener
-        if listener is not None and listener.fileno() >= 0:
-            trio.lowlevel.notify_closing(listener)
-            listener.close()
+        """Close every listening socket (and remove a Unix socket file we made)."""
+        for listener in self._listeners:
+            if listener.sock.fileno() >= 0:
+                trio.lowlevel.notify_closing(listener.sock)
+                listener.close()
 
     # -- listening -------------------------------------------------------------
 
-    def _listen(self) -> socket.socket:
-        host = self._host
-        infos = socket.getaddrinfo(host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, type_, proto, _, addr = infos[0]
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(socket.SOMAXCONN)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
-        self.url = _format_url(self._scheme, host, self._port)
-        return sock
+    def _listen(self) -> list[Listener]:
+        if self._inherited is not None:
+            listeners = self._inherited
+        elif self._bind_addresses is not None:  # a worker: its own SO_REUSEPORT socket(s)
+            socks = open_tcp(self._bind_addresses, reuse_port=self._reuse_port)
+            listeners = [Listener(s, listener_url(self._scheme, s)) for s in socks]
+        else:
+            listeners = self._open_listeners()
+        self._adopt_listeners(listeners)
+        return listeners
 
-    async def _accept_loop(self, listener: socket.socket) -> None:
+    def _open_listeners(self, *, reuse_port: bool = False, listen: bool = True) -> list[Listener]:
+        """Create this server's listening sockets (synchronous: the worker
+        supervisor calls it before forking). ``listen=False`` only binds
+        (reserves the port), for TCP."""
+        if self._sock is not None:
+            return [listen_adopted(self._sock, self._scheme)]
+        if self._uds_path is not None:
+            return [open_unix(self._uds_path, self._uds_mode)]
+        socks = open_tcp(resolve(self._host, self._port), reuse_port=reuse_port, listen=listen)
+        return [Listener(s, listener_url(self._scheme, s)) for s in socks]
+
+    def _adopt_listeners(self, listeners: list[Listener]) -> None:
+        """Take the real address(es) as the server's URL(s)."""
+        if self._sock is not None or listeners[0].url.startswith("unix:"):
+            self.url = listeners[0].url
+        else:
+            self._port = listeners[0].sock.getsockname()[1]
+            self.url = _format_url(self._scheme, self._host, self._port)
+        self.urls = [listener.url for listener in listeners]
+
+    async def _accept_loop(self, listener: socket.socket, unmap: bool = False) -> None:
         nursery = self._nursery
         assert nursery is not None
         accepted = 0
@@ -394,6 +435,8 @@ class HttpServer:
                     return
                 raise
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+            if unmap and client is not None and client[0].startswith("::ffff:"):
+                client = (client[0][7:], client[1])  # an IPv4 peer on a dual-stack socket
             if self._tls is None:
                 transport = SocketTransport(sock, self.limits.send_timeout, self._stalled_writers)
                 nursery.start_soon(self._serve_transport, transport, client)
@@ -565,7 +608,15 @@ class HttpServer:
     # -- services for connections and handlers (the ServerContext interface) ---
 
     def next_id(self) -> int:
-        """A connection id unique per server, from 1, never reused."""
+        """A connection id unique per server, from 1, never reused.
+
+        With workers, ids are ``(generation << 32) | n``: ``generation`` is
+        1, 2, ... for each worker process the supervisor starts (restarts
+        included), ``n`` counts from 1 in that process; a single process
+        has generation 0 (ids 1, 2, 3, ...). Unique across the workers of
+        one server, never reused, and below 2**53 (exact in JavaScript) for
+        2**21 worker starts of 2**32 connections each.
+        """
         return next(self._ids)
 
     def limits_for(self, handler: Handler) -> Limits:
@@ -691,8 +742,15 @@ def _parse_url(url: str) -> tuple[str, str, int]:
         raise TypeError(f"url: expected str, got {type(url).__name__}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if scheme == "unix":  # unix:PATH; the path comes back as the host
+        path = url[len("unix:") :]
+        if path.startswith("//"):
+            raise ValueError(f"url: write a Unix socket as unix:/abs/path or unix:rel/path, got {url!r}")
+        if not path:
+            raise ValueError(f"url: a unix: URL needs a socket path, got {url!r}")
+        return scheme, path, 0
     if scheme not in ("http", "https"):
-        raise ValueError(f"url: scheme must be http or https, got {url!r}")
+        raise ValueError(f"url: scheme must be http, https or unix, got {url!r}")
     try:
         port = parts.port
     except ValueError:
@@ -716,6 +774,8 @@ def http_server(
     access_log: bool = False,
     proxy_headers: bool = False,
     forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
+    sock: socket.socket | int | None = None,
+    uds_mode: int = UDS_MODE,
     **limits: Any,
 ) -> HttpServer:
     """Build an HTTP + WebSocket server (no I/O until it is served).
@@ -723,6 +783,11 @@ def http_server(
     Args:
         url: ``http://host:port`` or ``https://host:port``; port 0 picks a
             free port; IPv6 literals go in brackets (``http://[::1]:0``).
+            A host with several addresses listens on all of them (an empty
+            host: every interface); ``http://[::]:port`` serves IPv4 and
+            IPv6 clients. ``unix:/path/app.sock`` (or a relative path)
+            listens on a Unix socket: HTTP, or HTTPS when ``tls`` is given.
+            With ``sock``, only the scheme counts (``http://``).
         handlers: one handler or a sequence of them (``handler_ws``,
             ``handler``, ``handler_file``, ...). Conflicting routes raise
             ``ValueError`` here.
@@ -741,6 +806,12 @@ def http_server(
         forwarded_allow_ips: the trusted proxies, a comma-separated string
             or a sequence of IP addresses and CIDR networks; ``"*"`` trusts
             every peer. ``ValueError`` names an invalid entry.
+        sock: a bound (or listening) TCP or Unix stream socket, or its file
+            descriptor (e.g. 3 from systemd socket activation), to serve
+            instead of binding; the server owns it from then on and closes
+            it when it stops (a socket file it did not create stays).
+        uds_mode: permissions of a ``unix:`` socket file (default 0o660:
+            owner and group; 0o666 lets every local user connect).
         **limits: any field of :class:`Limits`, e.g. ``max_message_size``.
 
     Serve it with ``await server.serve()`` (or ``nursery.start(server.serve)``)
@@ -754,4 +825,6 @@ def http_server(
         access_log=access_log,
         proxy_headers=proxy_headers,
         forwarded_allow_ips=forwarded_allow_ips,
+        sock=sock,
+        uds_mode=uds_mode,
     )
