@@ -236,6 +236,37 @@ def test_serve_single_handler_and_log_level(app_dir: Path) -> None:
         assert "wsnest serving at " + srv.url in srv.stderr()
 
 
+ACCESS = r"^\S+ \S+ INFO wsnest\.access: 127\.0\.0\.1:\d+ - "
+ACCESS_HTTP = re.compile(ACCESS + r'"GET /hello HTTP/1\.1" 200 9 [\d.]+m?s$', re.M)
+ACCESS_WS = re.compile(ACCESS + r'"WS /ws" 1000 in=2 out=2 [\d.]+m?s$', re.M)
+
+
+def test_serve_access_log_on_by_default(app_dir: Path) -> None:
+    """The CLI logs every request and WebSocket session (``--no-access-log``: none)."""
+    with serving(["serve", "mymod:handlers", "--port", "0"], app_dir) as srv:
+        assert httpx.get(srv.url + "/hello", timeout=10).text == "hello GET"
+        _echo_round_trip(srv.ws_url)
+        assert srv.interrupt() == 0
+        log = srv.stderr()
+    assert len(ACCESS_HTTP.findall(log)) == 1, log
+    assert len(ACCESS_WS.findall(log)) == 1, log
+    with serving(["serve", "mymod:handlers", "--port", "0", "--no-access-log"], app_dir) as srv:
+        assert httpx.get(srv.url + "/hello", timeout=10).text == "hello GET"
+        _echo_round_trip(srv.ws_url)
+        assert srv.interrupt() == 0
+        assert "wsnest.access" not in srv.stderr(), srv.stderr()
+
+
+def test_serve_proxy_headers(app_dir: Path) -> None:
+    """--proxy-headers: the trusted proxy's X-Forwarded-For is the client in the log."""
+    args = ["serve", "mymod:handlers", "--port", "0", "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"]
+    with serving(args, app_dir) as srv:
+        r = httpx.get(srv.url + "/hello", headers={"X-Forwarded-For": "203.0.113.7"}, timeout=10)
+        assert r.text == "hello GET"
+        assert srv.interrupt() == 0
+        assert re.search(r'wsnest\.access: 203\.0\.113\.7:0 - "GET /hello', srv.stderr()), srv.stderr()
+
+
 def test_serve_idle_sigterm_exits_zero(app_dir: Path) -> None:
     with serving(["serve", "mymod:handlers", "--port", "0"], app_dir) as srv:
         srv.proc.send_signal(signal.SIGTERM)
@@ -277,6 +308,9 @@ def test_demo_serves_page_and_stops_on_sigint(tmp_path: Path) -> None:
             ["serve", "mymod:handlers", "--tls-cert", "nofile.pem", "--tls-key", "nofile.key"],
             ["--tls-cert", "no such file"],
         ),
+        (["serve", "mymod:handlers", "--max-connections", "0"], ["--max-connections:", "got 0"]),
+        (["serve", "mymod:handlers", "--drain-timeout", "-1"], ["--drain-timeout:", "-1"]),
+        (["serve", "mymod:handlers", "--forwarded-allow-ips", "10.0.0.1,bogus"], ["--forwarded-allow-ips:", "bogus"]),
     ],
     ids=[
         "missing-module",
@@ -290,6 +324,9 @@ def test_demo_serves_page_and_stops_on_sigint(tmp_path: Path) -> None:
         "cert-without-key",
         "key-without-cert",
         "missing-cert-file",
+        "max-connections-0",
+        "drain-timeout-negative",
+        "forwarded-allow-ips-invalid",
     ],
 )
 def test_serve_errors_are_one_line(app_dir: Path, args: list[str], needles: list[str]) -> None:

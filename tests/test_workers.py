@@ -177,6 +177,40 @@ def test_ids_unique_across_workers(answers: list[dict[str, Any]]) -> None:
     assert len({a["generation"] for a in answers}) == 2  # one per worker process
 
 
+def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """GET /metrics, parsed by prometheus_client: {name: {labels: value}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_metrics_total_every_worker(shared: Supervisor) -> None:
+    """Whichever worker answers /metrics, it counts the WebSockets and
+    messages of both (the others' numbers as published, so poll)."""
+    with ExitStack() as stack:
+        clients = open_clients(stack, shared.ws_url, 40)
+        on = Counter(answer["index"] for _, answer in clients)
+        assert set(on) == {0, 1}, on  # both workers hold some of them
+        for ws, _ in clients:
+            ask(ws)  # 2 messages in, 2 out per client in all
+
+        def settled() -> dict[str, Any] | None:
+            m = _metrics(shared.url)
+            open_ws = m["wsnest_connections"][(("kind", "websocket"),)]
+            msgs_in = m["wsnest_ws_messages_total"][(("direction", "in"),)]
+            return m if open_ws == 40 and msgs_in >= 80 else None
+
+        m = wait_for("both workers' numbers in /metrics", settled)
+        assert m["wsnest_workers"][()] == 2
+        assert len(m["wsnest_info"]) == 2  # one sample per worker process
+        assert m["wsnest_ws_messages_total"][(("direction", "out"),)] >= 80
+
+
 def test_killed_worker_is_replaced_and_the_other_never_notices(shared: Supervisor) -> None:
     with ExitStack() as stack:
         clients = open_clients(stack, shared.ws_url, 20)

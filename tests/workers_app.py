@@ -44,4 +44,5 @@ handlers = [
     wsnest.handler_ws("/ws", _on_message, textframes=True),
     wsnest.handler("/who", _who_http),
     wsnest.handler("/slow", _slow),
+    wsnest.handler_metrics("/metrics"),  # the total of every worker
 ]

@@ -100,6 +100,34 @@ def _add_listen_args(parser: argparse.ArgumentParser) -> None:
         "--fd", type=int, metavar="N", help="serve the bound socket on fd N (default: systemd's, if it passed one)"
     )
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1; POSIX only)")
+    parser.add_argument(
+        "--max-connections", type=int, metavar="N", help="past N open connections new ones get 503 (default: no limit)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="on Ctrl+C/SIGTERM, seconds for requests and streams in flight to finish (default 5)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one INFO line per request and per WebSocket session on logger wsnest.access (default on)",
+    )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address and scheme from Forwarded / X-Forwarded-* sent by a trusted proxy",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="comma-separated proxies (IPs, CIDR networks, *) trusted with --proxy-headers (default 127.0.0.1; "
+        "a Unix socket peer is always trusted)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
 
 
@@ -119,6 +147,18 @@ def _explain_pure_core() -> None:
     for line in PURE_CORE_ADVICE[1:]:
         print(f"  {line}")
     print(f"  (import error: {CORE_FALLBACK_REASON})")
+
+
+_OPTION_OF = {"sock": "--fd", "uds_mode": "--uds-mode"}
+
+
+def _as_option(message: str) -> str:
+    """An error naming a keyword (``max_connections: ...``) names the
+    command-line option instead (``--max-connections: ...``)."""
+    name, sep, rest = message.partition(":")
+    if not sep or not name.isidentifier():
+        return message
+    return f"{_OPTION_OF.get(name, '--' + name.replace('_', '-'))}:{rest}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,9 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.uds is not None:
         url = f"unix:{args.uds}"
     try:
-        server = wsnest.http_server(url, handlers, tls=tls, sock=sock, uds_mode=args.uds_mode)
+        server = wsnest.http_server(
+            url,
+            handlers,
+            tls=tls,
+            sock=sock,
+            uds_mode=args.uds_mode,
+            access_log=args.access_log,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            max_connections=args.max_connections,
+            drain_timeout=args.drain_timeout,
+        )
     except (ValueError, TypeError) as exc:
-        print(f"wsnest: error: {str(exc).replace('sock:', '--fd:', 1)}", file=sys.stderr)
+        print(f"wsnest: error: {_as_option(str(exc))}", file=sys.stderr)
         return 2
     try:
         server.run(workers=args.workers)

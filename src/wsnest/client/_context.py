@@ -54,7 +54,7 @@ class ClientContext:
         """An id unique among the process's client connections."""
         return next(_ids)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, all_workers: bool = False) -> dict[str, Any]:
         """A client has no server numbers."""
         return {}
 

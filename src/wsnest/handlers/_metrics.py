@@ -29,7 +29,7 @@ class MetricsHandler(Handler):
 
     async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         try:
-            stats = ctx.stats() if self.source is None else await call_maybe_async(self.source)
+            stats = ctx.stats(all_workers=True) if self.source is None else await call_maybe_async(self.source)
             body = stats_to_prometheus(stats).encode("utf-8")
         except Exception:
             log.exception("wsnest: metrics source for %s failed", req.path)
@@ -41,11 +41,13 @@ class MetricsHandler(Handler):
 
 
 def handler_metrics(path: str = "/metrics", source: StatsSource | None = None) -> MetricsHandler:
-    """Serve the server's numbers (``server.stats()``) on ``path`` in the
-    Prometheus text exposition format 0.0.4.
+    """Serve the server's numbers on ``path`` in the Prometheus text
+    exposition format 0.0.4.
 
-    ``source``: a function (plain or ``async def``) returning the stats
-    dict to serve instead, e.g. a :func:`merge_stats` total across worker
-    processes; by default the numbers of the server that serves the request.
+    By default they are ``server.stats(all_workers=True)`` of the server
+    that serves the request: under ``run(workers=N)`` every worker answers
+    with the total of all workers (``wsnest_workers`` says how many), so a
+    scrape that lands on any of them is complete. ``source``: a function
+    (plain or ``async def``) returning the stats dict to serve instead.
     """
     return MetricsHandler(path, source)

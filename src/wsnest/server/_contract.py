@@ -109,7 +109,7 @@ class ServerContext(Protocol):
     def next_id(self) -> int:
         """A connection id unique per server (WebSockets and streams)."""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, all_workers: bool = False) -> dict[str, Any]:
         """The server's numbers (see ``HttpServer.stats``)."""
 
     def limits_for(self, handler: Handler) -> Limits:

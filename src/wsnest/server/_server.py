@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import json
 import logging
 import math
 import signal
@@ -37,13 +38,18 @@ from ._listeners import UDS_MODE, Listener, adopt, listen_adopted, listener_url,
 from ._observe import Observer
 from ._refuse import MAX_REFUSING, REFUSE_TIME, RefusingRouter
 from ._routing import Router
+from ._stats import merge_stats
 from ._stream import StreamConnection
 from ._supervisor import check_workers, supervise
 from ._transport import SocketTransport, StreamTransport, TimedWriter, TLSTransport, Transport
+from ._worker_board import WorkerBoard
+from ._workers import current_board, current_worker
 
 log = logging.getLogger("wsnest")
 
 RECV_BUFFER_SIZE = 256 * 1024
+#: Seconds between a worker's publications of its numbers (see ``stats``).
+STATS_PERIOD = 0.5
 
 
 class HttpServer:
@@ -147,7 +153,7 @@ class HttpServer:
     def __repr__(self) -> str:
         return f"<HttpServer {self.url} {self.state}>"
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, all_workers: bool = False) -> dict[str, Any]:
         """The server's numbers as a plain, JSON-serialisable dict.
 
         ``pid``, ``core``; ``connections``: open ones by kind (``http``:
@@ -157,11 +163,41 @@ class HttpServer:
         bytes on the wire, frame headers included), ``streams``;
         ``send_refusals``: refused ``send``/``broadcast`` calls by return
         code (``"7"``, ``"8"``, ``"17"``); ``ws_closes``: ended WebSocket
-        sessions by close code (``"1000"``, ``"1006"``, ...). Each server
-        (each worker process) counts its own: sum them with
-        :func:`merge_stats`, render them with :func:`stats_to_prometheus`.
+        sessions by close code (``"1000"``, ``"1006"``, ...). Render them
+        with :func:`stats_to_prometheus`.
+
+        Each process counts its own. Under ``run(workers=N)``,
+        ``all_workers=True`` gives the total of every worker (as
+        :func:`merge_stats` sums them, with ``workers`` and a ``pid`` list):
+        this process's numbers now, the others' as each last published them
+        (every ``STATS_PERIOD``, 0.5 s, through a shared memory board). A
+        restarted worker counts from zero again. In a single process it is
+        this process's numbers.
         """
-        return self.observer.stats(self._http_conns, self._websockets)
+        own = self.observer.stats(self._http_conns, self._websockets)
+        board = current_board()
+        worker = current_worker()
+        if not all_workers or board is None or worker is None:
+            return own
+        parts = [own]
+        for index, payload in enumerate(board.read_all()):
+            if index == worker.index or not payload:
+                continue
+            with contextlib.suppress(ValueError):  # a slot being rewritten by a new worker
+                parts.append(json.loads(payload))
+        return merge_stats(parts)
+
+    async def _publish_stats(self, board: WorkerBoard, index: int) -> None:
+        # A worker's numbers for the others' stats(all_workers=True).
+        failed = False
+        while True:
+            try:
+                board.publish(index, json.dumps(self.stats(), separators=(",", ":")).encode())
+            except ValueError as exc:  # bigger than a slot: say so once, keep serving
+                if not failed:
+                    log.warning("wsnest: worker %d cannot publish its numbers: %s", index, exc)
+                failed = True
+            await trio.sleep(STATS_PERIOD)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -187,6 +223,9 @@ class HttpServer:
                 nursery.start_soon(self._reaper)
                 for listener in self._listeners:
                     nursery.start_soon(self._accept_loop, listener.sock, listener.unmap)
+                board, worker = current_board(), current_worker()
+                if board is not None and worker is not None:
+                    nursery.start_soon(self._publish_stats, board, worker.index)
                 if self._listeners:
                     log.info("wsnest serving at %s", self.url)
                 warn_core_fallback()  # once per process: a pure core nobody asked for is slow
