@@ -180,7 +180,9 @@ async def _probe(server: wsnest.HttpServer, url: str) -> None:
 _RUNS: list[wsnest.HttpServer] = []
 
 
-def _run_and_probe(server: wsnest.HttpServer) -> None:
+def _run_and_probe(server: wsnest.HttpServer, workers: int = 1) -> None:
+    # run(workers=N) would fork: the sample's server runs here, in one process.
+    assert isinstance(workers, int) and workers >= 1, workers
     _RUNS.append(server)
 
     async def main() -> None:
