@@ -14,9 +14,12 @@ Cases:
 ``http_small``
     ``wrk -t1 -c50 -d<dur>s`` on ``GET /small`` (keep-alive, no pipelining).
 ``ws_pingpong64x50``
-    ``bench/loadclient.py --scenario pingpong64x50``: 50 connections doing
-    64 B ping-pong at once (picows on uvloop); the kernel spreads the
-    connections over the workers (``SO_REUSEPORT``).
+    ``bench/loadclient.py --scenario pingpong64x50`` in ``--ws-clients``
+    processes at once (default 2, so 100 connections): each does 64 B
+    ping-pong on 50 connections (picows on uvloop); the kernel spreads the
+    connections over the workers (``SO_REUSEPORT``). One client process is
+    not enough: in ping-pong it takes turns with the server, and a single
+    one caps the rate before two workers do.
 
 Nothing is pinned: the workers must be free to use both cores, and the
 load client shares them (on this 2-core machine it takes a good part of a
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -68,6 +72,7 @@ class Sample:
     rate: float
     server_cores: float
     us_per_unit: float
+    client_cores: float
 
 
 class WorkersServer:
@@ -150,25 +155,41 @@ def run_http(wrk: str, server: WorkersServer, duration: float) -> Sample:
     url = f"http://127.0.0.1:{port}/small"
     subprocess.run([wrk, "-t1", "-c50", "-d1s", url], capture_output=True, timeout=30, check=True)  # warm-up
     c0, t0 = server.cpu_seconds(), time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = subprocess.run(
         [wrk, "-t1", "-c50", f"-d{int(duration)}s", url], capture_output=True, text=True, timeout=duration + 30
     )
     wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - c0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if res.returncode != 0:
         raise RuntimeError(f"wrk failed:\n{res.stdout}\n{res.stderr}")
     rps, total, _, errors = parse_wrk(res.stdout)
     if errors:
         raise RuntimeError(f"wrk reported {errors} errors on {server.workers} workers")
-    return Sample(rps, cpu / wall, cpu * 1e6 / max(total, 1))
+    return Sample(rps, cpu / wall, cpu * 1e6 / max(total, 1), client / wall)
 
 
-def run_ws(server: WorkersServer, duration: float) -> Sample:
+def run_ws(server: WorkersServer, duration: float, clients: int) -> Sample:
+    """``clients`` load client processes at once, 50 connections each."""
     url = "ws" + server.url[len("http") :] + "/ws"
-    res = loadclient.run_loadclient(url, "pingpong64x50", duration, warmup=0.5, server_pid=server.pids)
-    if "error" in res or not res.get("rate"):
-        raise RuntimeError(f"loadclient failed on {server.workers} workers: {res}")
-    cores = float(res["server_cpu"])
-    return Sample(float(res["rate"]), cores, cores * 1e6 / float(res["rate"]))
+    results: list[dict[str, object]] = []
+
+    def one() -> None:
+        results.append(loadclient.run_loadclient(url, "pingpong64x50", duration, warmup=0.5, server_pid=server.pids))
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for res in results:
+        if "error" in res or not res.get("rate"):
+            raise RuntimeError(f"loadclient failed on {server.workers} workers: {res}")
+    rate = sum(float(r["rate"]) for r in results)  # type: ignore[arg-type]
+    cores = max(float(r["server_cpu"]) for r in results)  # type: ignore[arg-type]  # each saw all the workers
+    client = sum(float(r["client_cpu"]) for r in results)  # type: ignore[arg-type]
+    return Sample(rate, cores, cores * 1e6 / rate, client)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--quick", action="store_true", help="1 repetition x 2 s")
     parser.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
+    parser.add_argument(
+        "--ws-clients", type=int, default=2, help="load client processes for ping-pong, 50 connections each (default 2)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat, args.duration = 1, 2.0
@@ -195,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 server.start()
                 samples[(n, "http_small")].append(run_http(wrk, server, args.duration))
-                samples[(n, "ws_pingpong64x50")].append(run_ws(server, args.duration))
+                samples[(n, "ws_pingpong64x50")].append(run_ws(server, args.duration, args.ws_clients))
             finally:
                 server.stop()
     print()
-    print("| case | workers | rate /s (min-max) | server CPU (cores) | server us/unit |")
-    print("|---|---|---|---|---|")
+    print("| case | workers | rate /s (min-max) | server CPU (cores) | server us/unit | client CPU (cores) |")
+    print("|---|---|---|---|---|---|")
     medians: dict[tuple[int, str], tuple[float, float]] = {}
     for case in CASES:
         for n in counts:
@@ -208,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             rate = statistics.median(s.rate for s in got)
             us = statistics.median(s.us_per_unit for s in got)
             cores = statistics.median(s.server_cores for s in got)
+            client = statistics.median(s.client_cores for s in got)
             medians[(n, case)] = (rate, us)
             spread = f"{min(s.rate for s in got):,.0f}-{max(s.rate for s in got):,.0f}"
-            print(f"| {case} | {n} | {rate:,.0f} ({spread}) | {cores:.2f} | {us:.1f} |")
+            print(f"| {case} | {n} | {rate:,.0f} ({spread}) | {cores:.2f} | {us:.1f} | {client:.2f} |")
     print()
     base = counts[0]
     for n in counts[1:]:
