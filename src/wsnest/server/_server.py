@@ -431,23 +431,13 @@ class HttpServer:
             await self._refuse(transport, client, deadline)
             return
         self._open += 1
+        # This frame lives as long as the connection (twice: trio keeps its
+        # frame object too): few locals, the HTTP part in _serve_http.
         session: Session | None = None
-        websocket = False
         try:
-            if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
-                return
-            conn = self._connection_class(self, self._router, self._http_conns, transport, client, deadline)
-            if self._draining:  # accepted just before the listener closed, or from serve_connection()
-                if self._ending:
-                    return
-                conn.keep_alive = False
-            upgraded = await conn.serve()
-            del conn
-            if upgraded is not None:
-                session, tail = upgraded
-                del upgraded
+            session, tail = await self._serve_http(transport, client, deadline) or (None, b"")
+            if session is not None:
                 if not isinstance(session, StreamConnection):  # a WebSocket: the drain does not wait for it
-                    websocket = True
                     self._ws_open += 1
                     if self._changed is not None:  # shutting down
                         self._changed.set()
@@ -459,10 +449,24 @@ class HttpServer:
                 await self._release(transport, session)
             finally:
                 self._open -= 1
-                if websocket:
+                if session is not None and not isinstance(session, StreamConnection):
                     self._ws_open -= 1
                 if self._changed is not None:  # shutting down
                     self._changed.set()
+
+    async def _serve_http(
+        self, transport: Transport, client: tuple[str, int] | None, deadline: float
+    ) -> tuple[Session, bytes] | None:
+        """The TLS handshake if any, then HTTP requests: the session that
+        takes the connection over, or None once it is done."""
+        if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
+            return None
+        conn = self._connection_class(self, self._router, self._http_conns, transport, client, deadline)
+        if self._draining:  # accepted just before the listener closed, or from serve_connection()
+            if self._ending:
+                return None
+            conn.keep_alive = False
+        return await conn.serve()
 
     async def _refuse(self, transport: Transport, client: tuple[str, int] | None, deadline: float) -> None:
         """Past ``max_connections``: answer the request with a 503 and close
