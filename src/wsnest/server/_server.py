@@ -432,7 +432,8 @@ class HttpServer:
             return
         self._open += 1
         # This frame lives as long as the connection (twice: trio keeps its
-        # frame object too): few locals, the HTTP part in _serve_http.
+        # frame object too): few locals and a shallow stack, so the HTTP part
+        # is in _serve_http and the bookkeeping at the end in _release.
         session: Session | None = None
         try:
             session, tail = await self._serve_http(transport, client, deadline) or (None, b"")
@@ -445,14 +446,7 @@ class HttpServer:
         except Exception:
             log.exception("wsnest: connection from %s failed", client)
         finally:
-            try:
-                await self._release(transport, session)
-            finally:
-                self._open -= 1
-                if session is not None and not isinstance(session, StreamConnection):
-                    self._ws_open -= 1
-                if self._changed is not None:  # shutting down
-                    self._changed.set()
+            await self._release(transport, session)
 
     async def _serve_http(
         self, transport: Transport, client: tuple[str, int] | None, deadline: float
@@ -502,14 +496,22 @@ class HttpServer:
 
     async def _release(self, transport: Transport, session: Session | None) -> None:
         """Close the transport, then let the session run ``on_close``:
-        shielded, and bounded by ``close_timeout`` once the server stops."""
-        # Plain HTTP needs no on_close, so no registered finalizer (cheaper).
-        with trio.CancelScope(shield=True) if session is None else self.finalizing() as scope:
-            await transport.aclose()
-            if session is not None:
-                await session.finish()
-        if scope.cancelled_caught:
-            log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
+        shielded, and bounded by ``close_timeout`` once the server stops;
+        then the connection no longer counts as open."""
+        try:
+            # Plain HTTP needs no on_close, so no registered finalizer (cheaper).
+            with trio.CancelScope(shield=True) if session is None else self.finalizing() as scope:
+                await transport.aclose()
+                if session is not None:
+                    await session.finish()
+            if scope.cancelled_caught:
+                log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
+        finally:
+            self._open -= 1
+            if session is not None and not isinstance(session, StreamConnection):
+                self._ws_open -= 1
+            if self._changed is not None:  # shutting down
+                self._changed.set()
 
     async def _tls_open(self, transport: TLSTransport, client: tuple[str, int] | None, deadline: float) -> bool:
         """The TLS handshake within ``deadline``; True when done."""
