@@ -99,9 +99,18 @@ ROWS = [
 ROW_BY_KEY = {r.key: r for r in ROWS}
 
 RAW_ROWS = frozenset({"pingpong64", "pipelined64", "pingpong64x50", "binary1m"})
+# The wsnest columns run this checkout's src/ (as --baseline runs its own):
+# an installed wsnest would otherwise shadow it in the server processes.
+_SRC = Path(__file__).resolve().parent.parent / "src"
+_SRC_PATH = os.pathsep.join(filter(None, [str(_SRC), os.environ.get("PYTHONPATH")]))
 COLUMNS = [
-    Impl("wsnest", "wsnest", {"WSNEST_NO_EXTENSIONS": None}, "compiled"),
-    Impl("wsnest-pure", "wsnest", {"WSNEST_NO_EXTENSIONS": "1", "WSNEST_REQUIRE_EXTENSIONS": None}, "pure"),
+    Impl("wsnest", "wsnest", {"WSNEST_NO_EXTENSIONS": None, "PYTHONPATH": _SRC_PATH}, "compiled"),
+    Impl(
+        "wsnest-pure",
+        "wsnest",
+        {"WSNEST_NO_EXTENSIONS": "1", "WSNEST_REQUIRE_EXTENSIONS": None, "PYTHONPATH": _SRC_PATH},
+        "pure",
+    ),
     Impl("picows", "picows", {}, None),
     Impl("aiohttp", "aiohttp", {}, None),
     Impl("websockets", "websockets", {}, None),

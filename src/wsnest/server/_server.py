@@ -513,23 +513,14 @@ class HttpServer:
             await self._refuse(transport, client, deadline)
             return
         self._open += 1
+        # This frame lives as long as the connection (twice: trio keeps its
+        # frame object too): few locals and a shallow stack, so the HTTP part
+        # is in _serve_http and the bookkeeping at the end in _release.
         session: Session | None = None
-        websocket = False
         try:
-            if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
-                return
-            conn = self._connection_class(self, self._router, self._http_conns, transport, client, deadline)
-            if self._draining:  # accepted just before the listener closed, or from serve_connection()
-                if self._ending:
-                    return
-                conn.keep_alive = False
-            upgraded = await conn.serve()
-            del conn
-            if upgraded is not None:
-                session, tail = upgraded
-                del upgraded
+            session, tail = await self._serve_http(transport, client, deadline) or (None, b"")
+            if session is not None:
                 if not isinstance(session, StreamConnection):  # a WebSocket: the drain does not wait for it
-                    websocket = True
                     self._ws_open += 1
                     if self._changed is not None:  # shutting down
                         self._changed.set()
@@ -537,14 +528,21 @@ class HttpServer:
         except Exception:
             log.exception("wsnest: connection from %s failed", client)
         finally:
-            try:
-                await self._release(transport, session)
-            finally:
-                self._open -= 1
-                if websocket:
-                    self._ws_open -= 1
-                if self._changed is not None:  # shutting down
-                    self._changed.set()
+            await self._release(transport, session)
+
+    async def _serve_http(
+        self, transport: Transport, client: tuple[str, int] | None, deadline: float
+    ) -> tuple[Session, bytes] | None:
+        """The TLS handshake if any, then HTTP requests: the session that
+        takes the connection over, or None once it is done."""
+        if isinstance(transport, TLSTransport) and not await self._tls_open(transport, client, deadline):
+            return None
+        conn = self._connection_class(self, self._router, self._http_conns, transport, client, deadline)
+        if self._draining:  # accepted just before the listener closed, or from serve_connection()
+            if self._ending:
+                return None
+            conn.keep_alive = False
+        return await conn.serve()
 
     async def _refuse(self, transport: Transport, client: tuple[str, int] | None, deadline: float) -> None:
         """Past ``max_connections``: answer the request with a 503 and close
@@ -580,14 +578,22 @@ class HttpServer:
 
     async def _release(self, transport: Transport, session: Session | None) -> None:
         """Close the transport, then let the session run ``on_close``:
-        shielded, and bounded by ``close_timeout`` once the server stops."""
-        # Plain HTTP needs no on_close, so no registered finalizer (cheaper).
-        with trio.CancelScope(shield=True) if session is None else self.finalizing() as scope:
-            await transport.aclose()
-            if session is not None:
-                await session.finish()
-        if scope.cancelled_caught:
-            log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
+        shielded, and bounded by ``close_timeout`` once the server stops;
+        then the connection no longer counts as open."""
+        try:
+            # Plain HTTP needs no on_close, so no registered finalizer (cheaper).
+            with trio.CancelScope(shield=True) if session is None else self.finalizing() as scope:
+                await transport.aclose()
+                if session is not None:
+                    await session.finish()
+            if scope.cancelled_caught:
+                log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
+        finally:
+            self._open -= 1
+            if session is not None and not isinstance(session, StreamConnection):
+                self._ws_open -= 1
+            if self._changed is not None:  # shutting down
+                self._changed.set()
 
     async def _tls_open(self, transport: TLSTransport, client: tuple[str, int] | None, deadline: float) -> bool:
         """The TLS handshake within ``deadline``; True when done."""
