@@ -179,12 +179,12 @@ def demo_handlers(stats: StatsSource | None = None) -> list[Handler]:
         last: tuple[float, int] | None = None  # (time, messages) at the previous event
         while conn.send(format_sse(time.strftime("%H:%M:%S"), event="time")) == 0:
             if stats is not None:
-                numbers = stats()
-                now, total = trio.current_time(), numbers["ws_messages_in"] + numbers["ws_messages_out"]
+                snapshot = stats()
+                now, total = trio.current_time(), snapshot["ws_messages_in"] + snapshot["ws_messages_out"]
                 # max(0, ...): a restarted worker counts from zero again.
                 rate = None if last is None else max(0, total - last[1]) / max(now - last[0], 1e-3)
                 last = (now, total)
-                if conn.send(stats_event(numbers, rate)) != 0:
+                if conn.send(stats_event(snapshot, rate)) != 0:
                     break
             await trio.sleep(TICK)
 
