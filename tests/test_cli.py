@@ -5,6 +5,7 @@ Every subprocess is bounded by a timeout and killed in a ``finally``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -281,10 +282,69 @@ def test_serve_ipv6_host(app_dir: Path) -> None:
         assert srv.interrupt() == 0
 
 
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """``(event, data)`` for each event of a ``text/event-stream`` (the
+    demo's: one ``event:`` and one ``data:`` line each)."""
+    event, data = "message", ""
+    for line in lines:
+        if not line:
+            yield event, data
+            event, data = "message", ""
+        elif line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data = line[len("data: ") :]
+
+
 def test_demo_serves_page_and_stops_on_sigint(tmp_path: Path) -> None:
     with serving(["--port", "0", "--log-level", "warning"], tmp_path) as srv:
         r = httpx.get(srv.url + "/", timeout=10)
         assert r.status_code == 200 and "<title>wsnest demo</title>" in r.text
+        assert f"single process (pid {srv.proc.pid})" in r.text
+        assert f'core <b id="core">{wsnest.CORE}</b>' in r.text
+        assert "same worker" not in r.text
+        assert srv.interrupt() == 0
+
+
+def test_demo_stats_event(tmp_path: Path) -> None:
+    """/events carries, beside the clock, the server's numbers once a
+    second; messages_per_s comes from the change between two events."""
+    with serving(["--port", "0", "--log-level", "warning"], tmp_path) as srv:
+        with (
+            httpx.stream("GET", srv.url + "/events", timeout=10) as r,
+            websockets.sync.client.connect(srv.ws_url, open_timeout=10) as ws,
+        ):
+            assert r.headers["content-type"] == "text/event-stream"
+            stats = ((event, json.loads(data)) for event, data in _sse_events(r.iter_lines()) if event == "stats")
+            _, first = next(stats)
+            assert first["core"] == wsnest.CORE
+            assert first["pid"] == srv.proc.pid
+            assert first["connections"]["stream"] == 1  # this one
+            assert first["messages_per_s"] is None  # no previous event to compare with
+            assert "workers" not in first  # a single process
+            assert ws.recv(timeout=10) == "* user 1 joined"
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "user 1: hello"  # 1 message in, 2 out in all
+            for _, numbers in stats:
+                assert isinstance(numbers["messages_per_s"], float) and numbers["messages_per_s"] >= 0
+                if numbers["ws_messages_in"] >= 1:
+                    break
+            assert numbers["connections"]["websocket"] == 1
+            assert numbers["ws_messages_out"] >= 2  # "joined", then the echo of "hello"
+            assert numbers["messages_per_s"] > 0
+        assert srv.interrupt() == 0
+
+
+def test_demo_with_workers_names_the_worker(tmp_path: Path) -> None:
+    with serving(["--port", "0", "--log-level", "warning", "--workers", "2"], tmp_path) as srv:
+        r = httpx.get(srv.url + "/", timeout=10)
+        match = re.search(r"served by worker ([12]) of 2 \(pid (\d+)\)", r.text)
+        assert match, r.text
+        assert int(match.group(2)) != srv.proc.pid  # a worker, not the supervisor
+        assert "same worker" in r.text
+        with httpx.stream("GET", srv.url + "/events", timeout=10) as events:
+            numbers = next(json.loads(d) for e, d in _sse_events(events.iter_lines()) if e == "stats")
+        assert numbers["workers"] == 2 and len(numbers["pid"]) == 2
         assert srv.interrupt() == 0
 
 

@@ -16,9 +16,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+import wsnest
 
 CHROMIUM = os.environ.get("WSNEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -32,9 +35,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOT = "/tmp/wsnest-demo.png"
+SCREENSHOT_WORKERS = "/tmp/wsnest-demo-workers.png"
 STARTUP_TIMEOUT = 15.0
 SERVING = re.compile(r"^Serving at (http://\S+) - press Ctrl\+C to stop$")
 TIME = re.compile(r"^\d\d:\d\d:\d\d$")
+SPARK_PATH = re.compile(r"^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+)+$")
 
 
 def _require_browser() -> Any:
@@ -72,10 +77,11 @@ def _read_startup_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def demo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+@contextmanager
+def _demo(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m wsnest --port 0 --log-level warning *args`` and its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "wsnest", "--port", "0", "--log-level", "warning"],
+        [sys.executable, "-u", "-m", "wsnest", "--port", "0", "--log-level", "warning", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -89,6 +95,24 @@ def demo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def demo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with _demo() as served:
+        yield served
+
+
+def _stop_with_sigint(proc: subprocess.Popen[str]) -> None:
+    """Ctrl+C stops the demo cleanly: exit 0, no traceback."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the demo did not stop within 8 s of SIGINT")
+    _, err = proc.communicate(timeout=5)
+    assert rc == 0, f"exit code {rc}, stderr: {err}"
+    assert "Traceback" not in err, err
 
 
 def test_demo_chat_and_clock_in_chromium(demo_server: tuple[subprocess.Popen[str], str]) -> None:
@@ -145,6 +169,24 @@ def test_demo_chat_and_clock_in_chromium(demo_server: tuple[subprocess.Popen[str
             expect(clock).not_to_have_text(first, timeout=3_500)
             expect(clock).to_have_text(TIME)
 
+            # The panel: this server's core, both pages' WebSockets, a single process.
+            expect(a.locator("#panel")).to_be_visible(timeout=5_000)
+            expect(a.locator("#core")).to_have_text(wsnest.CORE)
+            expect(a.locator("#n-ws")).to_have_text("2")
+            expect(a.locator("#n-stream")).to_have_text("2")  # each page's /events
+            expect(a.locator("#served")).to_have_text(re.compile(r"^single process \(pid \d+\)$"))
+            assert int(a.locator("#n-req").inner_text()) >= 2  # both pages
+            expect(a.locator(".note")).to_have_count(0)
+            # messages/s: B chats; the next event's rate is above zero (shown for
+            # about a second, so poll often rather than on Playwright's backoff).
+            b.fill("#text", "counting")
+            b.press("#text", "Enter")
+            a.wait_for_function(
+                "() => parseFloat(document.getElementById('n-rate').textContent) > 0", polling=50, timeout=5_000
+            )
+            # The sparkline: a path through at least two of the last 60 s.
+            expect(a.locator("#spark-line")).to_have_attribute("d", SPARK_PATH)
+
             a.screenshot(path=SCREENSHOT, full_page=True)
             assert os.path.getsize(SCREENSHOT) > 1000
             # The demo has no favicon: the browser's automatic /favicon.ico request is the only 404.
@@ -158,15 +200,38 @@ def test_demo_chat_and_clock_in_chromium(demo_server: tuple[subprocess.Popen[str
         finally:
             browser.close()
 
-    # Ctrl+C stops the demo cleanly.
-    proc.send_signal(signal.SIGINT)
-    try:
-        rc = proc.wait(timeout=8)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the demo did not stop within 8 s of SIGINT")
-    _, err = proc.communicate(timeout=5)
-    assert rc == 0, f"exit code {rc}, stderr: {err}"
-    assert "Traceback" not in err, err
+    _stop_with_sigint(proc)
+
+
+def test_demo_with_two_workers_in_chromium() -> None:
+    """Under --workers 2 the page names its worker, the panel counts the
+    WebSockets of both workers, and Ctrl+C stops them all."""
+    sync_api = _require_browser()
+    expect = sync_api.expect
+    pages_open = 4  # the kernel spreads them over the workers; the total is what counts
+    with _demo("--workers", "2") as (proc, url), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=30_000)
+        try:
+            context = browser.new_context(viewport={"width": 900, "height": 700})
+            context.set_default_timeout(10_000)
+            pages = [context.new_page() for _ in range(pages_open)]
+            console: list[str] = []
+            for page in pages:
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                response = page.goto(url + "/")
+                assert response is not None and response.status == 200
+            for page in pages:
+                expect(page.locator("#status")).to_have_text("connected")
+                expect(page.locator("#served")).to_have_text(re.compile(r"^served by worker [12] of 2 \(pid \d+\)$"))
+                expect(page.locator(".note")).to_contain_text("same worker")
+            # Every worker publishes its numbers twice a second: the total arrives.
+            expect(pages[0].locator("#n-ws")).to_have_text(str(pages_open), timeout=8_000)
+            expect(pages[0].locator("#core")).to_have_text(wsnest.CORE)
+            pages[0].screenshot(path=SCREENSHOT_WORKERS, full_page=True)
+            assert not console, console
+        finally:
+            browser.close()
+        _stop_with_sigint(proc)
 
 
 def test_browser_requirement_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """Command line.
 
-python -m wsnest                      # the demo: chat at /, WebSocket /ws, SSE clock /events
+python -m wsnest                      # the demo: chat at /, WebSocket /ws, SSE clock and numbers /events
 python -m wsnest --info               # version and active core
 wsnest serve pkg.module:handlers      # serve your own handlers
 """
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from ._demo import demo_handlers
 
-        handlers = demo_handlers()
+        # The page's numbers: the server built below, looked up when a page asks.
+        handlers = demo_handlers(stats=lambda: server.stats(all_workers=True))
     from .server._supervisor import check_workers
 
     try:

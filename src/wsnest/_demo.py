@@ -1,18 +1,29 @@
 """The demo served by ``python -m wsnest``: a chat page at ``/``, its
-WebSocket at ``/ws`` and a server clock over server-sent events at
-``/events``."""
+WebSocket at ``/ws``, and over server-sent events at ``/events`` a server
+clock and the server's live numbers."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
+import os
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import trio
 
-from .handlers import Handler, handler_inline, handler_stream, handler_ws
+from .core import CORE
+from .handlers import Handler, handler, handler_stream, handler_ws
 from .handlers._stream import StreamConnection, format_sse
 from .http import Request
-from .server import WebSocket, broadcast
+from .server import WebSocket, broadcast, current_worker
+
+#: Seconds between two ``time``/``stats`` events of ``/events``.
+TICK = 1.0
+
+StatsSource = Callable[[], Mapping[str, Any]]
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -20,20 +31,44 @@ PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <title>wsnest demo</title>
 <style>
-  body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; }
+  body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  h1 { margin-bottom: .3rem; }
   #log { border: 1px solid #ccc; height: 18rem; overflow-y: auto; padding: .5rem; }
   #log p { margin: .2rem 0; }
   form { display: flex; gap: .5rem; margin-top: .5rem; }
   #text { flex: 1; }
+  #panel { border: 1px solid #ddd; border-radius: 6px; background: #fafafa; padding: .6rem .8rem; margin: 1rem 0; }
+  #numbers { display: flex; flex-wrap: wrap; gap: .4rem 1.4rem; align-items: flex-end; }
+  #numbers div { display: flex; flex-direction: column; }
+  #numbers b { font-size: 1.3rem; font-variant-numeric: tabular-nums; }
+  #numbers span, .meta { font-size: .8rem; color: #666; }
+  #spark { display: block; width: 100%; height: 2rem; margin-top: .5rem; border-bottom: 1px solid #e4e4e4; }
+  #spark-line { fill: none; stroke: #2a7ae2; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
+  #spark-area { fill: #2a7ae2; opacity: .12; }
+  .meta { margin: .4rem 0 0; }
+  .note { font-size: .85rem; color: #8a5a00; }
 </style>
 </head>
 <body>
 <h1>wsnest chat</h1>
 <p>Server time: <span id="clock">(waiting)</span> &middot; status: <span id="status">connecting</span></p>
-<div id="log"></div>
+<section id="panel" hidden>
+  <div id="numbers">
+    <div><b id="n-ws">0</b><span>WebSockets</span></div>
+    <div><b id="n-stream">0</b><span>event streams</span></div>
+    <div><b id="n-http">0</b><span>HTTP</span></div>
+    <div><b id="n-req">0</b><span>requests</span></div>
+    <div><b id="n-rate">0</b><span>messages/s</span></div>
+  </div>
+  <svg id="spark" viewBox="0 0 60 20" preserveAspectRatio="none" role="img" aria-label="messages/s, last 60 s">
+    <title>messages/s, last 60 s</title><path id="spark-area" d=""/><path id="spark-line" d=""/></svg>
+  <p class="meta">core <b id="core">{core}</b> &middot; <span id="served">{served}</span>{across}</p>
+</section>
+{note}<div id="log"></div>
 <form id="form"><input id="text" autocomplete="off" placeholder="Say something"><button>Send</button></form>
 <script>
-const log = document.getElementById("log");
+const $ = (id) => document.getElementById(id);
+const log = $("log");
 function show(text) {
   const p = document.createElement("p");
   p.textContent = text;
@@ -41,29 +76,90 @@ function show(text) {
   log.scrollTop = log.scrollHeight;
 }
 const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
-ws.onopen = () => { document.getElementById("status").textContent = "connected"; };
-ws.onclose = () => { document.getElementById("status").textContent = "closed"; };
+ws.onopen = () => { $("status").textContent = "connected"; };
+ws.onclose = () => { $("status").textContent = "closed"; };
 ws.onmessage = (event) => show(event.data);
-document.getElementById("form").onsubmit = (event) => {
+$("form").onsubmit = (event) => {
   event.preventDefault();
-  const input = document.getElementById("text");
+  const input = $("text");
   if (input.value && ws.readyState === WebSocket.OPEN) ws.send(input.value);
   input.value = "";
 };
-const clock = new EventSource("/events");
-clock.addEventListener("time", (event) => { document.getElementById("clock").textContent = event.data; });
+const events = new EventSource("/events");
+events.addEventListener("time", (event) => { $("clock").textContent = event.data; });
+const rates = [];  // messages/s, one a second, the last 60
+function spark() {
+  const top = Math.max(1, ...rates);
+  const x0 = 60 - rates.length;
+  const line = rates.map((r, i) => (i ? "L" : "M") + (x0 + i + 1) + "," + (19 - 18 * r / top).toFixed(1)).join("");
+  $("spark-line").setAttribute("d", line);
+  if (rates.length > 1) $("spark-area").setAttribute("d", line + "L60,20L" + (x0 + 1) + ",20Z");
+}
+events.addEventListener("stats", (event) => {
+  const s = JSON.parse(event.data), c = s.connections || {};
+  $("n-ws").textContent = c.websocket || 0;
+  $("n-stream").textContent = c.stream || 0;
+  $("n-http").textContent = c.http || 0;
+  $("n-req").textContent = s.http_requests;
+  if (s.messages_per_s !== null) {
+    const r = s.messages_per_s;
+    $("n-rate").textContent = r < 10 ? r.toFixed(1) : Math.round(r);
+    rates.push(r);
+    if (rates.length > 60) rates.shift();
+    spark();
+  }
+  $("panel").hidden = false;
+});
 </script>
 </body>
 </html>
 """
 
+NOTE = (
+    '<p class="note">This server runs {count} worker processes: chat messages reach the users connected '
+    "to the same worker only. Chat across workers needs a shared broker (Redis), not here yet.</p>\n"
+)
 
-def demo_handlers() -> list[Handler]:
-    """The demo's handlers: a chat room over WebSocket, its page, a clock."""
+
+@functools.lru_cache(maxsize=2)
+def render_page(pid: int) -> bytes:
+    """The page as served by this process (``pid`` keys the cache: each
+    forked worker renders its own once)."""
+    worker = current_worker()
+    if worker is None:
+        served, across, note = f"single process (pid {pid})", "", ""
+    else:
+        served = f"served by worker {worker.index + 1} of {worker.count} (pid {pid})"
+        across, note = " &middot; numbers of all workers", NOTE.format(count=worker.count)
+    page = PAGE  # placeholders replaced one by one: the CSS and JS are full of braces
+    for key, value in (("{core}", CORE), ("{served}", served), ("{across}", across), ("{note}", note)):
+        page = page.replace(key, value)
+    return page.encode("utf-8")
+
+
+def stats_event(stats: Mapping[str, Any], rate: float | None) -> str:
+    """The ``stats`` event: the server's numbers as one JSON line, plus
+    ``messages_per_s`` (WebSocket messages in + out per second since the
+    previous event of the stream; null on its first)."""
+    data = dict(stats, messages_per_s=None if rate is None else round(rate, 2))
+    return format_sse(json.dumps(data, separators=(",", ":")), event="stats")
+
+
+def demo_handlers(stats: StatsSource | None = None) -> list[Handler]:
+    """The demo's handlers: a chat room over WebSocket, its page, a clock.
+
+    ``stats``: where the page's live numbers come from, called once a
+    second per open page (``python -m wsnest`` passes the server's
+    ``stats(all_workers=True)``); without it the page shows no numbers.
+    """
     members: dict[int, WebSocket] = {}
     names: dict[int, str] = {}
     # ws.id counts streams too (the clock), so the chat numbers its own users.
     numbers = itertools.count(1)
+
+    def page(req: Request) -> dict[str, Any]:
+        headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"}
+        return {"headers": headers, "body": render_page(os.getpid())}
 
     def on_open(ws: WebSocket, req: Request) -> None:
         members[ws.id] = ws
@@ -77,14 +173,23 @@ def demo_handlers() -> list[Handler]:
         members.pop(ws.id, None)
         broadcast(members.values(), f"* {names.pop(ws.id)} left")
 
-    async def clock(conn: StreamConnection, req: Request) -> None:
+    async def ticker(conn: StreamConnection, req: Request) -> None:
         conn.set_header("Content-Type", "text/event-stream")
         conn.set_header("Cache-Control", "no-cache")
+        last: tuple[float, int] | None = None  # (time, messages) at the previous event
         while conn.send(format_sse(time.strftime("%H:%M:%S"), event="time")) == 0:
-            await trio.sleep(1)
+            if stats is not None:
+                snapshot = stats()
+                now, total = trio.current_time(), snapshot["ws_messages_in"] + snapshot["ws_messages_out"]
+                # max(0, ...): a restarted worker counts from zero again.
+                rate = None if last is None else max(0, total - last[1]) / max(now - last[0], 1e-3)
+                last = (now, total)
+                if conn.send(stats_event(snapshot, rate)) != 0:
+                    break
+            await trio.sleep(TICK)
 
     return [
-        handler_inline("/", PAGE, content_type="text/html; charset=utf-8"),
+        handler("/", page),
         handler_ws("/ws", on_message, on_open, on_close, textframes=True),
-        handler_stream("/events", clock, method="GET"),
+        handler_stream("/events", ticker, method="GET"),
     ]
