@@ -423,17 +423,21 @@ class WebSocketSession:
         fail on errors. ``deliver`` runs inline, so what it sends is queued
         before anything a later event queues."""
         deliver, owner = self.deliver, self.owner
+        # Counted once per read, not per message (the pipelined hot path):
+        # every branch that is not a message delivered gives its one back.
+        self.messages_in += len(events)
         for event in events:
             kind = event[0]
             if kind in (OP_TEXT, OP_BINARY):
                 if self.state != OPEN:
+                    self.messages_in -= 1
                     continue  # closing: the peer's remaining messages are dropped
-                self.messages_in += 1
                 data = event[1]
                 if kind == OP_BINARY and self.mode == MODE_TEXT:
                     try:
                         data = data.decode("utf-8")
                     except UnicodeDecodeError:
+                        self.messages_in -= 1
                         self.fail(CLOSE_INVALID_DATA, "binary message is not UTF-8 text")
                         continue
                 try:
@@ -445,11 +449,14 @@ class WebSocketSession:
                         self.returned(owner, result)
                         deliver = self.deliver  # the owner may have switched it for the rest
             elif kind == OP_PING:
+                self.messages_in -= 1
                 if self.state != CLOSED:
                     self._control(OP_PONG, event[1])
             elif kind == OP_PONG:
+                self.messages_in -= 1
                 self.pong_deadline = math.inf
             elif kind == OP_CLOSE:
+                self.messages_in -= 1
                 code = event[1]
                 if self.state == OPEN:
                     # Echo the peer's code (RFC 6455 section 5.5.1).
@@ -458,11 +465,15 @@ class WebSocketSession:
                     self._control(OP_CLOSE, b"" if code == CLOSE_NO_STATUS else close_payload(code))
                 self.state = CLOSED
             elif kind == FRAGMENT:
+                self.messages_in -= 1  # _fragment counts the message at its last piece
                 if self.state == OPEN:
                     self._fragment(event)
             elif kind == FAIL:
+                self.messages_in -= 1
                 self.fail(event[1], event[2])
             else:  # OP_TEXT_DEFLATED, OP_BINARY_DEFLATED: only a deflate parser makes them
+                if self.state != OPEN:
+                    self.messages_in -= 1
                 self._inflated(kind, event[1])
 
     def _inflated(self, kind: int, payload: bytes) -> None:
