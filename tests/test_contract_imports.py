@@ -27,6 +27,7 @@ LAYERS = {
     "wsnest._version": 0,
     "wsnest.core": 1,
     "wsnest.http": 2,
+    "wsnest.broker": 2,  # moves bytes between processes; knows nothing of HTTP or WebSocket
     "wsnest.server": 3,
     "wsnest.handlers": 4,
     "wsnest.client": 4,

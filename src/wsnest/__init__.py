@@ -26,6 +26,7 @@ from ._errors import (
 from ._limits import Limits
 from ._tls import CertPair, tls_config, write_cert
 from ._version import __version__
+from .broker import Broker, BrokerError
 from .client import connect
 from .core import CORE
 from .handlers import (
@@ -44,6 +45,7 @@ from .handlers import (
 )
 from .http import Headers, Request
 from .server import (
+    Groups,
     HttpServer,
     WebSocket,
     Worker,
@@ -56,11 +58,14 @@ from .server import (
 
 __all__ = [
     "CORE",
+    "Broker",
+    "BrokerError",
     "CertPair",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "ErrorCode",
+    "Groups",
     "Handler",
     "HandshakeError",
     "Headers",

@@ -7,6 +7,8 @@ another engine implements.
 
 from __future__ import annotations
 
+import importlib
+
 from ._base import Broker, BrokerError, Receiver
 
 __all__ = ["Broker", "BrokerError", "Receiver", "broker_from_url"]
@@ -23,11 +25,10 @@ def broker_from_url(url: str) -> Broker:
         raise TypeError(f"broker: expected a URL string, got {type(url).__name__}")
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis", "rediss"):
-        try:
-            from ._redis import RedisBroker
+        try:  # imported on use: coredis is an optional dependency
+            engine = importlib.import_module(f"{__name__}._redis")
         except ImportError as exc:
-            raise ImportError(
-                "broker: redis:// needs the coredis package: pip install 'wsnest[redis]'"
-            ) from exc
-        return RedisBroker(url)
+            raise ImportError("broker: redis:// needs the coredis package: pip install 'wsnest[redis]'") from exc
+        broker: Broker = engine.RedisBroker(url)
+        return broker
     raise ValueError(f"broker: expected a redis:// or rediss:// URL, got {url!r}")

@@ -9,6 +9,7 @@ for ``wsnest.handlers``, which depends on this package (never the reverse).
 """
 
 from ._contract import Closable, Handler, Responder, ServerContext, Session, call_maybe_async
+from ._groups import Groups
 from ._outbox import Outbox
 from ._server import HttpServer, http_server
 from ._stats import PROMETHEUS_CONTENT_TYPE, merge_stats, stats_to_prometheus
@@ -23,6 +24,7 @@ __all__ = [
     "MODE_TEXT",
     "PROMETHEUS_CONTENT_TYPE",
     "Closable",
+    "Groups",
     "Handler",
     "HttpServer",
     "Outbox",

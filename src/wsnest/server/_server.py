@@ -27,12 +27,14 @@ import trio
 
 from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
+from ..broker import Broker, broker_from_url
 from ..core import warn_core_fallback
 from ..http import build_response
 from ..http._forwarded import ProxyTrust
 from ._access import ObservedConnection
 from ._connection import HttpConnection
 from ._contract import Closable, Endable, Handler, Session
+from ._groups import Groups
 from ._handshake_slots import HandshakeSlots
 from ._listeners import UDS_MODE, Listener, adopt, listen_adopted, listener_url, open_tcp, open_unix, resolve
 from ._observe import Observer
@@ -76,6 +78,7 @@ class HttpServer:
         forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
         sock: socket.socket | int | None = None,
         uds_mode: int = UDS_MODE,
+        broker: str | Broker | None = None,
     ) -> None:
         scheme, host, port = _parse_url(url)
         trust = ProxyTrust(forwarded_allow_ips)  # validated even when unused
@@ -149,6 +152,13 @@ class HttpServer:
         # One class for every connection: a server without access log and
         # proxy headers pays nothing per request for them.
         self._connection_class = ObservedConnection if access_log or proxy_headers else HttpConnection
+        if isinstance(broker, str):
+            broker = broker_from_url(broker)
+        elif broker is not None and not isinstance(broker, Broker):
+            raise TypeError(f"broker: expected a URL or a Broker, got {type(broker).__name__}")
+        #: The server's groups (see :class:`Groups`); across processes
+        #: through ``broker``.
+        self.groups = Groups(broker, limits.max_message_size)
 
     def __repr__(self) -> str:
         return f"<HttpServer {self.url} {self.state}>"
@@ -175,6 +185,7 @@ class HttpServer:
         this process's numbers.
         """
         own = self.observer.stats(self._http_conns, self._websockets)
+        own.update(self.groups.stats())
         board = current_board()
         worker = current_worker()
         if not all_workers or board is None or worker is None:
@@ -221,6 +232,12 @@ class HttpServer:
                 self._nursery = nursery
                 nursery.start_soon(self._flusher)
                 nursery.start_soon(self._reaper)
+                self.groups.started()
+                broker = self.groups.broker
+                if broker is not None:
+                    # Before serving anyone: a broker that cannot be
+                    # reached fails the start (BrokerError names its URL).
+                    await nursery.start(broker.run, self.groups.receive)
                 for listener in self._listeners:
                     nursery.start_soon(self._accept_loop, listener.sock, listener.unmap)
                 board, worker = current_board(), current_worker()
@@ -692,8 +709,9 @@ class HttpServer:
             session.close(1001, "server shutting down")
 
     def session_closed(self, session: Closable) -> None:
-        """Stop tracking ``session``."""
+        """Stop tracking ``session``; it leaves its groups."""
         self._websockets.discard(session)
+        self.groups.leave_all(session)
 
     def stream_opened(self, stream: Endable) -> None:
         """Track ``stream``: the shutdown ends it once the drain is over."""
@@ -702,8 +720,9 @@ class HttpServer:
             stream.close()
 
     def stream_closed(self, stream: Endable) -> None:
-        """Stop tracking ``stream``."""
+        """Stop tracking ``stream``; it leaves its groups."""
         self._streams.discard(stream)
+        self.groups.leave_all(stream)
 
     @staticmethod
     async def _guarded(fn: Callable[..., Awaitable[object]], *args: object) -> None:
@@ -821,6 +840,7 @@ def http_server(
     forwarded_allow_ips: str | Sequence[str] = "127.0.0.1",
     sock: socket.socket | int | None = None,
     uds_mode: int = UDS_MODE,
+    broker: str | Broker | None = None,
     **limits: Any,
 ) -> HttpServer:
     """Build an HTTP + WebSocket server (no I/O until it is served).
@@ -857,6 +877,13 @@ def http_server(
             it when it stops (a socket file it did not create stays).
         uds_mode: permissions of a ``unix:`` socket file (default 0o660:
             owner and group; 0o666 lets every local user connect).
+        broker: links the server's groups (``ws.join``, ``publish``) with
+            every other process and machine using the same broker:
+            ``redis://host:6379/0`` or ``rediss://`` (TLS; needs
+            ``pip install 'wsnest[redis]'``), or a :class:`~wsnest.broker.Broker`.
+            The server does not start if the broker cannot be reached
+            then (``BrokerError``); later outages are survived. Required for
+            groups under ``run(workers=N)``.
         **limits: any field of :class:`Limits`, e.g. ``max_message_size``.
 
     Serve it with ``await server.serve()`` (or ``nursery.start(server.serve)``)
@@ -872,4 +899,5 @@ def http_server(
         forwarded_allow_ips=forwarded_allow_ips,
         sock=sock,
         uds_mode=uds_mode,
+        broker=broker,
     )

@@ -18,6 +18,7 @@ from .._errors import ErrorCode
 from ..http import Request, build_response
 from ..http._response import header_pairs
 from ._contract import call_maybe_async
+from ._membership import GroupMember
 from ._outbox import Outbox
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class StreamCallbacks(Protocol):
         """``on_close(conn)``: runs once when the stream ends."""
 
 
-class StreamConnection(Outbox):
+class StreamConnection(Outbox, GroupMember):
     """The ``conn`` of a :func:`handler_stream` callback.
 
     ``send`` never blocks: it queues one chunk and returns 0, or 7 once the

@@ -88,6 +88,7 @@ from ..core._session import (
     new_session,
 )
 from ..http import Headers, Request
+from ._membership import GroupMember
 from ._outbox import Outbox
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class _Queue(deque[Any]):
         self.partial = False
 
 
-class WebSocket(Outbox):
+class WebSocket(Outbox, GroupMember):
     """One WebSocket connection: what ``handler_ws`` callbacks and
     ``serve`` functions get, and what ``wsnest.connect`` yields.
 
@@ -1094,11 +1095,18 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
     skipped (not counted).
     """
     if isinstance(data, str):
-        is_str, payload = True, data.encode("utf-8")
-    elif isinstance(data, (bytes, bytearray, memoryview)):
-        is_str, payload = False, bytes(data)
-    else:
-        raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+        return fan_out(connections, True, data.encode("utf-8"), strict=True)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return fan_out(connections, False, bytes(data), strict=True)
+    raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+
+
+def fan_out(connections: Iterable[WebSocket], is_str: bool, payload: bytes, strict: bool = False) -> int:
+    """Queue one message to every connection, each frame type encoded once
+    (``payload``: a ``str``'s UTF-8 bytes when ``is_str``); return how many
+    accepted it. Bytes that are not valid UTF-8 cannot go to a
+    ``textframes=True`` connection: ``strict`` raises ``ValueError``
+    (``broadcast``), otherwise such receivers are skipped (groups)."""
     view = memoryview(payload)
     frames: dict[int, bytes] = {}
     utf8_ok: bool | None = None
@@ -1111,7 +1119,9 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
             if utf8_ok is None:
                 utf8_ok = validate_utf8(payload)
             if not utf8_ok:
-                raise ValueError("data: bytes broadcast to a textframes=True handler must be valid UTF-8")
+                if strict:
+                    raise ValueError("data: bytes broadcast to a textframes=True handler must be valid UTF-8")
+                continue
             opcode = OP_TEXT
         else:
             opcode = OP_BINARY
