@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from serverutil import TIMEOUT, RawClient, Tracker, running_server, ws_url
 
 import wsnest
+from serverutil import TIMEOUT, RawClient, Tracker, running_server, ws_url
 from wsnest.server import _envelope as envelope
 from wsnest.server import _workers
 from wsnest.server._groups import CHANNEL_PREFIX, Groups
@@ -41,25 +41,25 @@ async def wait_members(server: wsnest.HttpServer, group: str, n: int) -> None:
 
 async def test_publish_reaches_every_member_and_only_members() -> None:
     outsider = wsnest.handler_ws("/out", lambda ws, data: ws.send(data))
-    async with running_server([joiner("room"), outsider]) as (server, url):
-        async with (
-            wsnest.connect(ws_url(url)) as a,
-            wsnest.connect(ws_url(url)) as b,
-            wsnest.connect(ws_url(url, "/out")) as c,
-        ):
-            await wait_members(server, "room", 2)
-            a.send("hello")
-            assert await b.receive() == b"hello"  # textframes=False: BINARY
-            assert await a.receive() == b"hello"  # the publisher is a member too
-            assert server.groups.publish("room", "from the server") == 2
-            assert await a.receive() == b"from the server"
-            assert await b.receive() == b"from the server"
-            assert server.groups.publish("nobody", "x") == 0
-            c.send(b"ping")  # c is in no group: its echo is the first thing it gets
-            assert await c.receive() == b"ping"
-            stats = server.stats()
-            assert stats["groups"] == 1 and stats["group_members"] == 2
-            assert stats["group_publishes"] == 3 and stats["group_deliveries"] == 4
+    async with (
+        running_server([joiner("room"), outsider]) as (server, url),
+        wsnest.connect(ws_url(url)) as a,
+        wsnest.connect(ws_url(url)) as b,
+        wsnest.connect(ws_url(url, "/out")) as c,
+    ):
+        await wait_members(server, "room", 2)
+        a.send("hello")
+        assert await b.receive() == b"hello"  # textframes=False: BINARY
+        assert await a.receive() == b"hello"  # the publisher is a member too
+        assert server.groups.publish("room", "from the server") == 2
+        assert await a.receive() == b"from the server"
+        assert await b.receive() == b"from the server"
+        assert server.groups.publish("nobody", "x") == 0
+        c.send(b"ping")  # c is in no group: its echo is the first thing it gets
+        assert await c.receive() == b"ping"
+        stats = server.stats()
+        assert stats["groups"] == 1 and stats["group_members"] == 2
+        assert stats["group_publishes"] == 3 and stats["group_deliveries"] == 4
 
 
 async def test_each_members_textframes_mode_is_respected() -> None:
@@ -68,27 +68,27 @@ async def test_each_members_textframes_mode_is_respected() -> None:
         joiner("g", path="/text", textframes=True),
         joiner("g", path="/auto", textframes=None),
     ]
-    async with running_server(handlers) as (server, url):
-        async with (
-            wsnest.connect(ws_url(url, "/bin")) as b,
-            wsnest.connect(ws_url(url, "/text")) as t,
-            wsnest.connect(ws_url(url, "/auto")) as a,
-        ):
-            await wait_members(server, "g", 3)
-            assert server.groups.publish("g", "é") == 3
-            assert await b.receive() == "é".encode()
-            assert await t.receive() == "é"
-            assert await a.receive() == "é"
-            assert server.groups.publish("g", b"\xc3\xa9") == 3
-            assert await b.receive() == b"\xc3\xa9"
-            assert await t.receive() == "é"
-            assert await a.receive() == b"\xc3\xa9"
-            # Bytes that are not UTF-8 cannot go as TEXT: that member is skipped.
-            assert server.groups.publish("g", b"\xff") == 2
-            assert await b.receive() == b"\xff"
-            assert await a.receive() == b"\xff"
-            assert server.groups.publish("g", "next") == 3
-            assert await t.receive() == "next"  # \xff never reached it
+    async with (
+        running_server(handlers) as (server, url),
+        wsnest.connect(ws_url(url, "/bin")) as b,
+        wsnest.connect(ws_url(url, "/text")) as t,
+        wsnest.connect(ws_url(url, "/auto")) as a,
+    ):
+        await wait_members(server, "g", 3)
+        assert server.groups.publish("g", "é") == 3
+        assert await b.receive() == "é".encode()
+        assert await t.receive() == "é"
+        assert await a.receive() == "é"
+        assert server.groups.publish("g", b"\xc3\xa9") == 3
+        assert await b.receive() == b"\xc3\xa9"
+        assert await t.receive() == "é"
+        assert await a.receive() == b"\xc3\xa9"
+        # Bytes that are not UTF-8 cannot go as TEXT: that member is skipped.
+        assert server.groups.publish("g", b"\xff") == 2
+        assert await b.receive() == b"\xff"
+        assert await a.receive() == b"\xff"
+        assert server.groups.publish("g", "next") == 3
+        assert await t.receive() == "next"  # \xff never reached it
 
 
 async def test_a_slow_member_is_skipped_with_code_8_and_the_others_keep_receiving() -> None:
@@ -147,13 +147,12 @@ async def test_leave_stops_delivery() -> None:
             ws.send("left")
 
     handler = wsnest.handler_ws("/ws", on_message, on_open=lambda ws, req: ws.join("g"), textframes=None)
-    async with running_server([handler]) as (server, url):
-        async with wsnest.connect(ws_url(url)) as ws:
-            await wait_members(server, "g", 1)
-            ws.send("leave")
-            assert await ws.receive() == "left"
-            assert server.groups.publish("g", "x") == 0
-            assert server.groups.names() == []
+    async with running_server([handler]) as (server, url), wsnest.connect(ws_url(url)) as ws:
+        await wait_members(server, "g", 1)
+        ws.send("leave")
+        assert await ws.receive() == "left"
+        assert server.groups.publish("g", "x") == 0
+        assert server.groups.names() == []
 
 
 async def test_stream_members_get_the_message_as_one_chunk() -> None:
@@ -239,31 +238,30 @@ async def test_a_client_connection_cannot_join() -> None:
 
 
 async def test_messages_from_a_broker_are_checked_then_delivered_once() -> None:
-    async with running_server([joiner("g", textframes=None)]) as (server, url):
-        async with wsnest.connect(ws_url(url)) as ws:
-            await wait_members(server, "g", 1)
-            groups = server.groups
-            other = b"O" * envelope.ORIGIN_SIZE
-            channel = CHANNEL_PREFIX + "g"
-            groups.receive(channel, envelope.pack(True, other, 1, "one".encode()))
-            groups.receive(channel, envelope.pack(True, other, 1, b"again"))  # same number: a duplicate
-            groups.receive(channel, envelope.pack(False, other, 2, b"\x00two"))
-            for bad in (
-                b"",
-                b"not an envelope",
-                b"WSN\x02" + b"t" + other + bytes(8) + b"later version",
-                envelope.pack(True, other, 3, b"\xff not UTF-8 text"),
-                envelope.pack(True, other, 4, b"x")[:-1][:10],
-            ):
-                groups.receive(channel, bad)
-            groups.receive("someone-else:g", envelope.pack(True, other, 5, b"foreign channel"))
-            groups.receive(channel, envelope.pack(True, other, 6, "six".encode()))
-            assert await ws.receive() == "one"
-            assert await ws.receive() == b"\x00two"
-            assert await ws.receive() == "six"
-            stats = server.stats()
-            assert stats["group_malformed"] == 6
-            assert stats["group_duplicates"] == 1
+    async with running_server([joiner("g", textframes=None)]) as (server, url), wsnest.connect(ws_url(url)) as ws:
+        await wait_members(server, "g", 1)
+        groups = server.groups
+        other = b"O" * envelope.ORIGIN_SIZE
+        channel = CHANNEL_PREFIX + "g"
+        groups.receive(channel, envelope.pack(True, other, 1, b"one"))
+        groups.receive(channel, envelope.pack(True, other, 1, b"again"))  # same number: a duplicate
+        groups.receive(channel, envelope.pack(False, other, 2, b"\x00two"))
+        for bad in (
+            b"",
+            b"not an envelope",
+            b"WSN\x02" + b"t" + other + bytes(8) + b"later version",
+            envelope.pack(True, other, 3, b"\xff not UTF-8 text"),
+            envelope.pack(True, other, 4, b"x")[:-1][:10],
+        ):
+            groups.receive(channel, bad)
+        groups.receive("someone-else:g", envelope.pack(True, other, 5, b"foreign channel"))
+        groups.receive(channel, envelope.pack(True, other, 6, b"six"))
+        assert await ws.receive() == "one"
+        assert await ws.receive() == b"\x00two"
+        assert await ws.receive() == "six"
+        stats = server.stats()
+        assert stats["group_malformed"] == 6
+        assert stats["group_duplicates"] == 1
 
 
 async def test_a_process_skips_its_own_messages_coming_back() -> None:
