@@ -15,5 +15,10 @@ if [ "$(id -u)" = 0 ] || [ -x /usr/bin/chromium ]; then
 else
     echo "note: not root and no /usr/bin/chromium: the browser test of the demo will be skipped"
 fi
+if [ "$(id -u)" = 0 ] || [ -x /usr/bin/redis-server ]; then
+    bash ci/install-redis.sh     # a real redis-server for the groups tests
+else
+    echo "note: not root and no /usr/bin/redis-server: the Redis tests will be skipped"
+fi
 "$PY" -m wsnest --info
 "$PY" -m pytest -p no:cacheprovider "$@"

@@ -55,6 +55,17 @@ _METRICS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("streams", "wsnest_streams_total", "counter", "Streamed responses (handler_stream) started.", None),
     ("send_refusals", "wsnest_send_refusals_total", "counter", "send() and broadcast refusals by return code.", "code"),
     ("ws_closes", "wsnest_ws_closes_total", "counter", "WebSocket sessions ended, by close code.", "code"),
+    ("groups", "wsnest_groups", "gauge", "Groups with a member here.", None),
+    ("group_members", "wsnest_group_members", "gauge", "Group memberships of connections here.", None),
+    ("group_publishes", "wsnest_group_publishes_total", "counter", "Messages published to groups here.", None),
+    ("group_deliveries", "wsnest_group_deliveries_total", "counter", "Group messages queued to members.", None),
+    ("group_malformed", "wsnest_group_malformed_total", "counter", "Broker messages dropped as malformed.", None),
+    ("group_duplicates", "wsnest_group_duplicates_total", "counter", "Broker messages dropped as seen.", None),
+    ("broker_up", "wsnest_broker_up", "gauge", "Processes whose broker connection is up.", None),
+    ("broker_published", "wsnest_broker_published_total", "counter", "Messages published to the broker.", None),
+    ("broker_received", "wsnest_broker_received_total", "counter", "Messages received from the broker.", None),
+    ("broker_refused", "wsnest_broker_refused_total", "counter", "Publishes the broker refused (down, full).", None),
+    ("broker_outages", "wsnest_broker_outages_total", "counter", "Broker connections lost and re-made.", None),
 )
 _DIRECTIONS = (
     ("wsnest_ws_messages_total", "WebSocket messages by direction.", "ws_messages_in", "ws_messages_out"),
