@@ -21,7 +21,9 @@ START_TIMEOUT = 10.0
 
 def redis_server_path() -> str:
     """The redis-server executable; skips the test (fails it under CI) if missing."""
-    path = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    path = shutil.which("redis-server")
+    if path is None and os.path.exists("/usr/bin/redis-server"):
+        path = "/usr/bin/redis-server"
     if path is None:
         message = "redis-server is not installed (Debian package redis-server)"
         if os.environ.get("CI"):
@@ -97,6 +99,16 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open but nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Start again on the same port (after :meth:`kill`)."""
         self.kill()
@@ -105,6 +117,7 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server if it runs."""
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)

@@ -14,7 +14,8 @@ import pytest
 # benchmarks and the soak: it lives in bench/wire.py, not in the wheel.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from _redis_server import RedisServer  # noqa: E402 - tests/ is on sys.path (rootdir conftest)
+# tests/ itself is on sys.path (pytest inserts the rootdir conftest's directory).
+from _redis_server import RedisServer
 
 
 def _extensions_required() -> bool:

@@ -11,6 +11,7 @@ is never sent twice (delivery is at most once).
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import sys
 import time
@@ -28,6 +29,22 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("wsnest")
+
+# True in the broker's task and in the coredis tasks it starts (they copy
+# its context): coredis's own connection-loss records are dropped there, as
+# the broker logs each outage once itself.
+_IN_BROKER: contextvars.ContextVar[bool] = contextvars.ContextVar("wsnest_broker", default=False)
+_COREDIS_CONNECTION_RECORDS = frozenset({"Connection attempt failed unexpectedly!", "Connection closed unexpectedly!"})
+
+
+class _QuietCoredisOutages(logging.Filter):
+    """Drop coredis's per-connection failure records raised on behalf of a broker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_IN_BROKER.get() and record.msg in _COREDIS_CONNECTION_RECORDS)
+
+
+logging.getLogger("coredis").addFilter(_QuietCoredisOutages())
 
 _SCHEMES = ("redis", "rediss")
 # Query parameters that carry a secret: hidden in ``url`` like the password.
@@ -209,6 +226,7 @@ class RedisBroker(Broker):
 
     async def run(self, receive: Receiver, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, then move messages until cancelled (see :meth:`Broker.run`)."""
+        _IN_BROKER.set(True)
         started = False
         down_since = 0.0
         backoff = _BACKOFF_START
