@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import coredis
@@ -53,7 +55,10 @@ async def poll(condition: Callable[[], bool]) -> None:
 
 @asynccontextmanager
 async def admin_client(server: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
-    async with coredis.Redis.from_url(server.url) as client:
+    extra: dict[str, Any] = {}
+    if server.tls:
+        extra["ssl_context"] = ssl.create_default_context(cafile=str(server.cert_file))
+    async with coredis.Redis.from_url(server.url, **extra) as client:
         yield client
 
 
@@ -464,3 +469,51 @@ async def test_a_server_that_stops_answering_is_an_outage(
     # One warning per broker; coredis's own per-attempt errors are not repeated.
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.name for r in warnings] == ["wsnest", "wsnest"], [r.getMessage() for r in warnings]
+
+
+@pytest.fixture
+def tls_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server that speaks TLS only, with a self-signed certificate for 127.0.0.1."""
+    server = RedisServer(tmp_path, tls=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_rediss_verifies_the_server_certificate(
+    tls_redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tls_redis_server.url
+    assert url.startswith("rediss://")
+    # Not trusted by default: the start fails on the certificate.
+    untrusting = RedisBroker(url, connect_timeout=2, reply_timeout=2)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(TIMEOUT), pytest.raises(BrokerError, match=re.escape(url)) as info:
+            await nursery.start(untrusting.run, ignore)
+    print(f"\n{info.value}")
+    assert "certificate verify failed" in str(info.value)
+
+    # Trusted through the default verify paths (SSL_CERT_FILE): delivery works.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_redis_server.cert_file))
+    a, b = RedisBroker(url), RedisBroker(url)
+    inbox = Inbox()
+    async with running((a, ignore), (b, inbox)):
+        b.subscribe("secure")
+        await wait_numsub(tls_redis_server, "secure", 1)
+        assert a.publish("secure", b"ping")
+        assert await inbox.wait_for(1) == [("secure", b"ping")]
+
+
+async def test_rediss_with_ssl_query_parameters_uses_them(tls_redis_server: RedisServer) -> None:
+    """``ssl_*`` parameters in the URL configure TLS through coredis."""
+    url = f"{tls_redis_server.url}?ssl_ca_certs={tls_redis_server.cert_file}&ssl_cert_reqs=required"
+    broker = RedisBroker(url)
+    inbox = Inbox()
+    async with running((broker, inbox)):
+        assert broker.connected
+        broker.subscribe("c")
+        await wait_numsub(tls_redis_server, "c", 1)
+        assert broker.publish("c", b"x")
+        assert await inbox.wait_for(1) == [("c", b"x")]
