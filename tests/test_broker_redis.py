@@ -39,8 +39,11 @@ class Inbox:
         self._changed.set()
 
     async def wait_for(self, count: int) -> list[tuple[str, bytes]]:
+        return await self.wait_until(lambda: len(self.items) >= count)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> list[tuple[str, bytes]]:
         with trio.fail_after(TIMEOUT):
-            while len(self.items) < count:
+            while not condition():
                 self._changed = trio.Event()
                 await self._changed.wait()
         return self.items
@@ -467,9 +470,12 @@ async def test_a_server_that_stops_answering_is_an_outage(
             redis_server.resume()
         await poll(lambda: a.connected and b.connected)
         assert a.publish("room", b"after")
-        received = await inbox.wait_for(1)
-        assert received[-1] == ("room", b"after")
-        assert received == [("room", b"after")]  # nothing dropped comes back
+        received = await inbox.wait_until(lambda: ("room", b"after") in inbox.items)
+        # A dropped PUBLISH may still have reached Redis before the connection
+        # closed (at most once), but nothing is sent twice and nothing refused arrives.
+        payloads = [p for _, p in received]
+        assert len(payloads) == len(set(payloads))
+        assert set(payloads) <= {b"after", *(b"lost %d" % i for i in range(4))}
         assert a.stats()["broker_published"] == 1
         assert a.stats()["broker_outages"] == 1 and b.stats()["broker_outages"] == 1
     # One warning per broker; coredis's own per-attempt errors are not repeated.
