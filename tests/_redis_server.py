@@ -20,6 +20,16 @@ import pytest
 START_TIMEOUT = 10.0
 
 
+def redis_required() -> bool:
+    """Whether a missing redis-server fails the tests instead of skipping them:
+    under CI (``CI`` set) or with ``WSNEST_REQUIRE_REDIS=1``;
+    ``WSNEST_REQUIRE_REDIS=0`` skips even under CI (runners without Redis)."""
+    explicit = os.environ.get("WSNEST_REQUIRE_REDIS", "")
+    if explicit:
+        return explicit != "0"
+    return bool(os.environ.get("CI"))
+
+
 def redis_server_path() -> str:
     """The redis-server executable; skips the test (fails it under CI) if missing."""
     path = shutil.which("redis-server")
@@ -27,8 +37,8 @@ def redis_server_path() -> str:
         path = "/usr/bin/redis-server"
     if path is None:
         message = "redis-server is not installed (Debian package redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {message}", pytrace=False)
+        if redis_required():
+            pytest.fail(f"CI or WSNEST_REQUIRE_REDIS is set but {message}", pytrace=False)
         pytest.skip(message)
     return path
 
