@@ -12,9 +12,13 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 #: How long a redis-server may take to answer PING after it was started.
 START_TIMEOUT = 10.0
@@ -113,11 +117,16 @@ class RedisServer:
             [
                 self.executable,
                 *self._listen_args(),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
-                "--daemonize", "no",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--daemonize",
+                "no",
             ],
             cwd=self.directory,
             stdout=log,
@@ -173,3 +182,40 @@ class RedisServer:
 def unused_port_url() -> str:
     """A redis:// URL on a loopback port where nothing listens."""
     return f"redis://127.0.0.1:{_free_port()}/0"
+
+
+# -- asking the server (async, for the trio tests) ------------------------------------------
+
+
+@asynccontextmanager
+async def admin_client(server: RedisServer) -> AsyncIterator[Any]:
+    """A coredis client of ``server`` (imported here: coredis is optional)."""
+    import coredis
+
+    extra: dict[str, Any] = {}
+    if server.tls:
+        extra["ssl_context"] = ssl.create_default_context(cafile=str(server.cert_file))
+    async with coredis.Redis.from_url(server.url, **extra) as client:
+        yield client
+
+
+async def numsub(server: RedisServer, channel: str) -> int:
+    """How many connections follow ``channel`` (``PUBSUB NUMSUB``)."""
+    async with admin_client(server) as admin:
+        counts = await admin.pubsub_numsub(channel)
+    return int(counts.get(channel.encode(), 0))
+
+
+async def wait_numsub(server: RedisServer, channel: str, expected: int) -> None:
+    """Wait (bounded) until exactly ``expected`` connections follow ``channel``."""
+    with trio.fail_after(START_TIMEOUT):
+        while await numsub(server, channel) != expected:
+            await trio.sleep(0.01)
+
+
+async def publish_calls(server: RedisServer) -> int:
+    """PUBLISH commands the server has run (``INFO commandstats``)."""
+    async with admin_client(server) as admin:
+        info = await admin.info("commandstats")
+    stat: Any = info.get("cmdstat_publish", {})
+    return int(stat.get("calls", 0)) if stat else 0

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import logging
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import coredis
 import pytest
 import trio
 
-from _redis_server import RedisServer, unused_port_url
+from _redis_server import RedisServer, admin_client, numsub, publish_calls, unused_port_url, wait_numsub
 from wsnest.broker import BrokerError, broker_from_url
 from wsnest.broker._redis import RedisBroker
 
@@ -54,34 +51,6 @@ async def poll(condition: Callable[[], bool]) -> None:
     with trio.fail_after(TIMEOUT):
         while not condition():
             await trio.sleep(0.01)
-
-
-@asynccontextmanager
-async def admin_client(server: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
-    extra: dict[str, Any] = {}
-    if server.tls:
-        extra["ssl_context"] = ssl.create_default_context(cafile=str(server.cert_file))
-    async with coredis.Redis.from_url(server.url, **extra) as client:
-        yield client
-
-
-async def numsub(server: RedisServer, channel: str) -> int:
-    async with admin_client(server) as admin:
-        counts = await admin.pubsub_numsub(channel)
-    return int(counts.get(channel.encode(), 0))
-
-
-async def wait_numsub(server: RedisServer, channel: str, expected: int) -> None:
-    with trio.fail_after(TIMEOUT):
-        while await numsub(server, channel) != expected:
-            await trio.sleep(0.01)
-
-
-async def publish_calls(server: RedisServer) -> int:
-    async with admin_client(server) as admin:
-        info = await admin.info("commandstats")
-    stat: Any = info.get("cmdstat_publish", {})
-    return int(stat.get("calls", 0)) if stat else 0
 
 
 @asynccontextmanager

@@ -27,7 +27,7 @@ import trio
 
 from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
-from ..broker import Broker, broker_from_url
+from ..broker import Broker, BrokerError, broker_from_url
 from ..core import warn_core_fallback
 from ..http import build_response
 from ..http._forwarded import ProxyTrust
@@ -227,6 +227,7 @@ class HttpServer:
         self._stop = trio.Event()
         self._done = trio.Event()
         self._flush_wakeup = trio.Event()
+        failed: BrokerError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -235,9 +236,14 @@ class HttpServer:
                 self.groups.started()
                 broker = self.groups.broker
                 if broker is not None:
-                    # Before serving anyone: a broker that cannot be
-                    # reached fails the start (BrokerError names its URL).
-                    await nursery.start(broker.run, self.groups.receive)
+                    # Before serving anyone: a broker that cannot be reached
+                    # fails the start, with the error bare (not in a group).
+                    try:
+                        await nursery.start(broker.run, self.groups.receive)
+                    except BrokerError as exc:
+                        failed = exc
+                        nursery.cancel_scope.cancel()
+                        return
                 for listener in self._listeners:
                     nursery.start_soon(self._accept_loop, listener.sock, listener.unmap)
                 board, worker = current_board(), current_worker()
@@ -256,6 +262,8 @@ class HttpServer:
             self._close_listener()
             self.state = "closed"
             self._done.set()
+            if failed is not None:
+                raise failed
 
     async def serve_connection(
         self, stream: trio.abc.Stream | socket.socket, client: tuple[str, int] | None = None
