@@ -27,7 +27,7 @@ import trio
 
 from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
-from ..broker import Broker, broker_from_url
+from ..broker import Broker, BrokerError, broker_from_url
 from ..core import warn_core_fallback
 from ..http import build_response
 from ..http._forwarded import ProxyTrust
@@ -227,6 +227,7 @@ class HttpServer:
         self._stop = trio.Event()
         self._done = trio.Event()
         self._flush_wakeup = trio.Event()
+        unreachable: BrokerError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -237,7 +238,12 @@ class HttpServer:
                 if broker is not None:
                     # Before serving anyone: a broker that cannot be
                     # reached fails the start (BrokerError names its URL).
-                    await nursery.start(broker.run, self.groups.receive)
+                    try:
+                        await nursery.start(broker.run, self.groups.receive)
+                    except BrokerError as exc:
+                        unreachable = exc  # raised bare below, like OSError, not in a group
+                        nursery.cancel_scope.cancel()
+                        return
                 for listener in self._listeners:
                     nursery.start_soon(self._accept_loop, listener.sock, listener.unmap)
                 board, worker = current_board(), current_worker()
@@ -256,6 +262,8 @@ class HttpServer:
             self._close_listener()
             self.state = "closed"
             self._done.set()
+            if unreachable is not None:
+                raise unreachable
 
     async def serve_connection(
         self, stream: trio.abc.Stream | socket.socket, client: tuple[str, int] | None = None
@@ -351,12 +359,12 @@ class HttpServer:
 
     async def _run_foreground(self) -> None:
         signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
-        error: OSError | None = None
+        error: OSError | BrokerError | None = None
         with trio.open_signal_receiver(*signals) as received:
             async with trio.open_nursery() as nursery:
                 try:
                     url = await nursery.start(self.serve)
-                except OSError as exc:  # cannot listen: raise it bare, not in a group
+                except (OSError, BrokerError) as exc:  # cannot listen, no broker: raise it bare, not in a group
                     error = exc
                 else:
                     print(f"Serving at {url} - press Ctrl+C to stop", flush=True)
