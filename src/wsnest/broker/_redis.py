@@ -149,7 +149,10 @@ class RedisBroker(Broker):
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"broker: expected a URL string, got {type(url).__name__}")
-        self.url = _redact(url)
+        try:
+            self.url = _redact(url)
+        except ValueError as exc:  # the URL is not shown: it may hold a password
+            raise ValueError(f"broker: invalid Redis URL: {exc}") from None
         _validate(url, self.url)
         if max_queued < 1 or max_queued_bytes < 1:
             raise ValueError("broker: max_queued and max_queued_bytes must be at least 1")
@@ -226,7 +229,7 @@ class RedisBroker(Broker):
 
     async def run(self, receive: Receiver, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, then move messages until cancelled (see :meth:`Broker.run`)."""
-        _IN_BROKER.set(True)
+        in_broker = _IN_BROKER.set(True)
         started = False
         down_since = 0.0
         backoff = _BACKOFF_START
@@ -266,6 +269,7 @@ class RedisBroker(Broker):
                 backoff = min(backoff * 2, _BACKOFF_CAP)
         finally:
             self._mark_down()
+            _IN_BROKER.reset(in_broker)
 
     def _mark_down(self) -> None:
         """Refuse publishes from now on and drop what was queued or in flight."""
@@ -296,7 +300,8 @@ class RedisBroker(Broker):
         )
 
     async def _session(self, receive: Receiver, on_up: Any) -> None:
-        """One connection's life: returns only by raising (connection lost)."""
+        """One connection's life; it ends by raising (the connection failed) or
+        by cancellation: its tasks loop forever."""
         client = self._client()
         async with client:
             with trio.fail_after(self._connect_timeout + self._reply_timeout):
