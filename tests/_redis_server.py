@@ -60,7 +60,7 @@ def _answers_ping(port: int, tls: bool) -> bool:
                 context.verify_mode = ssl.CERT_NONE
                 sock = context.wrap_socket(raw)
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))  # up, with or without a password
     except OSError:
         return False
 
@@ -68,13 +68,15 @@ def _answers_ping(port: int, tls: bool) -> bool:
 class RedisServer:
     """One redis-server process (no persistence) on ``127.0.0.1:port``;
     with ``tls``, TLS only, with a self-signed certificate for 127.0.0.1
-    in :attr:`cert_file`."""
+    in :attr:`cert_file`; with ``password``, clients must authenticate
+    (:attr:`url` does not carry it)."""
 
-    def __init__(self, directory: Path, *, tls: bool = False) -> None:
+    def __init__(self, directory: Path, *, tls: bool = False, password: str | None = None) -> None:
         self.executable = redis_server_path()
         self.directory = directory
         self.port = _free_port()
         self.tls = tls
+        self.password = password
         self.cert_file = directory / "redis-cert.pem"
         self.process: subprocess.Popen[bytes] | None = None
         if tls:
@@ -90,9 +92,11 @@ class RedisServer:
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def _listen_args(self) -> list[str]:
+        auth = ["--requirepass", self.password] if self.password else []
         if not self.tls:
-            return ["--port", str(self.port)]
+            return ["--port", str(self.port), *auth]
         return [
+            *auth,
             "--port", "0",
             "--tls-port", str(self.port),
             "--tls-cert-file", str(self.cert_file),

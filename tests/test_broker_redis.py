@@ -529,3 +529,33 @@ async def test_rediss_with_ssl_query_parameters_uses_them(tls_redis_server: Redi
         await wait_numsub(tls_redis_server, "c", 1)
         assert broker.publish("c", b"x")
         assert await inbox.wait_for(1) == [("c", b"x")]
+
+
+async def test_password_authenticates_and_stays_hidden(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="s3cret")
+    server.start()
+    try:
+        good = server.url.replace("redis://", "redis://:s3cret@")
+        bad = server.url.replace("redis://", "redis://:wrong@")
+        refused = RedisBroker(bad)
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(BrokerError) as info:
+                await nursery.start(refused.run, ignore)
+        message = str(info.value)
+        assert message.startswith(f"cannot connect to broker redis://:***@127.0.0.1:{server.port}/0: ")
+        assert "wrong" not in message and "s3cret" not in message
+
+        a, b = RedisBroker(good), RedisBroker(good)
+        assert a.url == f"redis://:***@127.0.0.1:{server.port}/0"
+        inbox = Inbox()
+        async with running((a, ignore), (b, inbox)):
+            b.subscribe("auth")
+            # Resubscription after an outage authenticates again.
+            server.kill()
+            await poll(lambda: not b.connected)
+            server.restart()
+            await poll(lambda: a.connected and b.connected)
+            assert a.publish("auth", b"in")
+            assert await inbox.wait_for(1) == [("auth", b"in")]
+    finally:
+        server.stop()

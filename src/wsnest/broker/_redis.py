@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import logging
+import ssl
 import sys
 import time
 from typing import Any
@@ -130,9 +131,9 @@ class RedisBroker(Broker):
     ``rediss://`` for TLS).
 
     ``publish`` appends to a send queue bounded by ``max_queued`` payloads
-    and ``max_queued_bytes`` bytes; the running task sends what is queued
-    in one pipelined round trip (one ``PUBLISH`` per payload, no
-    ``MULTI``). ``connect_timeout`` bounds each connection attempt and
+    and ``max_queued_bytes`` bytes (channel name and payload); the running
+    task sends what is queued in pipelined round trips of up to 512 (one
+    ``PUBLISH`` per payload, no ``MULTI``), in publish order. ``connect_timeout`` bounds each connection attempt and
     ``reply_timeout`` each reply, so a server that stops answering is
     detected. A ``rediss://`` URL without ``ssl_*`` query parameters
     verifies the server's certificate and host name.
@@ -285,8 +286,6 @@ class RedisBroker(Broker):
         if parts.scheme.lower() == "rediss" and not any(n in _SSL_PARAMS for n, _ in parse_qsl(parts.query)):
             # coredis's default TLS context checks neither the certificate
             # nor the host name; verify both unless the URL says otherwise.
-            import ssl
-
             kwargs["ssl_context"] = ssl.create_default_context()
         return coredis.Redis.from_url(
             self._raw_url,
