@@ -15,8 +15,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,6 +25,8 @@ import websockets.exceptions
 import websockets.sync.client
 
 import wsnest
+from _redis_server import RedisServer
+from redisutil import wait_numsub
 from serverutil import has_ipv6_loopback
 
 STARTUP_TIMEOUT = 15.0
@@ -60,6 +62,16 @@ MYMOD = textwrap.dedent(
 
     def broken():
         raise RuntimeError("the factory is broken")
+
+    def _enter_room(ws, req):
+        ws.join("room")
+        worker = wsnest.current_worker()
+        ws.send("worker " + str(worker.index if worker else 0))
+
+    def _say(ws, data):
+        ws.publish("room", data)
+
+    room = [wsnest.handler_ws("/room", _say, _enter_room, textframes=True)]
     """
 )
 
@@ -322,6 +334,7 @@ def test_demo_stats_event(tmp_path: Path) -> None:
             assert first["connections"]["stream"] == 1  # this one
             assert first["messages_per_s"] is None  # no previous event to compare with
             assert "workers" not in first  # a single process
+            assert ws.recv(timeout=10) == "* you are user 1"
             assert ws.recv(timeout=10) == "* user 1 joined"
             ws.send("hello")
             assert ws.recv(timeout=10) == "user 1: hello"  # 1 message in, 2 out in all
@@ -330,7 +343,7 @@ def test_demo_stats_event(tmp_path: Path) -> None:
                 if numbers["ws_messages_in"] >= 1:
                     break
             assert numbers["connections"]["websocket"] == 1
-            assert numbers["ws_messages_out"] >= 2  # "joined", then the echo of "hello"
+            assert numbers["ws_messages_out"] >= 3  # "you are", "joined", then the echo of "hello"
             assert numbers["messages_per_s"] > 0
         assert srv.interrupt() == 0
 
@@ -341,11 +354,157 @@ def test_demo_with_workers_names_the_worker(tmp_path: Path) -> None:
         match = re.search(r"served by worker ([12]) of 2 \(pid (\d+)\)", r.text)
         assert match, r.text
         assert int(match.group(2)) != srv.proc.pid  # a worker, not the supervisor
-        assert "same worker" in r.text
+        assert "same worker" in r.text and "--redis URL" in r.text
         with httpx.stream("GET", srv.url + "/events", timeout=10) as events:
             numbers = next(json.loads(d) for e, d in _sse_events(events.iter_lines()) if e == "stats")
         assert numbers["workers"] == 2 and len(numbers["pid"]) == 2
+        # Without a broker each worker keeps its own room (groups would refuse).
+        with websockets.sync.client.connect(srv.ws_url, open_timeout=10) as ws:
+            welcome = ws.recv(timeout=10)
+            match = WELCOME.fullmatch(welcome)
+            assert match and match.group(3) == "2", welcome
+            name = match.group(1)
+            assert ws.recv(timeout=10) == f"* {name} joined"
+            ws.send("hello")
+            assert ws.recv(timeout=10) == f"{name}: hello"
         assert srv.interrupt() == 0
+        assert "Traceback" not in srv.stderr(), srv.stderr()
+
+
+# -- --redis -----------------------------------------------------------------------
+
+WELCOME = re.compile(r"\* you are (user (\d+)\.\d+), on worker [12] of (2)")
+
+
+def _ws(url: str, path: str) -> str:
+    return "ws" + url[len("http") :] + path
+
+
+def _one_per_worker(
+    stack: ExitStack, uri: str, worker_of: Callable[[str], str]
+) -> dict[str, tuple[websockets.sync.client.ClientConnection, str]]:
+    """Connect until two connections are on different workers (the kernel
+    spreads them; bounded), each with its first message, by worker."""
+    found: dict[str, tuple[websockets.sync.client.ClientConnection, str]] = {}
+    for _ in range(MAX_TRIES):
+        ws = stack.enter_context(websockets.sync.client.connect(uri, open_timeout=10, close_timeout=5))
+        first = ws.recv(timeout=10)
+        assert isinstance(first, str)
+        found.setdefault(worker_of(first), (ws, first))
+        if len(found) == 2:
+            return found
+    raise AssertionError(f"{MAX_TRIES} connections, all on one worker")
+
+
+def _recv_until(ws: websockets.sync.client.ClientConnection, wanted: str) -> list[str]:
+    """Messages up to and including ``wanted`` (bounded by recv's timeout)."""
+    seen: list[str] = []
+    while not seen or seen[-1] != wanted:
+        message = ws.recv(timeout=10)
+        assert isinstance(message, str)
+        seen.append(message)
+    return seen
+
+
+MAX_TRIES = 40
+
+
+def test_help_names_redis(tmp_path: Path) -> None:
+    for args in (["--help"], ["serve", "--help"]):
+        result = run_cli(args, tmp_path)
+        assert result.returncode == 0, result
+        assert "--redis URL" in result.stdout, result.stdout
+        assert "redis://host:6379/0" in " ".join(result.stdout.split()), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "url_of"),
+    [
+        ([], lambda port: f"redis://127.0.0.1:{port}/0"),
+        (["--workers", "2"], lambda port: f"redis://127.0.0.1:{port}/0"),
+        (["serve", "mymod:room"], lambda port: f"redis://127.0.0.1:{port}/0"),
+        (["serve", "mymod:room", "--workers", "2"], lambda port: f"redis://app:s3cret@127.0.0.1:{port}/0"),
+    ],
+    ids=["demo", "demo-workers", "serve", "serve-workers-password"],
+)
+def test_redis_unreachable_at_start_one_line(app_dir: Path, args: list[str], url_of: Callable[[int], str]) -> None:
+    """Nothing listens at the URL: the server does not start; one line
+    names the option and the URL (its password hidden), printed once even
+    with several workers failing alike."""
+    with socket.socket() as closed:  # a free port, closed again: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = url_of(port)
+    result = run_cli([*args, "--port", "0", "--log-level", "warning", "--redis", url], app_dir)
+    shown = url.replace(":s3cret@", ":***@")
+    line = assert_one_line_error(result, "--redis: ", f"cannot connect to broker {shown}: ", f"127.0.0.1:{port}")
+    assert "s3cret" not in result.stderr, line
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--redis", "http://127.0.0.1:6379"], ["--redis: ", "redis://", "'http://127.0.0.1:6379'"]),
+        (["serve", "mymod:room", "--redis", "redis://host/db1"], ["--redis: ", "database 'db1'"]),
+        (["serve", "mymod:room", "--redis", "redis://127.0.0.1:0/0"], ["--redis: ", "port 0"]),
+    ],
+    ids=["demo-scheme", "serve-database", "serve-port-0"],
+)
+def test_redis_bad_url_one_line(app_dir: Path, args: list[str], needles: list[str]) -> None:
+    result = run_cli([*args, "--port", "0"], app_dir)
+    assert_one_line_error(result, *needles)
+    assert result.returncode == 2
+
+
+def test_serve_groups_across_workers_through_redis(app_dir: Path, redis_server: RedisServer) -> None:
+    """``serve --workers 2 --redis URL``: a message published on one worker
+    reaches the group's member on the other."""
+    args = ["serve", "mymod:room", "--port", "0", "--workers", "2", "--redis", redis_server.url]
+    with serving(args, app_dir) as srv, ExitStack() as stack:
+        found = _one_per_worker(stack, _ws(srv.url, "/room"), lambda first: first)
+        (a, _), (b, _) = found.values()
+        wait_numsub(redis_server.port, "wsnest:group:room", 2)  # both workers follow the group
+        a.send("from one worker")
+        assert a.recv(timeout=10) == "from one worker"
+        assert b.recv(timeout=10) == "from one worker"
+        b.send("and back")
+        assert b.recv(timeout=10) == "and back"
+        assert a.recv(timeout=10) == "and back"
+        stack.close()
+        assert srv.interrupt() == 0
+        assert "Traceback" not in srv.stderr(), srv.stderr()
+
+
+def test_demo_chat_across_workers_through_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The demo with ``--workers 2 --redis URL``: users on different workers
+    chat with each other, their names unique across workers."""
+    args = ["--port", "0", "--log-level", "warning", "--workers", "2", "--redis", redis_server.url]
+    with serving(args, tmp_path) as srv, ExitStack() as stack:
+        page = httpx.get(srv.url + "/", timeout=10).text
+        assert "chat reaches every worker" in page and "through Redis" in page
+        assert "same worker" not in page
+
+        def worker_of(welcome: str) -> str:
+            assert WELCOME.fullmatch(welcome), welcome
+            return welcome.rpartition(", on ")[2]
+
+        found = _one_per_worker(stack, srv.ws_url, worker_of)
+        (a, welcome_a), (b, welcome_b) = found.values()
+        match_a, match_b = WELCOME.fullmatch(welcome_a), WELCOME.fullmatch(welcome_b)
+        assert match_a and match_b
+        name_a, name_b = match_a.group(1), match_b.group(1)
+        assert name_a != name_b and match_a.group(2) != match_b.group(2)  # each worker's pid in the name
+        wait_numsub(redis_server.port, "wsnest:group:chat", 2)
+        a.send("hello from A")
+        assert _recv_until(b, f"{name_a}: hello from A")
+        b.send("hi A")
+        seen = _recv_until(a, f"{name_b}: hi A")
+        assert f"{name_a}: hello from A" in seen  # A's own line came back once, through its worker
+        assert seen.count(f"{name_a}: hello from A") == 1
+        stack.close()
+        assert srv.interrupt() == 0
+        assert "Traceback" not in srv.stderr(), srv.stderr()
 
 
 # -- errors: one line on stderr, no traceback ------------------------------------

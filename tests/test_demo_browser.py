@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 import wsnest
+from _redis_server import RedisServer
+from redisutil import wait_numsub
 
 CHROMIUM = os.environ.get("WSNEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,6 +38,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOT = "/tmp/wsnest-demo.png"
 SCREENSHOT_WORKERS = "/tmp/wsnest-demo-workers.png"
+SCREENSHOT_REDIS = "/tmp/wsnest-demo-redis.png"
 STARTUP_TIMEOUT = 15.0
 SERVING = re.compile(r"^Serving at (http://\S+) - press Ctrl\+C to stop$")
 TIME = re.compile(r"^\d\d:\d\d:\d\d$")
@@ -158,7 +161,8 @@ def test_demo_chat_and_clock_in_chromium(demo_server: tuple[subprocess.Popen[str
             line_b = a.locator("#log p", has_text="hi A, this is B").inner_text()
             assert re.fullmatch(r"user \d+: hi A, this is B", line_b), line_b
             assert line_a.split(":")[0] != line_b.split(":")[0], (line_a, line_b)
-            # A saw B join after A itself.
+            # Each page's first line names its user; A saw B join after A itself.
+            expect(a.locator("#log p").first).to_have_text(re.compile(r"^\* you are user \d+$"))
             expect(a.locator("#log p", has_text=re.compile(r"^\* user \d+ joined$"))).to_have_count(2)
 
             # The SSE clock: from "(waiting)" to HH:MM:SS, then it ticks.
@@ -228,6 +232,64 @@ def test_demo_with_two_workers_in_chromium() -> None:
             expect(pages[0].locator("#n-ws")).to_have_text(str(pages_open), timeout=8_000)
             expect(pages[0].locator("#core")).to_have_text(wsnest.CORE)
             pages[0].screenshot(path=SCREENSHOT_WORKERS, full_page=True)
+            assert not console, console
+        finally:
+            browser.close()
+        _stop_with_sigint(proc)
+
+
+WELCOME = re.compile(r"^\* you are (user \d+\.\d+), on worker ([12]) of 2$")
+MAX_PAGES = 30
+
+
+def test_demo_chat_across_workers_through_redis_in_chromium(redis_server: RedisServer) -> None:
+    """``--workers 2 --redis URL``: two pages whose chat WebSockets are on
+    different workers (each page's first chat line names its worker: the
+    page itself may have come from the other one) see each other's lines."""
+    sync_api = _require_browser()
+    expect = sync_api.expect
+    with _demo("--workers", "2", "--redis", redis_server.url) as (proc, url), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=30_000)
+        try:
+            context = browser.new_context(viewport={"width": 900, "height": 700})
+            context.set_default_timeout(10_000)
+            console: list[str] = []
+            by_worker: dict[str, tuple[Any, str]] = {}
+            for _ in range(MAX_PAGES):  # the kernel spreads connections over the workers
+                page = context.new_page()
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                response = page.goto(url + "/")
+                assert response is not None and response.status == 200
+                expect(page.locator(".note")).to_contain_text("chat reaches every worker")
+                expect(page.locator(".note")).to_contain_text("through Redis")
+                welcome = page.locator("#log p").first
+                expect(welcome).to_have_text(WELCOME)
+                match = WELCOME.match(welcome.inner_text())
+                assert match
+                by_worker.setdefault(match.group(2), (page, match.group(1)))
+                if len(by_worker) == 2:
+                    break
+            assert len(by_worker) == 2, f"{MAX_PAGES} pages, all chatting on one worker"
+            (a, name_a), (b, name_b) = by_worker["1"], by_worker["2"]
+            assert name_a != name_b
+            # Both workers follow the group before anyone speaks (a line published
+            # before a worker subscribed would not reach it: at most once).
+            wait_numsub(redis_server.port, "wsnest:group:chat", 2)
+
+            a.fill("#text", "hello from worker 1")
+            a.press("#text", "Enter")
+            for page in (a, b):
+                expect(page.locator("#log p", has_text="hello from worker 1")).to_have_text(
+                    f"{name_a}: hello from worker 1"
+                )
+            b.fill("#text", "worker 2 here")
+            b.click("button")
+            for page in (a, b):
+                expect(page.locator("#log p", has_text="worker 2 here")).to_have_text(f"{name_b}: worker 2 here")
+            # B leaves: A, on the other worker, is told.
+            b.close()
+            expect(a.locator("#log p", has_text=f"* {name_b} left")).to_have_count(1)
+            a.screenshot(path=SCREENSHOT_REDIS, full_page=True)
             assert not console, console
         finally:
             browser.close()

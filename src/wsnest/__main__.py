@@ -3,6 +3,7 @@
 python -m wsnest                      # the demo: chat at /, WebSocket /ws, SSE clock and numbers /events
 python -m wsnest --info               # version and active core
 wsnest serve pkg.module:handlers      # serve your own handlers
+python -m wsnest --workers 2 --redis redis://127.0.0.1:6379/0   # the demo's chat across workers
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ def _add_listen_args(parser: argparse.ArgumentParser) -> None:
         help="comma-separated proxies (IPs, CIDR networks, *) trusted with --proxy-headers (default 127.0.0.1; "
         "a Unix socket peer is always trusted)",
     )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="link the groups of every worker and machine through Redis pub/sub at URL "
+        "(redis://host:6379/0, rediss:// for TLS; needs wsnest[redis]); the server does not start if it is unreachable",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="logging level (default info)")
 
 
@@ -149,7 +156,7 @@ def _explain_pure_core() -> None:
     print(f"  (import error: {CORE_FALLBACK_REASON})")
 
 
-_OPTION_OF = {"sock": "--fd", "uds_mode": "--uds-mode"}
+_OPTION_OF = {"sock": "--fd", "uds_mode": "--uds-mode", "broker": "--redis"}
 
 
 def _as_option(message: str) -> str:
@@ -212,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         from ._demo import demo_handlers
 
         # The page's numbers: the server built below, looked up when a page asks.
-        handlers = demo_handlers(stats=lambda: server.stats(all_workers=True))
+        handlers = demo_handlers(stats=lambda: server.stats(all_workers=True), broker=args.redis is not None)
+    from .broker import BrokerError
     from .server._supervisor import check_workers
 
     try:
@@ -247,14 +255,18 @@ def main(argv: list[str] | None = None) -> int:
             forwarded_allow_ips=args.forwarded_allow_ips,
             max_connections=args.max_connections,
             drain_timeout=args.drain_timeout,
+            broker=args.redis,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:  # ImportError: --redis without coredis
         print(f"wsnest: error: {_as_option(str(exc))}", file=sys.stderr)
         return 2
     try:
         server.run(workers=args.workers)
     except OSError as exc:  # the message names the address ("cannot listen on ...")
         print(f"wsnest: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except BrokerError as exc:  # unreachable at start: the message names the URL (without its password)
+        print(f"wsnest: error: --redis: {exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # a worker failed to start
         print(f"wsnest: error: {exc}", file=sys.stderr)

@@ -47,6 +47,7 @@ PAGE = """<!DOCTYPE html>
   #spark-area { fill: #2a7ae2; opacity: .12; }
   .meta { margin: .4rem 0 0; }
   .note { font-size: .85rem; color: #8a5a00; }
+  .note.shared { color: #2d6a2d; }
 </style>
 </head>
 <body>
@@ -117,20 +118,36 @@ events.addEventListener("stats", (event) => {
 
 NOTE = (
     '<p class="note">This server runs {count} worker processes: chat messages reach the users connected '
-    "to the same worker only. Chat across workers needs a shared broker (Redis), not here yet.</p>\n"
+    "to the same worker only. Start it with <code>--redis URL</code> to chat across workers.</p>\n"
 )
+NOTE_REDIS = (
+    '<p class="note shared">This server runs {count} worker processes: chat reaches every worker '
+    "(and every other server on the same Redis) through Redis.</p>\n"
+)
+NOTE_REDIS_SINGLE = '<p class="note shared">Chat reaches every server on the same Redis through Redis.</p>\n'
+
+#: The group every chat user joins.
+CHAT = "chat"
 
 
-@functools.lru_cache(maxsize=2)
-def render_page(pid: int) -> bytes:
+def _chat_is_local(broker: bool) -> bool:
+    """True when groups cannot reach every chat user (several workers and
+    no broker): the chat then stays within each worker."""
+    worker = current_worker()
+    return not broker and worker is not None and worker.count > 1
+
+
+@functools.lru_cache(maxsize=4)
+def render_page(pid: int, broker: bool = False) -> bytes:
     """The page as served by this process (``pid`` keys the cache: each
-    forked worker renders its own once)."""
+    forked worker renders its own once); ``broker``: the server has one."""
     worker = current_worker()
     if worker is None:
-        served, across, note = f"single process (pid {pid})", "", ""
+        served, across, note = f"single process (pid {pid})", "", NOTE_REDIS_SINGLE if broker else ""
     else:
         served = f"served by worker {worker.index + 1} of {worker.count} (pid {pid})"
-        across, note = " &middot; numbers of all workers", NOTE.format(count=worker.count)
+        across = " &middot; numbers of all workers"
+        note = (NOTE_REDIS if broker else NOTE).format(count=worker.count)
     page = PAGE  # placeholders replaced one by one: the CSS and JS are full of braces
     for key, value in (("{core}", CORE), ("{served}", served), ("{across}", across), ("{note}", note)):
         page = page.replace(key, value)
@@ -145,33 +162,55 @@ def stats_event(stats: Mapping[str, Any], rate: float | None) -> str:
     return format_sse(json.dumps(data, separators=(",", ":")), event="stats")
 
 
-def demo_handlers(stats: StatsSource | None = None) -> list[Handler]:
+def demo_handlers(stats: StatsSource | None = None, broker: bool = False) -> list[Handler]:
     """The demo's handlers: a chat room over WebSocket, its page, a clock.
 
     ``stats``: where the page's live numbers come from, called once a
     second per open page (``python -m wsnest`` passes the server's
     ``stats(all_workers=True)``); without it the page shows no numbers.
+
+    ``broker``: the server has one (``--redis``). Every chat user joins the
+    group ``chat`` and lines are published to it: in one process, or with
+    a broker across every worker and server sharing it. Under several
+    workers without a broker groups refuse (a line would silently reach
+    only part of the room), so each worker then keeps its own room with
+    ``broadcast`` and the page says so.
     """
-    members: dict[int, WebSocket] = {}
+    local: dict[int, WebSocket] = {}  # the room of this worker, when the chat is local
     names: dict[int, str] = {}
     # ws.id counts streams too (the clock), so the chat numbers its own users.
     numbers = itertools.count(1)
 
     def page(req: Request) -> dict[str, Any]:
         headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"}
-        return {"headers": headers, "body": render_page(os.getpid())}
+        return {"headers": headers, "body": render_page(os.getpid(), broker)}
+
+    def say(ws: WebSocket, line: str) -> None:
+        if _chat_is_local(broker):
+            broadcast(local.values(), line)
+        else:
+            ws.publish(CHAT, line)
 
     def on_open(ws: WebSocket, req: Request) -> None:
-        members[ws.id] = ws
-        names[ws.id] = f"user {next(numbers)}"
-        broadcast(members.values(), f"* {names[ws.id]} joined")
+        worker = current_worker()
+        # Other processes number their users too: there the pid tells them apart.
+        alone = worker is None and not broker
+        name = names[ws.id] = f"user {next(numbers)}" if alone else f"user {os.getpid()}.{next(numbers)}"
+        where = "" if worker is None else f", on worker {worker.index + 1} of {worker.count}"
+        ws.send(f"* you are {name}{where}")
+        if _chat_is_local(broker):
+            local[ws.id] = ws
+        else:
+            ws.join(CHAT)
+        say(ws, f"* {name} joined")
 
     def on_message(ws: WebSocket, data: str) -> None:
-        broadcast(members.values(), f"{names[ws.id]}: {data}")
+        say(ws, f"{names[ws.id]}: {data}")
 
     def on_close(ws: WebSocket) -> None:
-        members.pop(ws.id, None)
-        broadcast(members.values(), f"* {names.pop(ws.id)} left")
+        local.pop(ws.id, None)
+        ws.leave(CHAT)
+        say(ws, f"* {names.pop(ws.id)} left")
 
     async def ticker(conn: StreamConnection, req: Request) -> None:
         conn.set_header("Content-Type", "text/event-stream")

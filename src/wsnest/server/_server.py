@@ -359,12 +359,12 @@ class HttpServer:
 
     async def _run_foreground(self) -> None:
         signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
-        error: OSError | None = None
+        error: OSError | BrokerError | None = None
         with trio.open_signal_receiver(*signals) as received:
             async with trio.open_nursery() as nursery:
                 try:
                     url = await nursery.start(self.serve)
-                except OSError as exc:  # cannot listen: raise it bare, not in a group
+                except (OSError, BrokerError) as exc:  # cannot listen, no broker: raise it bare, not in a group
                     error = exc
                 else:
                     print(f"Serving at {url} - press Ctrl+C to stop", flush=True)

@@ -16,7 +16,8 @@ the server on its own listener:
 A worker reports readiness (or its startup error) through a pipe. A worker
 that dies is restarted with a backoff (0.1 s doubling up to 5 s, back to
 0.1 s once a worker ran 10 s); one that fails before its first start is
-ready stops everything: ``run()`` raises its error once. SIGINT or SIGTERM
+ready stops everything: ``run()`` raises its error once (a broker that
+cannot be reached as the ``BrokerError`` it is without workers). SIGINT or SIGTERM
 to the supervisor: SIGTERM to every worker, each closes its server with
 ``aclose()``; stragglers are killed after the drain and close timeouts and
 a margin. Ctrl+C in a terminal signals the whole process group: a worker
@@ -42,6 +43,7 @@ from typing import Any, NoReturn, Protocol
 import trio
 
 from .._limits import Limits
+from ..broker import BrokerError
 from ._listeners import HAS_REUSEPORT_LB, Listener
 from ._worker_board import WorkerBoard
 from ._workers import Worker, enter_worker
@@ -77,6 +79,7 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 STABLE_AFTER = 10.0  # a worker that ran this long resets the backoff
 STOP_MARGIN = 5.0  # beyond drain + close timeouts before SIGKILL
+_BROKER_ERROR = "EXBrokerError: "  # a worker's report when its broker was unreachable
 
 
 class WorkerStartError(RuntimeError):
@@ -403,6 +406,8 @@ def _startup_error(slot: _Slot, pid: int, how: str) -> BaseException:
     if text.startswith("EO"):
         number, _, message = text[2:].partition("\n")
         return OSError(int(number) or errno.EIO, message)
+    if text.startswith(_BROKER_ERROR):  # the same error as without workers (it names the broker)
+        return BrokerError(text[len(_BROKER_ERROR) :])
     if text.startswith("EX"):
         return WorkerStartError(f"worker {slot.index} failed to start: {text[2:]}")
     return WorkerStartError(f"worker {slot.index} (pid {pid}) {how} before it was ready")
