@@ -22,4 +22,5 @@ else
     # The package starts a system service on port 6379; the tests use their own.
     if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server 2>/dev/null || true; fi
 fi
+command -v redis-cli >/dev/null || fail "redis-cli (package redis-tools) is missing: the tests ask Redis with it"
 echo "install-redis: $("$REDIS" --version)"
