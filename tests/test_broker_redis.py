@@ -122,6 +122,34 @@ async def test_1000_messages_arrive_in_publish_order(redis_server: RedisServer) 
         assert a.stats()["broker_published"] == 1000
 
 
+async def test_a_burst_is_delivered_in_few_scheduler_rounds(redis_server: RedisServer) -> None:
+    """Messages read together reach receive() together: one scheduler round
+    per message would give each member one write per message."""
+    broker = RedisBroker(redis_server.url)
+    rounds = 0
+    seen: list[int] = []
+
+    async def count_rounds() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            await trio.lowlevel.checkpoint()
+
+    async with running((broker, lambda channel, payload: seen.append(rounds))) as nursery:
+        broker.subscribe("burst")
+        await wait_numsub(redis_server, "burst", 1)
+        nursery.start_soon(count_rounds)
+        async with admin_client(redis_server) as admin:
+            async with admin.pipeline(transaction=False) as pipe:  # 200 PUBLISHes in one write
+                for i in range(200):
+                    pipe.publish("burst", b"%d" % i)
+            with trio.fail_after(TIMEOUT):
+                while len(seen) < 200:
+                    await trio.sleep(0.01)
+        # Without draining: about one round per message (~200 distinct values).
+        assert len(set(seen)) < 50, f"{len(set(seen))} scheduler rounds for 200 messages"
+
+
 async def test_exactly_one_publish_per_call(redis_server: RedisServer) -> None:
     a, b = RedisBroker(redis_server.url), RedisBroker(redis_server.url)
     inbox = Inbox()
