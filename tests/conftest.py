@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -12,6 +13,9 @@ import pytest
 # The wire toolkit (client frames, masking, raw handshakes) is shared with the
 # benchmarks and the soak: it lives in bench/wire.py, not in the wheel.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+# tests/ itself is on sys.path (pytest inserts the rootdir conftest's directory).
+from _redis_server import RedisServer
 
 
 def _extensions_required() -> bool:
@@ -47,3 +51,15 @@ def load_core(kind: str) -> ModuleType:
 def core(request: pytest.FixtureRequest) -> ModuleType:
     """Each WebSocket core in turn: the Cython twin, then the pure-Python one."""
     return load_core(request.param)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (tests/_redis_server.py),
+    stopped afterwards; skipped if redis-server is missing (failed under CI)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
