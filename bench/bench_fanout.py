@@ -53,6 +53,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -191,7 +192,9 @@ def settled_publishes(server: WorkersServer) -> int:
 # -- the latency client (a subprocess: python bench_fanout.py --latency-client) --
 
 
-async def latency_client(url: str, rate: float, duration: float, warmup: float) -> dict[str, Any]:
+async def latency_client(
+    url: str, rate: float, duration: float, warmup: float, server_pid: tuple[int, ...]
+) -> dict[str, Any]:
     """``RECEIVERS`` receivers on ``/bcast``, one publisher on ``/trigger``
     sending at ``rate``/s; latency of every delivery in the window."""
     from picows import WSListener
@@ -264,18 +267,19 @@ async def latency_client(url: str, rate: float, duration: float, warmup: float) 
         start = perf()
         window[:] = [start + warmup, start + warmup + duration]
         c0: float | None = None
+        s0: float | None = None
         due = start
         while True:
             now = perf()
             if now >= window[1]:
                 break
             if c0 is None and now >= window[0]:
-                c0 = time.process_time()
+                c0, s0 = time.process_time(), loadclient.proc_cpu_seconds(server_pid)
             while due <= now:  # late (a timer that fired late): catch up
                 send()
                 due += interval
             await asyncio.sleep(max(0.0, due - perf()))
-        c1 = time.process_time()
+        c1, s1 = time.process_time(), loadclient.proc_cpu_seconds(server_pid)
         # Let the window's messages arrive (until nothing moves for 0.2 s, at most 3 s).
         last, t_end = -1, perf() + 3.0
         while len(samples) != last and perf() < t_end:
@@ -297,6 +301,7 @@ async def latency_client(url: str, rate: float, duration: float, warmup: float) 
             p999_ms=pct(0.999),
             max_ms=got[-1] * 1e3 if n else float("nan"),
             client_cpu=round((c1 - (c0 or c1)) / duration, 3),
+            server_cpu=round((s1 - s0) / duration, 3) if s0 is not None and s1 is not None else None,
             workers=dict(sorted(hellos.items())),
         )
     if stats.error is not None:
@@ -305,14 +310,50 @@ async def latency_client(url: str, rate: float, duration: float, warmup: float) 
     return result
 
 
-def run_latency(url: str, rate: float, duration: float, warmup: float) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--latency-client", url]
-    cmd += ["--rate", str(rate), "--seconds", str(duration), "--warmup", str(warmup)]
+def run_latency(server: WorkersServer, rate: float, duration: float, warmup: float, mine: Mine) -> dict[str, Any]:
+    url = "ws" + server.url[len("http") :]
+    cmd = [sys.executable, os.path.abspath(__file__), "--latency-client", url, "--rate", str(rate)]
+    cmd += ["--seconds", str(duration), "--warmup", str(warmup), "--server-pid", ",".join(map(str, server.pids))]
+    mine.start()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 60)
+    background = mine.background()
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"latency client failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(lines[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["background"] = background
+    return result
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent in processes (user, nice,
+    system: all CPUs; ``/proc/stat``). Interrupt and softirq time is left
+    out: loopback traffic is processed there and no process is charged it."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    return (fields[0] + fields[1] + fields[2]) / CLK_TCK
+
+
+class Mine:
+    """CPU used on the machine by processes other than this bench's (other
+    users of a shared machine), in cores over a run: all CPU busy time minus
+    that of the servers, Redis and the client subprocesses."""
+
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self.pids = pids
+
+    def _mine(self) -> float:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return _cpu_seconds(self.pids) + kids.ru_utime + kids.ru_stime + me.ru_utime + me.ru_stime
+
+    def start(self) -> None:
+        self.t0, self.busy0, self.mine0 = time.perf_counter(), _machine_busy(), self._mine()
+
+    def background(self) -> float:
+        """Cores used by others since :meth:`start`."""
+        wall = time.perf_counter() - self.t0
+        return max(0.0, (_machine_busy() - self.busy0) - (self._mine() - self.mine0)) / wall
 
 
 # -- the bench ------------------------------------------------------------------------
@@ -329,10 +370,12 @@ class Case:
     missing: int = 0
     redis_cpu: float = 0.0  # seconds of redis-server CPU during the rate runs
     redis_publishes: int = 0  # PUBLISH calls during the rate runs
+    background: list[float] = field(default_factory=list)  # cores used by other processes
 
 
-def run_rate(case: Case, seconds: float, window: int, redis: Redis) -> None:
+def run_rate(case: Case, seconds: float, window: int, redis: Redis, mine: Mine) -> None:
     cpu0, pub0 = redis.cpu_seconds(), redis.publish_calls()
+    mine.start()
     res = loadclient.run_loadclient(
         "ws" + case.server.url[len("http") :] + "/ws",
         "fanout64",
@@ -341,6 +384,7 @@ def run_rate(case: Case, seconds: float, window: int, redis: Redis) -> None:
         server_pid=case.server.pids,
         window=window,
     )
+    case.background.append(mine.background())
     if "error" in res or not res.get("rate"):
         raise RuntimeError(f"{case.name}: load client failed: {res}")
     case.rates.append(float(res["rate"]))
@@ -365,10 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="messages/s in the latency runs (default 1000)")
     parser.add_argument("--warmup", type=float, default=0.5, help=argparse.SUPPRESS)
     parser.add_argument("--latency-client", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.latency_client:
         loadclient.raise_fd_limit()
-        result = loadclient.run(latency_client(args.latency_client, args.rate, args.seconds or 10.0, args.warmup))
+        pids = tuple(int(p) for p in args.server_pid.split(",") if p)
+        result = loadclient.run(latency_client(args.latency_client, args.rate, args.seconds or 10.0, args.warmup, pids))
         print(json.dumps(result), flush=True)
         return 1 if "error" in result else 0
     seconds = args.seconds or (2.0 if args.quick else 5.0)
@@ -392,16 +438,15 @@ def main(argv: list[str] | None = None) -> int:
             f"# wsnest core {core}, redis-server {redis.version()}, {RECEIVERS} receivers, 64 B, "
             f"window {args.window}, {repeat} x {seconds:g} s; latency at {args.rate:g} msg/s for {latency_seconds:g} s"
         )
+        assert redis.proc is not None
+        mine = Mine((redis.proc.pid, *(p for case in cases for p in case.server.pids)))
         publishes0 = redis.publish_calls()
         group0 = int(server_stats(cases[0].server)["group_publishes"])
         for rep in range(repeat):
             order = cases[rep % 2 :] + cases[: rep % 2]
             for case in order:
-                run_rate(case, seconds, args.window, redis)
-        latencies = {
-            case.name: run_latency(case.server.url.replace("http", "ws", 1), args.rate, latency_seconds, 1.0)
-            for case in cases
-        }
+                run_rate(case, seconds, args.window, redis, mine)
+        latencies = {case.name: run_latency(case.server, args.rate, latency_seconds, 1.0, mine) for case in cases}
         publishes = redis.publish_calls() - publishes0
         messages = settled_publishes(cases[0].server) - group0
     finally:
@@ -416,9 +461,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case.name} latency run: receivers per worker: {_spread(latencies[case.name].get('workers', {}))}")
     print()
     print(
-        "| case | processes | deliveries/s (min-max) | server CPU (cores) | server us/delivery | client CPU (cores) |"
+        "| case | processes | deliveries/s (min-max) | server CPU (cores) | server us/delivery | client CPU (cores) "
+        "| others' CPU (cores) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     medians: dict[str, float] = {}
     for case in cases:
         rate = medians[case.name] = statistics.median(case.rates)
@@ -427,11 +473,14 @@ def main(argv: list[str] | None = None) -> int:
         label = "2 workers + Redis" if case.name == "redis" else "1"
         print(
             f"| {case.name} | {label} | {rate:,.0f} ({spread}) | {cores:.2f} | {cores * 1e6 / rate:.2f} "
-            f"| {statistics.median(case.client_cores):.2f} |"
+            f"| {statistics.median(case.client_cores):.2f} | {statistics.median(case.background):.2f} |"
         )
     print()
-    print(f"| latency ({args.rate:g} msg/s) | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | deliveries | client CPU |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| latency ({args.rate:g} msg/s) | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | deliveries "
+        "| server CPU | client CPU | others' CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         lat = latencies[case.name]
         if "error" in lat:
@@ -439,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(
             f"| {case.name} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['p999_ms']:.2f} "
-            f"| {lat['max_ms']:.2f} | {lat['deliveries']:,} of {lat['expected']:,} | {lat['client_cpu']:.2f} |"
+            f"| {lat['max_ms']:.2f} | {lat['deliveries']:,} of {lat['expected']:,} | {lat['server_cpu']:.2f} "
+            f"| {lat['client_cpu']:.2f} | {lat['background']:.2f} |"
         )
     print()
     rc = cases[0]
