@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import logging
+import ssl
 import sys
 import time
 from typing import Any
@@ -130,9 +131,9 @@ class RedisBroker(Broker):
     ``rediss://`` for TLS).
 
     ``publish`` appends to a send queue bounded by ``max_queued`` payloads
-    and ``max_queued_bytes`` bytes; the running task sends what is queued
-    in one pipelined round trip (one ``PUBLISH`` per payload, no
-    ``MULTI``). ``connect_timeout`` bounds each connection attempt and
+    and ``max_queued_bytes`` bytes (channel name and payload); the running
+    task sends what is queued in pipelined round trips of up to 512 (one
+    ``PUBLISH`` per payload, no ``MULTI``), in publish order. ``connect_timeout`` bounds each connection attempt and
     ``reply_timeout`` each reply, so a server that stops answering is
     detected. A ``rediss://`` URL without ``ssl_*`` query parameters
     verifies the server's certificate and host name.
@@ -149,7 +150,10 @@ class RedisBroker(Broker):
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"broker: expected a URL string, got {type(url).__name__}")
-        self.url = _redact(url)
+        try:
+            self.url = _redact(url)
+        except ValueError as exc:  # the URL is not shown: it may hold a password
+            raise ValueError(f"broker: invalid Redis URL: {exc}") from None
         _validate(url, self.url)
         if max_queued < 1 or max_queued_bytes < 1:
             raise ValueError("broker: max_queued and max_queued_bytes must be at least 1")
@@ -226,7 +230,7 @@ class RedisBroker(Broker):
 
     async def run(self, receive: Receiver, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, then move messages until cancelled (see :meth:`Broker.run`)."""
-        _IN_BROKER.set(True)
+        in_broker = _IN_BROKER.set(True)
         started = False
         down_since = 0.0
         backoff = _BACKOFF_START
@@ -266,6 +270,7 @@ class RedisBroker(Broker):
                 backoff = min(backoff * 2, _BACKOFF_CAP)
         finally:
             self._mark_down()
+            _IN_BROKER.reset(in_broker)
 
     def _mark_down(self) -> None:
         """Refuse publishes from now on and drop what was queued or in flight."""
@@ -281,8 +286,6 @@ class RedisBroker(Broker):
         if parts.scheme.lower() == "rediss" and not any(n in _SSL_PARAMS for n, _ in parse_qsl(parts.query)):
             # coredis's default TLS context checks neither the certificate
             # nor the host name; verify both unless the URL says otherwise.
-            import ssl
-
             kwargs["ssl_context"] = ssl.create_default_context()
         return coredis.Redis.from_url(
             self._raw_url,
@@ -296,7 +299,8 @@ class RedisBroker(Broker):
         )
 
     async def _session(self, receive: Receiver, on_up: Any) -> None:
-        """One connection's life: returns only by raising (connection lost)."""
+        """One connection's life; it ends by raising (the connection failed) or
+        by cancellation: its tasks loop forever."""
         client = self._client()
         async with client:
             with trio.fail_after(self._connect_timeout + self._reply_timeout):
