@@ -76,10 +76,23 @@ class Sample:
 
 
 class WorkersServer:
-    """``wsnest serve workers_app:handlers --workers N`` in a subprocess."""
+    """``wsnest serve workers_app:handlers --workers N`` in a subprocess
+    (``app``: other arguments to ``python`` instead of ``-m wsnest serve
+    workers_app:handlers``, run in ``bench/``; they must accept ``--port 0
+    --workers N``, print ``Serving at URL`` and serve ``GET /small``)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, app: list[str] | None = None) -> None:
         self.workers = workers
+        self.app = app or [
+            "-m",
+            "wsnest",
+            "serve",
+            "workers_app:handlers",
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.pids: tuple[int, ...] = ()
@@ -88,8 +101,7 @@ class WorkersServer:
         src = HERE.parent / "src"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, "-m", "wsnest", "serve", "workers_app:handlers", "--host", "127.0.0.1"]
-        cmd += ["--port", "0", "--log-level", "warning", "--workers", str(self.workers)]
+        cmd = [sys.executable, *self.app, "--port", "0", "--workers", str(self.workers)]
         self.proc = subprocess.Popen(
             cmd, cwd=HERE, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

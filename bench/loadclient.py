@@ -56,6 +56,9 @@ More scenarios for ``bench/bench_suite.py`` (:data:`EXTRA_SCENARIOS`; not in
 ``broadcast64``   200 receivers on ``/bcast`` and one trigger on ``/trigger``;
                   the trigger keeps ``window`` broadcasts of 64 B in flight
                   (counted from the deliveries at the receivers); deliveries/s
+``fanout64``      ``broadcast64`` against ``bench/fanout_app.py``: each receiver is
+                  first sent one TEXT ``worker <n>`` naming the server worker it
+                  landed on (counted in the result's ``workers``), then deliveries
 ``idle2000``      RSS per idle connection: open 100 warm-up connections, read the
                   server's VmRSS (``/proc/PID/status``; needs ``--server-pid``),
                   open 2,000 more handshaken connections that stay idle, read it
@@ -99,6 +102,7 @@ class Scenario:
     kind: str = "echo"  # "echo", "broadcast" or "idle"
     text: str | None = None  # None: BINARY; "ascii" or "utf8mix": TEXT of that payload
     fragments: int = 1  # frames per message
+    hello: bool = False  # broadcast: each receiver is first sent one TEXT "worker <n>"
 
     @property
     def chunk(self) -> int:
@@ -130,6 +134,9 @@ EXTRA_SCENARIOS: dict[str, Scenario] = {
         Scenario("frag1m", 1 << 20, 1, 1, "MB/s", "1 MiB as 64 x 16 KiB fragments, 1 conn", fragments=64),
         Scenario("broadcast64", 64, 200, 8, "deliveries/s", "broadcast 64 B to 200 clients", kind="broadcast"),
         Scenario("idle2000", 0, 2000, 0, "KiB/conn", "RSS per idle connection, 2,000 open", kind="idle"),
+        Scenario(
+            "fanout64", 64, 200, 8, "deliveries/s", "group publish of 64 B to 200 clients", kind="broadcast", hello=True
+        ),
     ]
 }
 
@@ -662,10 +669,12 @@ def _make_passive_class() -> type:
 class _Broadcast:
     """Shared state of one broadcast run."""
 
-    __slots__ = ("base", "delivered", "frame", "n", "running", "sent", "trigger", "window")
+    __slots__ = ("base", "delivered", "frame", "hellos", "n", "running", "sent", "trigger", "window")
 
-    def __init__(self, n: int, window: int, frame: bytes) -> None:
+    def __init__(self, n: int, window: int, frame: bytes, hello: bool = False) -> None:
         self.n = n
+        # With ``hello``: receivers per first TEXT message ("worker 0": 100, ...).
+        self.hellos: dict[str, int] | None = {} if hello else None
         self.window = window
         self.frame = frame  # the masked client frame the trigger sends
         self.trigger: Any = None  # its raw transport
@@ -693,6 +702,7 @@ def _make_receiver_class() -> type:
             self.size = len(payload)
             self.count = 0
             self.checked = False
+            self.hello = False
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             if (not self.checked or frame.payload_size != self.size) and not self._check(frame):
@@ -707,6 +717,12 @@ def _make_receiver_class() -> type:
 
         def _check(self, frame: Any) -> bool:
             msg_type = frame.msg_type
+            hellos = self.shared.hellos
+            if hellos is not None and msg_type is WSMsgType.TEXT and not self.hello:
+                self.hello = True  # the first message (cold path: not counted as a delivery)
+                name = frame.get_payload_as_bytes().decode("utf-8", "replace")
+                hellos[name] = hellos.get(name, 0) + 1
+                return False
             if msg_type is WSMsgType.CLOSE:
                 why = f"server closed a receiver: {frame.get_close_code()} {frame.get_close_reason()}"
             elif msg_type is not binary:
@@ -731,7 +747,7 @@ async def run_broadcast(
     payload = make_payload(scenario.size)
     frame = client_frame(OP_BINARY, payload, mask=os.urandom(4))
     stats = Stats()
-    shared = _Broadcast(scenario.connections, scenario.window, frame)
+    shared = _Broadcast(scenario.connections, scenario.window, frame, scenario.hello)
     receiver_cls = _make_receiver_class()
     receivers = await _connect_many(
         scenario.connections, _ws_url(url, BCAST_PATH), lambda: receiver_cls(stats, shared, payload), stats
@@ -799,6 +815,8 @@ async def run_broadcast(
             missing_deliveries=missing,
             stalls=stalls,
         )
+        if shared.hellos is not None:
+            result["workers"] = dict(sorted(shared.hellos.items()))
         if s0 is not None and s1 is not None:
             result["server_cpu"] = round((s1 - s0) / seconds, 3)
     else:
