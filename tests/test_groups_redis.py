@@ -161,9 +161,8 @@ async def test_a_slow_receiver_never_slows_the_others(redis_server: RedisServer)
             await eventually("two members on b", lambda: len(b.groups.members("chat")) == 2)
             await wait_numsub(redis_server, CHANNEL, 1)
             payload = "x" * 16 * 1024
-            for i in range(300):
+            for i in range(300):  # paced by the fast member: its own buffer never fills
                 a.groups.publish("chat", f"{i:05d}{payload}")
-            for i in range(300):
                 assert (await fast.receive())[:5] == f"{i:05d}"
             assert b.stats()["send_refusals"].get("8", 0) > 0  # the slow one was skipped
         await slow.abort()
