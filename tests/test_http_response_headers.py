@@ -46,3 +46,37 @@ def test_the_cache_of_good_names_is_bounded() -> None:
     for i in range(3000):
         header_pairs({f"X-Made-Up-{i}": "v"})
     assert len(_response._CHECKED_NAMES) <= 1024
+
+
+@pytest.mark.parametrize("value", ["a\rb", "\r\nInjected: yes", "\N{SNOWMAN}"])
+def test_a_refused_value_is_refused_every_time(value: str) -> None:
+    for _ in range(2):  # a refused value is never cached as good
+        with pytest.raises(ValueError, match=r"line break|not Latin-1"):
+            header_pairs({"X-Good": value})
+
+
+def test_a_good_value_stays_good_under_any_name_but_names_are_still_checked() -> None:
+    assert header_pairs({"X-One": "shared"}) == [("X-One", "shared")]
+    assert header_pairs({"X-Two": "shared"}) == [("X-Two", "shared")]
+    with pytest.raises(ValueError, match="invalid header name"):
+        header_pairs({"Bad Name": "shared"})
+
+
+def test_the_cache_of_good_values_is_bounded() -> None:
+    from wsnest.http import _response
+
+    for i in range(3000):
+        header_pairs({"X-Id": f"request-{i}"})
+    assert len(_response._CHECKED_VALUES) <= 1024
+    long_value = "v" * 10_000
+    assert header_pairs({"X-Long": long_value}) == [("X-Long", long_value)]
+    assert long_value not in _response._CHECKED_VALUES
+
+
+@pytest.mark.parametrize("name", ["Content-Type", "content-type", "CONTENT-TYPE"])
+def test_content_type_is_found_in_any_case(name: str) -> None:
+    from wsnest.http._response import header_list
+
+    assert header_list({name: "text/html", "X-Other": "1"}) == ([(name, "text/html"), ("X-Other", "1")], True)
+    assert header_list({"X-Other": "1"})[1] is False
+    assert header_list([("X-Content-Type", "x")])[1] is False

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..http import Request, build_response
-from ..http._response import date_line, header_pairs
+from ..http._response import date_line, header_list
 from ._base import Handler, check_callback, check_path
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ def body_bytes(body: object, name: str = "body") -> bytes:
     raise TypeError(f"{name}: expected str, bytes or None, got {type(body).__name__}")
 
 
-def _has(headers: list[tuple[str, str]], name: str) -> bool:
-    low = name.lower()
-    return any(k.lower() == low for k, _ in headers)
-
-
 _RESPONSE_KEYS = frozenset({"status", "headers", "body"})
 
 
@@ -68,16 +63,15 @@ def response_from(result: object) -> tuple[int, list[tuple[str, str]], bytes]:
     if not 200 <= status <= 599:
         raise ValueError(f"status: must be within 200-599, got {status}")
     raw_headers = result.get("headers")
-    headers = [] if raw_headers is None else header_pairs(raw_headers)
-    raw = result.get("body")
-    if type(raw) is str:
-        body = raw.encode("utf-8")
-        if not headers or not _has(headers, "content-type"):
-            headers.append(("Content-Type", TEXT_PLAIN))
+    if raw_headers is None:
+        headers: list[tuple[str, str]] = []
+        typed = False
     else:
-        body = body_bytes(raw)
-        if isinstance(raw, str) and not _has(headers, "content-type"):  # a str subclass
-            headers.append(("Content-Type", TEXT_PLAIN))
+        headers, typed = header_list(raw_headers)
+    raw = result.get("body")
+    body = raw.encode("utf-8") if type(raw) is str else body_bytes(raw)
+    if not typed and isinstance(raw, str):  # a str subclass too
+        headers.append(("Content-Type", TEXT_PLAIN))
     return status, headers, body
 
 

@@ -56,13 +56,13 @@ class Request:
         self.method = method
         self.uri = uri
         raw_path, _, self.query = uri.partition("?")
-        if raw_path.startswith(("http://", "https://")):
+        if raw_path[:1] != "/" and raw_path.startswith(("http://", "https://")):
             # absolute-form target (RFC 9112 section 3.2.2): route on its path
             rest = raw_path.split("://", 1)[1]
             slash = rest.find("/")
             raw_path = rest[slash:] if slash >= 0 else "/"
         self.raw_path = raw_path
-        self.path = unquote(raw_path, errors="surrogateescape")
+        self.path = unquote(raw_path, errors="surrogateescape") if "%" in raw_path else raw_path
         self.headers = headers
         self.body = body
         self.client = client

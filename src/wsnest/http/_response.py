@@ -22,10 +22,19 @@ HeaderInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
 def header_pairs(headers: HeaderInput) -> list[tuple[str, str]]:
     """Normalise a mapping or an iterable of pairs into a list of pairs,
     rejecting names and values that would break the response framing."""
+    return header_list(headers)[0]
+
+
+def header_list(headers: HeaderInput) -> tuple[list[tuple[str, str]], bool]:
+    """:func:`header_pairs`, and whether one of the names is
+    ``Content-Type`` (found in the same pass, as callers need to know)."""
     if headers is None:
-        return []
-    items = headers.items() if isinstance(headers, Mapping) else headers
+        return [], False
+    items = headers.items() if type(headers) is dict or isinstance(headers, Mapping) else headers
     pairs: list[tuple[str, str]] = []
+    typed = False
+    names = _CHECKED_NAMES
+    values = _CHECKED_VALUES
     for item in items:
         try:
             name, value = item
@@ -35,31 +44,47 @@ def header_pairs(headers: HeaderInput) -> list[tuple[str, str]]:
             name = str(name)
         if type(value) is not str:
             value = str(value)
-        if name not in _CHECKED_NAMES:
-            _check_name(name)
-        if _BAD_VALUE.search(value) is not None:
-            raise ValueError(f"headers: invalid value for {name!r} (contains a line break)")
-        if not value.isascii():  # O(1): the common case costs nothing
-            _check_latin1(name, value)
+        is_type = names.get(name)
+        if is_type is None:
+            is_type = _check_name(name)
+        if is_type:
+            typed = True
+        if value not in values:
+            _check_value(name, value)
         pairs.append((name, value))
-    return pairs
+    return pairs, typed
 
 
-# Names already found valid: applications send the same few names on every
-# response, so each is checked once (bounded: a stream of made-up names is
-# checked every time instead of growing the set).
-_CHECKED_NAMES: set[str] = set()
+# Names and values already found valid: applications send the same few
+# names, and mostly the same values, on every response, so each is checked
+# once (bounded: a stream of made-up ones is checked every time instead of
+# growing the caches). A name maps to whether it is Content-Type.
+_CHECKED_NAMES: dict[str, bool] = {}
+_CHECKED_VALUES: set[str] = set()
+_CACHE_LIMIT = 1024
+_CACHED_VALUE_SIZE = 256  # longer values are checked every time
 _BAD_NAME = re.compile("[\r\n:\0 \t]")
 _BAD_VALUE = re.compile("[\r\n\0]")
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str) -> bool:
     if not name or _BAD_NAME.search(name) is not None:
         raise ValueError(f"headers: invalid header name {name!r}")
     if not name.isascii():
         raise ValueError(f"headers: invalid header name {name!r} (not ASCII)")
-    if len(_CHECKED_NAMES) < 1024:
-        _CHECKED_NAMES.add(name)
+    is_type = name.lower() == "content-type"
+    if len(_CHECKED_NAMES) < _CACHE_LIMIT:
+        _CHECKED_NAMES[name] = is_type
+    return is_type
+
+
+def _check_value(name: str, value: str) -> None:
+    if _BAD_VALUE.search(value) is not None:
+        raise ValueError(f"headers: invalid value for {name!r} (contains a line break)")
+    if not value.isascii():  # O(1): the common case costs nothing
+        _check_latin1(name, value)
+    if len(value) <= _CACHED_VALUE_SIZE and len(_CHECKED_VALUES) < _CACHE_LIMIT:
+        _CHECKED_VALUES.add(value)
 
 
 def _check_latin1(name: str, value: str) -> None:
