@@ -15,6 +15,11 @@
  *     sequence table: after every piece the DFA state must be the very state
  *     the reference is in (ACC, one of the partial states, or ERR as soon as
  *     the first byte that cannot continue a valid sequence has been seen);
+ *   - wsn_utf8_count / wsn_utf8_decode1/2/4, on input the reference accepts,
+ *     against a plain decode one character at a time: the count, the widest
+ *     lead byte (which must pick the narrowest kind that holds every code
+ *     point) and every code unit, into a buffer of exactly that many units
+ *     (so ASan sees a write past the end);
  *   - wsn_write_header / wsn_header_size against a byte-by-byte encoding.
  *
  * Input layout: byte 0 picks the mode and the split seed, bytes 1-4 are the
@@ -186,6 +191,8 @@ static uint32_t ref_state(const ref_utf8 *r) {
     }
 }
 
+static void check_decode(const uint8_t *p, size_t n);
+
 static void check_utf8(const uint8_t *p, size_t n, uint64_t *rs) {
     ref_utf8 r = {0, 0x80, 0xBF, 0};
     uint32_t s = WSN_U_ACC;
@@ -211,8 +218,57 @@ static void check_utf8(const uint8_t *p, size_t n, uint64_t *rs) {
     {
         uint8_t *b, *whole = dup_at(p, n, (unsigned)(rng_next(rs) & 15), &b);
         CHECK(wsn_utf8_run(WSN_U_ACC, whole, n) == ref_state(&r), "UTF-8 DFA in one call differs from the reference");
+        if (ref_state(&r) == WSN_U_ACC) check_decode(whole, n);
         free(b);
     }
+}
+
+/* For valid UTF-8 p[0:n] (the reference accepts it): the decode kernels
+   against a plain decoder. */
+static void check_decode(const uint8_t *p, size_t n) {
+    uint32_t *want = malloc((n + 1) * sizeof *want), top = 0;
+    size_t count = 0, i = 0, k, got;
+    uint8_t maxlead;
+    CHECK(want != NULL, "malloc");
+    while (i < n) {
+        uint32_t b = p[i], c;
+        size_t len = b < 0x80 ? 1 : (b < 0xE0 ? 2 : (b < 0xF0 ? 3 : 4));
+        c = len == 1 ? b : (b & (0x7Fu >> len));
+        for (k = 1; k < len; k++) c = c << 6 | (p[i + k] & 0x3Fu);
+        want[count++] = c;
+        if (c > top) top = c;
+        i += len;
+    }
+    got = wsn_utf8_count(p, n, &maxlead);
+    CHECK(got == count, "wsn_utf8_count: wrong number of characters");
+    /* The kind the lead byte picks must be the narrowest that holds them all. */
+    if (maxlead < 0x80) {
+        CHECK(top < 0x80, "wsn_utf8_count: ASCII lead for a wider text");
+    } else if (maxlead < 0xC4) {
+        CHECK(top >= 0x80 && top < 0x100, "wsn_utf8_count: Latin-1 lead for another text");
+        uint8_t *o = malloc(count ? count : 1);
+        CHECK(o != NULL, "malloc");
+        wsn_utf8_decode1(o, p, n);
+        for (k = 0; k < count; k++) CHECK(o[k] == want[k], "wsn_utf8_decode1 differs from the reference");
+        free(o);
+    } else if (maxlead < 0xF0) {
+        CHECK(top >= 0x100 && top < 0x10000, "wsn_utf8_count: 2-byte lead for another text");
+        uint16_t *o = malloc(count * sizeof *o);
+        CHECK(o != NULL, "malloc");
+        wsn_utf8_decode2(o, p, n);
+        for (k = 0; k < count; k++) CHECK(o[k] == want[k], "wsn_utf8_decode2 differs from the reference");
+        free(o);
+    } else {
+        CHECK(top >= 0x10000, "wsn_utf8_count: 4-byte lead for a narrower text");
+    }
+    {   /* the widest decoder holds any valid text */
+        uint32_t *o = malloc((count ? count : 1) * sizeof *o);
+        CHECK(o != NULL, "malloc");
+        wsn_utf8_decode4(o, p, n);
+        for (k = 0; k < count; k++) CHECK(o[k] == want[k], "wsn_utf8_decode4 differs from the reference");
+        free(o);
+    }
+    free(want);
 }
 
 /* Append code point c as UTF-8 (no checks: the caller picks valid ones). */

@@ -268,3 +268,22 @@ async def test_errors_leave_the_block_unwrapped() -> None:
                 async with wsnest.connect(ws_url(url)) as ws:
                     ws.send("close-4001")
                     await ws.receive()
+
+
+@pytest.mark.parametrize("textframes", [True, None, False], ids=["text", "auto", "bytes"])
+async def test_large_text_echo_each_mode(textframes: bool | None) -> None:
+    # Large text takes the cores' large-message paths on both sides (built
+    # in place, spare buffer, kept UTF-8 sent without encoding): ASCII,
+    # 2/3/4-byte characters, and the client sending on the str it received.
+    handler = wsnest.handler_ws("/ws", _echo, textframes=textframes)
+    messages = ["a" * 400_000, "\u20ac\U0001f600x" * 60_000 + "\xe9", "\xe9" * 300_000, "\u20ac" * 100_000]
+    with trio.fail_after(TIMEOUT):
+        async with running_server([handler]) as (_, url), wsnest.connect(ws_url(url)) as ws:
+            for message in messages:
+                assert ws.send(message) == 0
+                got = await ws.receive()
+                assert got == (message.encode() if textframes is False else message)
+                if isinstance(got, str):
+                    assert ws.send(got) == 0  # its kept UTF-8, on the client side
+                    assert await ws.receive() == message
+        assert ws.closed and ws.close_code == 1000

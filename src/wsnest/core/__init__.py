@@ -89,6 +89,8 @@ from ._twin import (
     apply_mask,
     encode_frame,
     mask_inplace,
+    trim_spare,
+    utf8_payload,
     validate_utf8,
     warn_core_fallback,
 )
@@ -142,6 +144,8 @@ __all__ = [
     "mask_inplace",
     "new_session",
     "parse_close_payload",
+    "trim_spare",
+    "utf8_payload",
     "validate_utf8",
     "warn_core_fallback",
 ]

@@ -10,11 +10,22 @@ from ._common import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
 
 _BytesLike = bytes | bytearray | memoryview
 
-__all__ = ["FrameParser", "append_frame", "apply_mask", "encode_frame", "mask_inplace", "validate_utf8"]
+__all__ = [
+    "FrameParser",
+    "append_frame",
+    "apply_mask",
+    "encode_frame",
+    "mask_inplace",
+    "trim_spare",
+    "utf8_payload",
+    "validate_utf8",
+]
 
 def apply_mask(data: _BytesLike, mask: bytes, offset: int = 0) -> bytes: ...
 def mask_inplace(buf: bytearray | memoryview, mask: bytes, offset: int = 0) -> None: ...
 def validate_utf8(data: _BytesLike) -> bool: ...
+def utf8_payload(text: str) -> bytes | memoryview: ...
+def trim_spare() -> bool: ...
 def encode_frame(
     opcode: int,
     payload: str | _BytesLike = b"",

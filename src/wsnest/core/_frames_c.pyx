@@ -23,9 +23,16 @@ kernels, unmasking, UTF-8 and frame headers, are in ``_kernels.h``, which
   ``utf8_partial_ok``) rejects;
 - a message whose single frame is complete in one ``feed`` call is built
   straight from the input buffer; a first-and-final frame split across
-  calls goes into a result object preallocated at its exact size; other
-  messages go into one C buffer with geometric growth, copied once at the
-  end and freed at once, so an idle parser holds no buffer at all;
+  calls goes into a result object preallocated at its exact size (for
+  large text a ``str``, filled in place while the text is all ASCII);
+  other messages go into one C buffer with geometric growth, copied once
+  at the end and freed at once, so an idle parser holds no buffer at all:
+  a large buffer becomes the process's one spare instead, reused by the
+  next large message (no page faults) and freed by ``trim_spare``;
+- large non-ASCII text is decoded by a kernel of its own straight into a
+  ``str`` of its final size and kind (the DFA validated it already), and
+  the UTF-8 it came from is kept with it, so that ``utf8_payload`` (the
+  server's send of a large ``str``) finds it instead of encoding again;
 - in stream mode (``stream=True``, see ``_frames_py``) ``feed`` takes a
   loop of its own (``_run_stream``), chosen once per call, so the checks
   of that mode cost the default mode nothing: each piece of data payload
@@ -40,12 +47,19 @@ identical by construction.
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_RECORDS_RO, PyBUF_SIMPLE, PyBuffer_IsContiguous, PyBuffer_Release
+from cpython.buffer cimport (
+    PyBUF_FORMAT,
+    PyBUF_ND,
+    PyBUF_RECORDS_RO,
+    PyBUF_SIMPLE,
+    PyBuffer_IsContiguous,
+    PyBuffer_Release,
+)
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memcpy, memset, strcmp
 
@@ -80,7 +94,16 @@ from ._common import (
     parse_close_payload,
 )
 
-__all__ = ["FrameParser", "append_frame", "apply_mask", "encode_frame", "mask_inplace", "validate_utf8"]
+__all__ = [
+    "FrameParser",
+    "append_frame",
+    "apply_mask",
+    "encode_frame",
+    "mask_inplace",
+    "trim_spare",
+    "utf8_payload",
+    "validate_utf8",
+]
 
 
 cdef extern from "Python.h":
@@ -112,6 +135,10 @@ cdef extern from "_kernels.h":
     uint32_t wsn_utf8_run(uint32_t state, const uint8_t* p, size_t n) nogil
     size_t wsn_write_header(uint8_t* h, unsigned first, unsigned mbit, uint64_t len) nogil
     size_t wsn_header_size(uint64_t len) nogil
+    size_t wsn_utf8_count(const uint8_t* p, size_t n, uint8_t* maxlead) nogil
+    void wsn_utf8_decode1(uint8_t* out, const uint8_t* p, size_t n) nogil
+    void wsn_utf8_decode2(uint16_t* out, const uint8_t* p, size_t n) nogil
+    void wsn_utf8_decode4(uint32_t* out, const uint8_t* p, size_t n) nogil
     uint32_t U_ERR "WSN_U_ERR"
     uint32_t U_ACC "WSN_U_ACC"
 
@@ -162,6 +189,160 @@ cdef enum:
 cdef enum:
     PREALLOC_MAX = 16 << 20
     STACK_TEXT = 512
+    SPARE_MIN = 256 << 10
+    DECODE_MIN = 4096
+
+
+# One spare message buffer per process (the GIL guards it), for messages of
+# SPARE_MIN bytes or more: glibc hands blocks this size back to the kernel
+# when freed, so every large message would otherwise fault its buffer in
+# again, page by page (4096 faults for 16 MiB).
+cdef uint8_t* _spare = NULL
+cdef size_t _spare_cap = 0
+cdef bint _spare_used = False
+
+# The last large non-ASCII text message decoded, and the UTF-8 it came from
+# (a buffer of _kept_cap bytes): sending that very str (an echo, a relay)
+# then writes these bytes instead of encoding the str again. The buffer
+# goes back to being the spare when the next large message needs one, or
+# to utf8_payload's view, which returns it when released. trim_spare()
+# drops both, and the spare, when no large message came since its last call.
+cdef object _kept_text = None
+cdef uint8_t* _kept_utf8 = NULL
+cdef size_t _kept_cap = 0
+cdef size_t _kept_len = 0
+
+
+cdef void _unkeep() noexcept:
+    """Forget the kept text; its buffer becomes the spare (or is freed)."""
+    global _kept_text, _kept_utf8, _kept_cap, _kept_len
+    cdef uint8_t* b = _kept_utf8
+    _kept_text = None
+    _kept_utf8 = NULL
+    _kept_len = 0
+    if b != NULL:
+        _give_spare(b, _kept_cap)
+
+
+cdef void _keep(object text, uint8_t* b, size_t cap, size_t n) noexcept:
+    """Keep ``b`` (``cap`` bytes, owned from now on) as the UTF-8 of ``text``."""
+    global _kept_text, _kept_utf8, _kept_cap, _kept_len
+    _unkeep()
+    _kept_text = text
+    _kept_utf8 = b
+    _kept_cap = cap
+    _kept_len = n
+
+
+cdef uint8_t* _take_spare(size_t need, size_t* cap) noexcept:
+    """The spare buffer if it holds ``need`` bytes (its size in ``cap``), else
+    NULL. With no spare, the kept text's buffer is taken back."""
+    global _spare, _spare_cap, _spare_used
+    cdef uint8_t* b
+    if _spare == NULL and _kept_utf8 != NULL:
+        _unkeep()
+    b = _spare
+    if b == NULL or _spare_cap < need:
+        return NULL
+    cap[0] = _spare_cap
+    _spare = NULL
+    _spare_cap = 0
+    _spare_used = True
+    return b
+
+
+cdef void _give_spare(uint8_t* b, size_t cap) noexcept:
+    """Free ``b`` (``cap`` bytes), or keep it as the spare if it is large;
+    of two large buffers the larger is kept."""
+    global _spare, _spare_cap, _spare_used
+    if cap < SPARE_MIN or cap <= _spare_cap:
+        PyMem_Free(b)
+        return
+    if _spare != NULL:
+        PyMem_Free(_spare)
+    _spare = b
+    _spare_cap = cap
+    _spare_used = True
+
+
+def trim_spare():
+    """Free the spare buffer of large messages (and forget the last large
+    text kept with its UTF-8) if no message used them since the last call
+    (a server calls this about once a second); True if memory was freed."""
+    global _spare, _spare_cap, _spare_used
+    if _spare_used or (_spare == NULL and _kept_utf8 == NULL):
+        _spare_used = False
+        return False
+    _unkeep()
+    PyMem_Free(_spare)
+    _spare = NULL
+    _spare_cap = 0
+    return True
+
+
+cdef char* _FORMAT_B = b"B"
+
+
+cdef class _Utf8:
+    """Exports the UTF-8 of a ``str`` as a read-only buffer without copying
+    it: the kept UTF-8 the ``str`` was decoded from (which this object then
+    owns, and gives back as the spare when freed), else the UTF-8 CPython
+    keeps inside the ``str`` (an ASCII string's own data, or encoded once
+    and cached there). So a large text message is written to the socket
+    straight from memory that is already there."""
+
+    cdef object _text
+    cdef const char* _p
+    cdef Py_ssize_t _n
+    cdef uint8_t* _owned
+    cdef size_t _owned_cap
+
+    def __dealloc__(self):
+        if self._owned != NULL:
+            _give_spare(self._owned, self._owned_cap)
+            self._owned = NULL
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        view.buf = <void*>self._p
+        view.obj = self
+        view.len = self._n
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = _FORMAT_B
+        view.ndim = 1
+        view.shape = NULL
+        if flags & PyBUF_ND:
+            view.shape = &self._n
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+def utf8_payload(text):
+    """The UTF-8 of the ``str`` ``text`` as a read-only bytes-like object
+    (a ``memoryview`` over UTF-8 already in memory: no copy)."""
+    global _kept_text, _kept_utf8, _kept_len
+    cdef _Utf8 u
+    if not PyUnicode_CheckExact(text):
+        return _py().utf8_payload(text)
+    u = _Utf8.__new__(_Utf8)
+    u._text = text
+    if text is _kept_text:
+        u._owned = _kept_utf8
+        u._owned_cap = _kept_cap
+        u._p = <const char*>_kept_utf8
+        u._n = <Py_ssize_t>_kept_len
+        _kept_text = None
+        _kept_utf8 = NULL
+        _kept_len = 0
+    else:
+        u._p = PyUnicode_AsUTF8AndSize(text, &u._n)
+    return memoryview(u)
 
 # Event kinds: the very objects of _common.
 cdef object K_TEXT = OP_TEXT
@@ -449,6 +630,32 @@ cdef inline tuple _fragment(object kind, bytes piece, bint final):
     return t
 
 
+cdef object _build_str(const uint8_t* p, size_t n):
+    """The ``str`` of ``p[:n]``, UTF-8 that the DFA has accepted: large text
+    is decoded straight into a ``str`` allocated at its final size and kind
+    (CPython's decoder checks every byte again and widens its buffer as
+    wider characters turn up)."""
+    cdef uint8_t maxlead
+    cdef size_t count
+    cdef object msg
+    if n < DECODE_MIN:
+        return PyUnicode_DecodeUTF8(<const char*>p, <Py_ssize_t>n, NULL)
+    count = wsn_utf8_count(p, n, &maxlead)
+    if maxlead < 0x80:
+        msg = PyUnicode_New(<Py_ssize_t>n, 127)
+        memcpy(PyUnicode_DATA(msg), p, n)
+    elif maxlead < 0xC4:
+        msg = PyUnicode_New(<Py_ssize_t>count, 255)
+        wsn_utf8_decode1(<uint8_t*>PyUnicode_DATA(msg), p, n)
+    elif maxlead < 0xF0:
+        msg = PyUnicode_New(<Py_ssize_t>count, 0xFFFF)
+        wsn_utf8_decode2(<uint16_t*>PyUnicode_DATA(msg), p, n)
+    else:
+        msg = PyUnicode_New(<Py_ssize_t>count, 0x10FFFF)
+        wsn_utf8_decode4(<uint32_t*>PyUnicode_DATA(msg), p, n)
+    return msg
+
+
 cdef object _decode_or_none(const char* s, Py_ssize_t n):
     """``str`` from UTF-8, or ``None`` when it is not valid UTF-8."""
     try:
@@ -535,7 +742,7 @@ cdef class FrameParser:
 
     def __dealloc__(self):
         if self._buf_owned and self._buf != NULL:
-            PyMem_Free(self._buf)
+            _give_spare(self._buf, self._buf_cap)
         self._buf = NULL
 
     def __init__(
@@ -909,9 +1116,10 @@ cdef class FrameParser:
         return 0
 
     cdef void _drop_message(self):
-        """Forget the message being assembled and free its buffer."""
+        """Forget the message being assembled and free its buffer (a large
+        one becomes the spare)."""
         if self._buf_owned and self._buf != NULL:
-            PyMem_Free(self._buf)
+            _give_spare(self._buf, self._buf_cap)
         self._buf = NULL
         self._buf_owned = False
         self._buf_len = 0
@@ -1022,6 +1230,25 @@ cdef class FrameParser:
             self._utf8 = wsn_utf8_run(self._utf8, dst, take)
             if self._utf8 == U_ERR:
                 return 1
+            if self._pre is not None and self._decode_text:
+                self._leave_str()
+        return 0
+
+    cdef int _leave_str(self) except -1:
+        """The text assembled in ``_pre`` (a ``str`` filled in place while
+        it was all ASCII) is not ASCII: move it to a C buffer (the spare if
+        it fits), to be decoded at the end."""
+        cdef size_t cap = <size_t>self._frame_len
+        cdef uint8_t* nb = _take_spare(cap, &cap)
+        if nb == NULL:
+            nb = <uint8_t*>PyMem_Malloc(cap)
+            if nb == NULL:
+                raise MemoryError()
+        memcpy(nb, self._buf, self._buf_len)
+        self._pre = None
+        self._buf = nb
+        self._buf_owned = True
+        self._buf_cap = cap
         return 0
 
     cdef int _reserve(self, size_t take) except -1:
@@ -1037,7 +1264,13 @@ cdef class FrameParser:
         ):
             # First and final frame of known length: allocate the result at
             # its exact size, fill it, no final copy.
-            if self._text and self._decode_text:
+            if self._text and self._decode_text and self._frame_len >= SPARE_MIN:
+                # Large text: filled straight into its str while it is all
+                # ASCII (the common case), moved out by _leave_str if not.
+                self._pre = PyUnicode_New(<Py_ssize_t>self._frame_len, 127)
+                self._buf = <uint8_t*>PyUnicode_DATA(self._pre)
+                self._buf_owned = False
+            elif self._text and self._decode_text:
                 self._buf = <uint8_t*>PyMem_Malloc(<size_t>self._frame_len)
                 if self._buf == NULL:
                     raise MemoryError()
@@ -1060,6 +1293,13 @@ cdef class FrameParser:
             cap = <size_t>self._max
         if cap < need:
             cap = need
+        if self._buf == NULL and cap >= SPARE_MIN:
+            nb = _take_spare(cap, &cap)
+            if nb != NULL:
+                self._buf = nb
+                self._buf_owned = True
+                self._buf_cap = cap
+                return 0
         nb = <uint8_t*>PyMem_Realloc(self._buf, cap)
         if nb == NULL:
             raise MemoryError()
@@ -1084,12 +1324,19 @@ cdef class FrameParser:
                 return self._fail(events, E_BAD_UTF8)
             if not self._decode_text:
                 msg = self._take_bytes()
+            elif self._pre is not None:
+                msg = self._pre  # all ASCII, filled in place
+                self._pre = None
+                self._buf = NULL
             elif not self._nonascii and self._buf_len > 1:
                 msg = PyUnicode_New(<Py_ssize_t>self._buf_len, 127)
                 memcpy(PyUnicode_DATA(msg), self._buf, self._buf_len)
             else:
-                # Already validated by the DFA, so this cannot fail.
-                msg = PyUnicode_DecodeUTF8(<const char*>self._buf, <Py_ssize_t>self._buf_len, NULL)
+                msg = _build_str(self._buf, self._buf_len)  # validated by the DFA
+                if self._buf_owned and self._buf_cap >= SPARE_MIN:
+                    _keep(msg, self._buf, self._buf_cap, self._buf_len)
+                    self._buf = NULL
+                    self._buf_owned = False
             self._drop_message()
             events.append(_event(K_TEXT, msg))
         else:

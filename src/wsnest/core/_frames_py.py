@@ -133,6 +133,22 @@ def validate_utf8(data: bytes | bytearray | memoryview) -> bool:
     return True
 
 
+def utf8_payload(text: str) -> bytes | memoryview:
+    """The UTF-8 of the ``str`` ``text`` as a read-only bytes-like object
+    (the compiled twin returns a ``memoryview`` over the ``str``'s own
+    UTF-8, without copying it)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected str, got {type(text).__name__}")
+    return text.encode("utf-8")
+
+
+def trim_spare() -> bool:
+    """Free the spare buffer of large messages if it was not used since the
+    last call; True if it was freed. The pure twin keeps no spare (its
+    ``bytearray`` buffers go back to the allocator): always False."""
+    return False
+
+
 def _payload_bytes(payload: str | bytes | bytearray | memoryview) -> bytes:
     if isinstance(payload, str):
         return payload.encode("utf-8")

@@ -237,6 +237,60 @@ static uint32_t wsn_utf8_run(uint32_t state, const uint8_t *p, size_t n) {
     return (uint32_t)(s & 63);
 }
 
+/* Characters of valid UTF-8 p[0:n] (its bytes that are not continuation
+   bytes), and in *maxlead its largest byte, which fixes the kind of the
+   str it decodes to: < 0x80 ASCII, < 0xC4 Latin-1 (C2/C3 lead U+0080..
+   U+00FF), < 0xF0 two bytes per character, else four. */
+static size_t wsn_utf8_count(const uint8_t *p, size_t n, uint8_t *maxlead) {
+    size_t i, count = 0;
+    uint8_t mx = 0;
+    for (i = 0; i < n; i++) {
+        count += (p[i] & 0xC0) != 0x80;
+        mx = p[i] > mx ? p[i] : mx;
+    }
+    *maxlead = mx;
+    return count;
+}
+
+/* Decode valid UTF-8 p[0:n] into code units of type T at `out` (as many
+   as wsn_utf8_count counts; T wide enough for the largest). No checks:
+   the input must have passed wsn_utf8_run, or this reads past its end.
+   ASCII goes 8 bytes at a time. */
+#define WSN_UTF8_DECODE(T, out, p, n)                                                                   \
+    do {                                                                                                \
+        size_t i_ = 0, j_ = 0;                                                                          \
+        while (i_ < (n)) {                                                                              \
+            uint32_t b_ = (p)[i_];                                                                      \
+            if (b_ < 0x80) {                                                                            \
+                while ((n) - i_ >= 8) {                                                                 \
+                    uint64_t w_;                                                                        \
+                    unsigned k_;                                                                        \
+                    memcpy(&w_, (p) + i_, 8);                                                           \
+                    if (w_ & WSN_HI) break;                                                             \
+                    for (k_ = 0; k_ < 8; k_++) (out)[j_ + k_] = (T)(p)[i_ + k_];                        \
+                    i_ += 8;                                                                            \
+                    j_ += 8;                                                                            \
+                }                                                                                       \
+                if (i_ < (n) && (p)[i_] < 0x80) (out)[j_++] = (T)(p)[i_++];                             \
+            } else if (b_ < 0xE0) {                                                                     \
+                (out)[j_++] = (T)(((b_ & 0x1F) << 6) | ((p)[i_ + 1] & 0x3F));                           \
+                i_ += 2;                                                                                \
+            } else if (b_ < 0xF0) {                                                                     \
+                (out)[j_++] = (T)(((b_ & 0x0F) << 12) | (((uint32_t)(p)[i_ + 1] & 0x3F) << 6)           \
+                                  | ((p)[i_ + 2] & 0x3F));                                              \
+                i_ += 3;                                                                                \
+            } else {                                                                                    \
+                (out)[j_++] = (T)(((b_ & 0x07) << 18) | (((uint32_t)(p)[i_ + 1] & 0x3F) << 12)          \
+                                  | (((uint32_t)(p)[i_ + 2] & 0x3F) << 6) | ((p)[i_ + 3] & 0x3F));      \
+                i_ += 4;                                                                                \
+            }                                                                                           \
+        }                                                                                               \
+    } while (0)
+
+static void wsn_utf8_decode1(uint8_t *out, const uint8_t *p, size_t n) { WSN_UTF8_DECODE(uint8_t, out, p, n); }
+static void wsn_utf8_decode2(uint16_t *out, const uint8_t *p, size_t n) { WSN_UTF8_DECODE(uint16_t, out, p, n); }
+static void wsn_utf8_decode4(uint32_t *out, const uint8_t *p, size_t n) { WSN_UTF8_DECODE(uint32_t, out, p, n); }
+
 /* Frame header: first byte, then the 7-bit length (with the mask bit
    `mbit`) and the 16- or 64-bit extended length. Returns its size. */
 static size_t wsn_write_header(uint8_t *h, unsigned first, unsigned mbit, uint64_t len) {

@@ -60,7 +60,7 @@ from ._common import (
     frame_header,
 )
 from ._deflate import MIN_COMPRESS_SIZE, DeflateError, DeflateParams, Deflater, Inflater
-from ._twin import FrameParser, append_frame, apply_mask, validate_utf8
+from ._twin import FrameParser, append_frame, apply_mask, utf8_payload, validate_utf8
 
 log = logging.getLogger("wsnest")
 
@@ -225,18 +225,23 @@ class WebSocketSession:
         size = len(data.encode("utf-8")) if isinstance(data, str) else memoryview(data).nbytes
         return size <= limit
 
-    def send(self, opcode: int, data: str | bytes | bytearray | memoryview) -> bytes | None:
+    def send(self, opcode: int, data: str | bytes | bytearray | memoryview) -> bytes | memoryview | None:
         """Frame one message (checked by the owner: open, and :meth:`fits`)
         into ``out``. A large payload is not copied: its header goes into
         ``out`` and the payload is returned, for the owner to write right
-        after ``out``'s content (None: all of it is in ``out``)."""
+        after ``out``'s content (None: all of it is in ``out``); a ``str``'s
+        comes as a read-only view of its own UTF-8 (``utf8_payload``)."""
         if self.masks:
             return self._put(opcode, data, False)
         if len(data) < SPILL_SIZE:
             append_frame(self.out, opcode, data)
             return None
-        payload = data.encode("utf-8") if isinstance(data, str) else data if type(data) is bytes else bytes(data)
-        self.out += frame_header(opcode, len(payload))
+        payload: bytes | memoryview
+        if type(data) is str:
+            payload = utf8_payload(data)
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else data if type(data) is bytes else bytes(data)
+        self.out += frame_header(opcode, memoryview(payload).nbytes)
         return payload
 
     def send_frame(self, frame: bytes, payload_size: int) -> bytes | None:
@@ -285,7 +290,12 @@ class WebSocketSession:
 
     def _put(self, opcode: int, data: str | bytes | bytearray | memoryview, rsv1: bool) -> bytes | None:
         """Frame a message the slow way: masked (client) or compressed."""
-        payload = data.encode("utf-8") if isinstance(data, str) else data
+        payload: bytes | bytearray | memoryview
+        if isinstance(data, str):
+            # A large str's UTF-8 in place (see send); a small one's encoded.
+            payload = utf8_payload(data) if len(data) >= SPILL_SIZE else data.encode("utf-8")
+        else:
+            payload = data
         n = memoryview(payload).nbytes
         head = frame_header(opcode, n, rsv1=rsv1)
         if self.masks:

@@ -44,6 +44,8 @@ mask_inplace = _impl.mask_inplace
 validate_utf8 = _impl.validate_utf8
 encode_frame = _impl.encode_frame
 append_frame = _impl.append_frame
+utf8_payload = _impl.utf8_payload
+trim_spare = _impl.trim_spare
 
 #: True when the pure core runs although nobody asked for it: the compiled
 #: twin could not be imported and ``WSNEST_NO_EXTENSIONS`` is not set.

@@ -67,7 +67,7 @@ class Outbox:
     def _buffered(self) -> int:
         return len(self._out) + self._parts_size + self._inflight
 
-    def _queue_payload(self, payload: bytes) -> None:
+    def _queue_payload(self, payload: bytes | memoryview) -> None:
         """Queue ``payload`` after what ``_out`` holds, without copying it."""
         out = self._out
         parts = self._parts

@@ -28,7 +28,7 @@ import trio
 from .._errors import HTTPError
 from .._limits import DEFAULT_LIMITS, Limits
 from ..broker import Broker, BrokerError, broker_from_url
-from ..core import warn_core_fallback
+from ..core import trim_spare, warn_core_fallback
 from ..http import build_response
 from ..http._forwarded import ProxyTrust
 from ._access import ObservedConnection
@@ -52,6 +52,8 @@ log = logging.getLogger("wsnest")
 RECV_BUFFER_SIZE = 256 * 1024
 #: Seconds between a worker's publications of its numbers (see ``stats``).
 STATS_PERIOD = 0.5
+# Seconds between checks of the core's spare buffer (see _reaper).
+SPARE_IDLE = 1.0
 
 
 class HttpServer:
@@ -761,9 +763,15 @@ class HttpServer:
         timeouts = [t for t in (limits.handshake_timeout, limits.keepalive_timeout) if t > 0]
         timeouts += [t for t in self._send_timeouts() if t > 0]
         period = min(1.0, max(0.01, min(timeouts) / 8))
+        next_trim = trio.current_time() + SPARE_IDLE
         while True:
             await trio.sleep(period)
             now = trio.current_time()
+            if now >= next_trim:
+                # The core's spare buffer of large messages: freed after a
+                # period in which no message used it, so idle memory stays low.
+                next_trim = now + SPARE_IDLE
+                trim_spare()
             for conn in self._http_conns:
                 if conn.deadline <= now and conn.scope is not None:
                     conn.scope.cancel()
