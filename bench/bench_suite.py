@@ -111,6 +111,7 @@ COLUMNS = [
         {"WSNEST_NO_EXTENSIONS": "1", "WSNEST_REQUIRE_EXTENSIONS": None, "PYTHONPATH": _SRC_PATH},
         "pure",
     ),
+    Impl("wsnest-async", "wsnest-async", {"WSNEST_NO_EXTENSIONS": None, "PYTHONPATH": _SRC_PATH}, "compiled"),
     Impl("picows", "picows", {}, None),
     Impl("aiohttp", "aiohttp", {}, None),
     Impl("websockets", "websockets", {}, None),
@@ -410,6 +411,7 @@ def render_chart(
     palette = {
         "wsnest": "#d62728",
         "wsnest-pure": "#ff9896",
+        "wsnest-async": "#e377c2",
         "picows": "#1f77b4",
         "aiohttp": "#2ca02c",
         "websockets": "#9467bd",

@@ -115,14 +115,20 @@ def _ensure_wsnest_importable() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 
-def _run_wsnest(host: str, port: int, ready: Ready) -> None:
+def _run_wsnest(host: str, port: int, ready: Ready, awaits: bool = False) -> None:
     _ensure_wsnest_importable()
     import trio
 
     import wsnest
 
-    def echo(ws: wsnest.WebSocket, data: object) -> None:
+    def plain_echo(ws: wsnest.WebSocket, data: object) -> None:
         ws.send(data)  # type: ignore[arg-type]
+
+    async def async_echo(ws: wsnest.WebSocket, data: object) -> None:
+        await ws.send_wait(data)  # type: ignore[arg-type]
+
+    # What applications that await write (wsnest-async): an async def callback.
+    echo: Any = async_echo if awaits else plain_echo
 
     receivers: set[wsnest.WebSocket] = set()
 
@@ -467,6 +473,12 @@ SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in [
         ServerSpec("wsnest", _run_wsnest, "ws", "wsnest handler_ws echo (core from WSNEST_NO_EXTENSIONS)"),
+        ServerSpec(
+            "wsnest-async",
+            functools.partial(_run_wsnest, awaits=True),
+            "ws",
+            "wsnest handler_ws echo, async def on_message with await ws.send_wait(data)",
+        ),
         ServerSpec("trio-raw", _run_trio_raw, "raw", "trio TCP byte echo, receive_some(256 KiB) + send_all"),
         ServerSpec("websockets-trio", _run_websockets_trio, "ws", "websockets.trio.server.serve, compression=None"),
         ServerSpec("websockets", _run_websockets, "ws", "websockets.asyncio.server.serve, compression=None (uvloop)"),
