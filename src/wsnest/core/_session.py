@@ -237,10 +237,7 @@ class WebSocketSession:
             append_frame(self.out, opcode, data)
             return None
         payload: bytes | memoryview
-        if type(data) is str:
-            payload = utf8_payload(data)
-        else:
-            payload = data.encode("utf-8") if isinstance(data, str) else data if type(data) is bytes else bytes(data)
+        payload = utf8_payload(data) if isinstance(data, str) else data if type(data) is bytes else bytes(data)
         self.out += frame_header(opcode, memoryview(payload).nbytes)
         return payload
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ErrorCode
 from . import _envelope as envelope
 from ._stream import StreamConnection
-from ._websocket import WebSocket, fan_out
+from ._websocket import WebSocket, fan_out, message_payload
 from ._workers import current_worker
 
 if TYPE_CHECKING:
@@ -172,12 +172,7 @@ class Groups:
         workers without a broker.
         """
         _check_name(group)
-        if isinstance(data, str):
-            is_str, payload = True, data.encode("utf-8")
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            is_str, payload = False, bytes(data)
-        else:
-            raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
+        is_str, payload = message_payload(data)
         limit = self._max_size
         if limit is not None and len(payload) > limit:
             raise ValueError(f"data: {len(payload)} bytes is over max_message_size ({limit})")

@@ -1094,10 +1094,18 @@ def broadcast(connections: Iterable[WebSocket], data: str | bytes | bytearray | 
     high-water mark, or whose message limit is smaller than ``data`` are
     skipped (not counted).
     """
+    is_str, payload = message_payload(data)
+    return fan_out(connections, is_str, payload, strict=True)
+
+
+def message_payload(data: object) -> tuple[bool, bytes]:
+    """``(is_str, payload)`` of a message sent to many (``broadcast``, a
+    group): a ``str``'s UTF-8 or a copy of the bytes-like (the caller may
+    reuse its buffer); ``TypeError`` naming ``data`` for anything else."""
     if isinstance(data, str):
-        return fan_out(connections, True, data.encode("utf-8"), strict=True)
+        return True, data.encode("utf-8")
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return fan_out(connections, False, bytes(data), strict=True)
+        return False, bytes(data)
     raise TypeError(f"data: expected str or bytes, got {type(data).__name__}")
 
 
