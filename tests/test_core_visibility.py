@@ -190,7 +190,8 @@ def test_info_says_the_pure_core_was_asked_for(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1] == "core: pure"
-    assert lines[3:] == [
+    assert lines[3].startswith("poller: ")
+    assert lines[4:] == [
         "note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS (the compiled core is not installed either)"
     ]
     assert PIP_HINT not in result.stdout
@@ -200,7 +201,10 @@ def test_info_says_the_compiled_core_is_there_when_pure_was_asked_for(tmp_path: 
     load_core("compiled")
     result = run_python(["-m", "wsnest", "--info"], tmp_path, block=False, WSNEST_NO_EXTENSIONS="1")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1:] == [
+    lines = result.stdout.splitlines()
+    assert lines[3].startswith("poller: ")
+    del lines[3]
+    assert lines[1:] == [
         "core: pure",
         f"python: {sys.version.split()[0]}",
         "note: the pure-Python core was chosen with WSNEST_NO_EXTENSIONS (unset it to use the compiled core)",
@@ -211,4 +215,6 @@ def test_info_on_the_compiled_core_adds_nothing(tmp_path: Path) -> None:
     load_core("compiled")
     result = run_python(["-m", "wsnest", "--info"], tmp_path, block=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1:] == ["core: compiled", f"python: {sys.version.split()[0]}"]
+    lines = result.stdout.splitlines()
+    assert lines[1:3] == ["core: compiled", f"python: {sys.version.split()[0]}"]
+    assert len(lines) == 4 and lines[3].startswith("poller: ")

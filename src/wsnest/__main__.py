@@ -156,6 +156,19 @@ def _explain_pure_core() -> None:
     print(f"  (import error: {CORE_FALLBACK_REASON})")
 
 
+def _poller_state() -> str:
+    """The ``--info`` line of the readiness poller (see server/_poller)."""
+    import select
+
+    from .server._poller import poller_enabled
+
+    if poller_enabled():
+        return "epoll"
+    if not hasattr(select, "epoll"):
+        return "off (not on this platform: every connection waits in its own task)"
+    return "off (WSNEST_NO_POLLER is set: every connection waits in its own task)"
+
+
 _OPTION_OF = {"sock": "--fd", "uds_mode": "--uds-mode", "broker": "--redis"}
 
 
@@ -187,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wsnest {wsnest.__version__}")
         print(f"core: {wsnest.CORE}")
         print(f"python: {sys.version.split()[0]}")
+        print(f"poller: {_poller_state()}")
         if wsnest.CORE == "pure":
             _explain_pure_core()
         return 0

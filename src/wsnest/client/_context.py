@@ -44,6 +44,8 @@ class ClientContext:
         self.closing = False
         #: No server counters on a client.
         self.observer = None
+        #: No readiness poller: a client connection waits in its own task.
+        self.poller = None
 
     @property
     def limits(self) -> Limits:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from ..http import Request, build_response
 from ..http._response import date_line, header_list
-from ._base import Handler, check_callback, check_path
+from ._base import Handler, check_callback, check_path, is_async
 
 if TYPE_CHECKING:
     from ..server import Responder, ServerContext, Session
@@ -83,18 +83,44 @@ class CallbackHandler(Handler):
         self.callback = check_callback("callback", callback)
         self.method = check_method(method)
         self.prefix = bool(prefix)
+        # A plain callback is answered inline by the server's poller; an
+        # async one in the connection's task.
+        self.answer_now = None if is_async(callback) else self._answer_now
 
     async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         try:
             result = self.callback(req)
+        except Exception:
+            log.exception("wsnest: handler callback for %s %s failed", req.method, req.path)
+            await conn.respond(req, 500, [("Content-Type", TEXT_PLAIN)], b"Internal Server Error\n")
+            return None
+        await self.finish(conn, req, result)
+        return None
+
+    async def finish(self, conn: Responder, req: Request, result: object) -> None:
+        """Answer ``req`` from what the callback returned (awaited first
+        when it is awaitable)."""
+        try:
             if type(result) is not dict and inspect.isawaitable(result):
                 result = await result
             status, headers, body = response_from(result)
         except Exception:
             log.exception("wsnest: handler callback for %s %s failed", req.method, req.path)
             await conn.respond(req, 500, [("Content-Type", TEXT_PLAIN)], b"Internal Server Error\n")
-            return None
+            return
         await conn.respond(req, status, headers, body)
+
+    def _answer_now(self, conn: Responder, req: Request) -> object:
+        try:
+            result = self.callback(req)
+            if type(result) is not dict and inspect.isawaitable(result):
+                return result  # a wrapped async callback: the task awaits it
+            status, headers, body = response_from(result)
+        except Exception:
+            log.exception("wsnest: handler callback for %s %s failed", req.method, req.path)
+            conn.respond_now(req, 500, [("Content-Type", TEXT_PLAIN)], b"Internal Server Error\n")
+            return None
+        conn.respond_now(req, status, headers, body)
         return None
 
 
@@ -117,15 +143,25 @@ class InlineHandler(Handler):
 
     async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         if req.method == "GET" and req.http_version == "1.1" and req.keep_alive and conn.keep_alive:
-            date = date_line()
-            if date is not self._date:
-                self._date = date
-                self._keep_alive_response = build_response(200, self.headers, self.data)
-            if not await conn.send(self._keep_alive_response):
+            if not await conn.send(self._usual()):
                 conn.keep_alive = False
             return None
         await conn.respond(req, 200, self.headers, self.data)
         return None
+
+    def answer_now(self, conn: Responder, req: Request) -> None:
+        """Answer ``req`` without waiting (the server's poller)."""
+        if req.method == "GET" and req.http_version == "1.1" and req.keep_alive and conn.keep_alive:
+            conn.send_now(self._usual())
+        else:
+            conn.respond_now(req, 200, self.headers, self.data)
+
+    def _usual(self) -> bytes:
+        date = date_line()
+        if date is not self._date:
+            self._date = date
+            self._keep_alive_response = build_response(200, self.headers, self.data)
+        return self._keep_alive_response
 
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)

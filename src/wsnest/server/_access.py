@@ -22,6 +22,8 @@ class ObservedConnection(HttpConnection):
 
     __slots__ = ("sent", "status")
 
+    answers_inline = False  # each response is noted in the task's dispatch
+
     async def _dispatch(self, req: Request, tail: bytes) -> Session | None:
         observer = self.ctx.observer
         assert observer is not None

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._errors import HTTPError
 from ..http import Request, RequestParser, build_response
+from ._transport import SocketTransport
 
 if TYPE_CHECKING:
     from ._contract import ServerContext, Session
@@ -51,6 +53,10 @@ class HttpConnection:
     """State of one client connection while it speaks HTTP."""
 
     __slots__ = (
+        "_failed",
+        "_first",
+        "_later",
+        "_unsent",
         "_unyielded",
         "client",
         "conns",
@@ -85,6 +91,17 @@ class HttpConnection:
         # Bytes parsed since this connection last let the others run.
         self._unyielded = 0
         self.requests = 0  # requests routed (the server's stats)
+        # Left by a read the poller served inline (see poll_step) for this
+        # task: a response's unsent rest, a request refused, an awaitable
+        # callback result with its request and handler.
+        self._unsent: memoryview | None = None
+        self._failed: HTTPError | None = None
+        self._later: tuple[Request, Any, Any] | None = None
+        self._first = True  # no request answered yet
+
+    #: Requests may be answered inline by the server's poller (a subclass
+    #: that observes each response answers them in its task).
+    answers_inline = True
 
     async def send(self, data: bytes) -> bool:
         """Write ``data``; False if the client is gone."""
@@ -96,19 +113,26 @@ class HttpConnection:
             return False
         return await transport.send_all(memoryview(data)[sent:])
 
-    async def respond(
-        self,
-        req: Request,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: bytes,
-    ) -> None:
-        """Send a complete response; HEAD gets the head only (with the
-        Content-Length of the body it would have had)."""
+    def send_now(self, data: bytes) -> None:
+        """Write ``data`` as far as the kernel takes it now; the rest is
+        left for this connection's task (the poller's inline path)."""
+        sent = self.transport.try_send(data)
+        if sent < 0:
+            self.keep_alive = False
+        elif sent != len(data):
+            self._unsent = memoryview(data)[sent:]
+
+    def respond_now(self, req: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """:meth:`respond` without waiting (see :meth:`send_now`)."""
+        self.send_now(self._response(req, status, headers, body))
+
+    def _response(self, req: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+        """The bytes of a complete response to ``req``; HEAD gets the head
+        only (with the Content-Length of the body it would have had)."""
         keep = self.keep_alive and req.keep_alive
         self.keep_alive = keep
         head_only = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
-        data = build_response(
+        return build_response(
             status,
             headers,
             b"" if head_only else body,
@@ -116,6 +140,16 @@ class HttpConnection:
             keep_alive=keep,
             version="1.1" if req.http_version == "1.1" else "1.0",
         )
+
+    async def respond(
+        self,
+        req: Request,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        """Send a complete response (see :meth:`_response`)."""
+        data = self._response(req, status, headers, body)
         transport = self.transport
         sent = transport.try_send(data)
         if sent != len(data) and (sent < 0 or not await transport.send_all(memoryview(data)[sent:])):
@@ -163,6 +197,13 @@ class HttpConnection:
         view = ctx.recv_buffer
         transport = self.transport
         first = True
+        poller = ctx.poller
+        if poller is not None and self.answers_inline and isinstance(transport, SocketTransport):
+            transport.poller = poller  # told before the socket closes
+            sock = transport.sock
+            fileno = sock.fileno()
+        else:
+            poller = None
         # Bytes received but not parsed yet: parsing stops once a request is
         # queued, so pipelined requests wait as bytes (at most one read),
         # not as thousands of Request objects.
@@ -196,6 +237,21 @@ class HttpConnection:
                             if pending is not None:
                                 data, pending = pending, None
                                 pending = await self._feed(parser, data)
+                            elif poller is not None:
+                                # The poller reads, parses and answers what it
+                                # can inline (poll_step); we wake for the rest.
+                                self._first = first
+                                got = await poller.park(self, sock, fileno)
+                                if type(got) is bytes:
+                                    pending = await self._feed(parser, memoryview(got))
+                                elif got == 0:
+                                    return None
+                                else:
+                                    first = self._first
+                                    if not await self._after_step():
+                                        return None
+                                    if not parser.requests:
+                                        continue  # the step kept the deadlines
                             else:
                                 n = await transport.receive_into(view)
                                 if n == 0:
@@ -252,6 +308,89 @@ class HttpConnection:
             if observer is not None:
                 observer.http_ended(self.requests)
         return None  # the caller closes the transport
+
+    def poll_step(self, sock: socket.socket) -> object:
+        """One read of :meth:`serve`, done inline by the server's poller
+        while this task is parked: parse it and answer the requests it
+        completes whose handler can answer without waiting.
+
+        Returns None to stay parked; or wakes the task with 0 (the client
+        is gone), a large read (copied: the buffer is shared) for ``_feed``,
+        or -1: the rest needs the task (a request to dispatch, an unsent
+        response rest, an error to answer, the end of keep-alive).
+        """
+        view = self.ctx.recv_buffer
+        try:
+            n = sock.recv_into(view)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return 0
+        if n == 0:
+            return 0
+        if n > _FEED_SLICE:
+            return bytes(view[:n])
+        parser = self.parser
+        assert parser is not None
+        was_idle = not self._first and parser.idle
+        try:
+            parser.feed(view[:n])
+        except HTTPError as exc:
+            self._failed = exc.with_traceback(None)  # raised again in the task
+            return -1
+        if parser.expect_continue or parser.upgrade_tail is not None:
+            return -1
+        requests = parser.requests
+        if not requests:
+            if parser.receiving_body:
+                self.deadline = trio.current_time() + self.ctx.limits.handshake_timeout
+            elif was_idle:
+                self.deadline = min(self.deadline, trio.current_time() + self.ctx.limits.handshake_timeout)
+            return None
+        self.deadline = _INF
+        router = self.router
+        while requests:
+            req = requests[0]
+            if req.upgrade:
+                return -1
+            handler, _ = router.match(req.path, req.method)
+            answer = None if handler is None or (req.body and handler.rejects_body) else handler.answer_now
+            if answer is None:
+                return -1  # errors, streams, files: the task's dispatch
+            requests.popleft()
+            self.requests += 1
+            self._first = False
+            later = answer(self, req)
+            if later is not None:
+                self._later = (req, handler, later)
+                return -1
+            if self._unsent is not None or not self.keep_alive:
+                return -1
+        self.deadline = trio.current_time() + self.ctx.limits.keepalive_timeout
+        return None
+
+    async def _after_step(self) -> bool:
+        """Finish what a step left to this task (see :meth:`poll_step`);
+        False once the connection is to end. Raises the HTTPError of a
+        refused request, for :meth:`serve` to answer."""
+        unsent = self._unsent
+        if unsent is not None:
+            self._unsent = None
+            if not await self.transport.send_all(unsent):
+                self.keep_alive = False
+        later = self._later
+        if later is not None:
+            self._later = None
+            req, handler, result = later
+            await handler.finish(self, req, result)
+        failed = self._failed
+        if failed is not None:
+            self._failed = None
+            try:
+                raise failed
+            finally:
+                del failed  # no cycle through this frame's traceback
+        return self.keep_alive
 
     def drain(self) -> None:
         """The server is shutting down: a request already started (its head

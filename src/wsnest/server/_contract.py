@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .._errors import HTTPError
     from ..http import Request
     from ._observe import Observer
+    from ._poller import Poller
     from ._transport import Transport
 
 _NO_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
@@ -88,6 +89,13 @@ class Responder(Protocol):
     ) -> None:
         """Send a response whose ``length`` bytes come from ``chunks``."""
 
+    def send_now(self, data: bytes) -> None:
+        """Write ``data`` without waiting (inline answers: the connection's
+        task writes what the kernel did not take)."""
+
+    def respond_now(self, req: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """:meth:`respond` without waiting (see :meth:`send_now`)."""
+
 
 class ServerContext(Protocol):
     """What handlers and sessions may use of the server (``HttpServer``
@@ -105,6 +113,11 @@ class ServerContext(Protocol):
     def recv_buffer(self) -> memoryview:
         """The receive buffer shared by every connection task (its content
         is valid until the task's next checkpoint)."""
+
+    @property
+    def poller(self) -> Poller | None:
+        """The readiness poller that serves parked connections (see
+        ``_poller``), or None (the portable path, a client)."""
 
     def next_id(self) -> int:
         """A connection id unique per server (WebSockets and streams)."""
@@ -155,6 +168,12 @@ class Handler:
     upgrades: ClassVar[bool] = False
     #: Per-handler limits (see :meth:`ServerContext.limits_for`).
     limit_overrides: Mapping[str, Any] = _NO_OVERRIDES
+    #: A handler that can answer a request without waiting sets this to a
+    #: function ``(conn, req)`` that answers with ``conn.respond_now`` and
+    #: returns None, or returns an awaitable the connection's task passes to
+    #: ``finish(conn, req, awaitable)``. The server's poller then answers
+    #: such requests inline (no task switch); None: always :meth:`handle`.
+    answer_now: Callable[[Any, Request], Any] | None = None
 
     async def handle(self, ctx: ServerContext, conn: Responder, req: Request, tail: bytes) -> Session | None:
         """Answer ``req``, or return the :class:`Session` that takes the

@@ -38,6 +38,7 @@ from ._groups import Groups
 from ._handshake_slots import HandshakeSlots
 from ._listeners import UDS_MODE, Listener, adopt, listen_adopted, listener_url, open_tcp, open_unix, resolve
 from ._observe import Observer
+from ._poller import Poller, poller_enabled
 from ._refuse import MAX_REFUSING, REFUSE_TIME, RefusingRouter
 from ._routing import Router
 from ._stats import merge_stats
@@ -149,6 +150,10 @@ class HttpServer:
         self._changed: trio.Event | None = None  # set during shutdown when a connection ends
         #: The receive buffer shared by every connection task (see ServerContext).
         self.recv_buffer = memoryview(bytearray(RECV_BUFFER_SIZE))
+        #: The readiness poller while serving (see _poller), None where the
+        #: platform has none or ``WSNEST_NO_POLLER`` is set.
+        self.poller: Poller | None = None
+        self._poller_counts = (0, 0)  # of the last poller, once closed
         #: Counters and access log (see :meth:`stats`).
         self.observer = Observer(bool(access_log), scheme, trust if proxy_headers else None)
         # One class for every connection: a server without access log and
@@ -188,6 +193,10 @@ class HttpServer:
         """
         own = self.observer.stats(self._http_conns, self._websockets)
         own.update(self.groups.stats())
+        poller = self.poller
+        own["poller_reads"], own["poller_wakeups"] = (
+            (poller.steps, poller.wakeups) if poller is not None else self._poller_counts
+        )
         board = current_board()
         worker = current_worker()
         if not all_workers or board is None or worker is None:
@@ -235,6 +244,9 @@ class HttpServer:
                 self._nursery = nursery
                 nursery.start_soon(self._flusher)
                 nursery.start_soon(self._reaper)
+                if poller_enabled():
+                    self.poller = Poller()
+                    nursery.start_soon(self.poller.run)
                 self.groups.started()
                 broker = self.groups.broker
                 if broker is not None:
@@ -262,6 +274,10 @@ class HttpServer:
                     self._bound_finalizers()  # also when serve() itself is cancelled
         finally:
             self._close_listener()
+            if self.poller is not None:
+                self._poller_counts = (self.poller.steps, self.poller.wakeups)
+                self.poller.close()
+                self.poller = None
             self.state = "closed"
             self._done.set()
             if failed is not None:

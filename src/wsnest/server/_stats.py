@@ -66,6 +66,8 @@ _METRICS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("broker_received", "wsnest_broker_received_total", "counter", "Messages received from the broker.", None),
     ("broker_refused", "wsnest_broker_refused_total", "counter", "Publishes the broker refused (down, full).", None),
     ("broker_outages", "wsnest_broker_outages_total", "counter", "Broker connections lost and re-made.", None),
+    ("poller_reads", "wsnest_poller_reads_total", "counter", "Reads served inline by the readiness poller.", None),
+    ("poller_wakeups", "wsnest_poller_wakeups_total", "counter", "Connection tasks the poller woke.", None),
 )
 _DIRECTIONS = (
     ("wsnest_ws_messages_total", "WebSocket messages by direction.", "ws_messages_in", "ws_messages_out"),

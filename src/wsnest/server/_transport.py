@@ -22,13 +22,14 @@ import trio
 
 from .._limits import DEFAULT_LIMITS
 from ..http import build_response
+from ._poller import Poller
 
 # Reads that succeeded without waiting go on back to back for at most this
 # long (their parsing included), then the task yields once, so that a client
 # that floods us cannot starve the others (see WORK_BUDGET in _websocket).
-_EAGER_BUDGET = 0.002
+EAGER_BUDGET = 0.002
 # A read at least this large suggests a stream: try the next one at once.
-_EAGER_MIN = 8 * 1024
+EAGER_MIN = 8 * 1024
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 _IOV_MAX = 512
 # A stream write is timed per piece of this size (progress, not the whole).
@@ -40,7 +41,7 @@ class TimedWriter:
     them, the state of a run of reads without waiting, and waits for room
     to write that give up after ``send_timeout`` without progress."""
 
-    __slots__ = ("_eager", "_stalled", "_yield_at", "send_timeout", "sock", "write_deadline")
+    __slots__ = ("_eager", "_stalled", "_yield_at", "poller", "send_timeout", "sock", "write_deadline")
 
     def __init__(
         self,
@@ -62,6 +63,9 @@ class TimedWriter:
         self.write_deadline = 0.0
         self._eager = False  # try recv before waiting?
         self._yield_at = 0.0  # when a run of reads without waiting must yield
+        #: The server's readiness poller once a connection parked on it
+        #: (see _poller): told before the socket closes.
+        self.poller: Poller | None = None
 
     async def _wait_writable(self) -> bool:
         """Wait until the socket takes more bytes; False on ``send_timeout``
@@ -114,7 +118,7 @@ class SocketTransport(TimedWriter):
             except OSError:
                 return 0
             else:
-                self._eager = n >= _EAGER_MIN
+                self._eager = n >= EAGER_MIN
                 return n
         while True:
             try:
@@ -127,11 +131,11 @@ class SocketTransport(TimedWriter):
                 continue
             except OSError:
                 return 0
-            if n >= _EAGER_MIN:
+            if n >= EAGER_MIN:
                 # The start of a run of reads without waiting (small reads,
                 # the request/response case, never pay for the clock).
                 self._eager = True
-                self._yield_at = trio.current_time() + _EAGER_BUDGET
+                self._yield_at = trio.current_time() + EAGER_BUDGET
             else:
                 self._eager = False
             return n
@@ -194,7 +198,10 @@ class SocketTransport(TimedWriter):
 
     async def aclose(self) -> None:
         """Close the socket, waking any task waiting on it."""
-        if self.sock.fileno() >= 0:
+        fileno = self.sock.fileno()
+        if fileno >= 0:
+            if self.poller is not None:
+                self.poller.forget(fileno)
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
@@ -483,7 +490,7 @@ class TLSTransport(TimedWriter):
         """Read ciphertext into the incoming BIO (``buf`` as scratch: what it
         holds is copied into the BIO before anything is decrypted into it);
         False at EOF. Tried at once after a large read, as SocketTransport
-        does, for at most ``_EAGER_BUDGET`` seconds before a yield."""
+        does, for at most ``EAGER_BUDGET`` seconds before a yield."""
         sock = self.sock
         size = len(buf) if len(buf) < _TLS_READ else _TLS_READ
         if self._eager and trio.current_time() < self._yield_at:
@@ -507,15 +514,15 @@ class TLSTransport(TimedWriter):
                 continue
             except OSError:
                 return False
-            if n >= _EAGER_MIN:  # the start of a run of reads without waiting
-                self._yield_at = trio.current_time() + _EAGER_BUDGET
+            if n >= EAGER_MIN:  # the start of a run of reads without waiting
+                self._yield_at = trio.current_time() + EAGER_BUDGET
             return self._took(buf, n)
 
     def _took(self, buf: memoryview, n: int) -> bool:
         if n == 0:
             return False
         self._in.write(buf[:n])
-        self._eager = n >= _EAGER_MIN
+        self._eager = n >= EAGER_MIN
         return True
 
     # -- writing ----------------------------------------------------------------

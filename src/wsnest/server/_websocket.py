@@ -51,6 +51,7 @@ import codecs
 import inspect
 import logging
 import math
+import socket
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -90,9 +91,14 @@ from ..core._session import (
 from ..http import Headers, Request
 from ._membership import GroupMember
 from ._outbox import Outbox
+from ._poller import AGAIN
+from ._transport import EAGER_BUDGET as _EAGER_BUDGET
+from ._transport import EAGER_MIN as _EAGER_MIN
+from ._transport import SocketTransport
 
 if TYPE_CHECKING:
     from ._contract import ServerContext
+    from ._poller import Poller
     from ._transport import Transport
 
 __all__ = ["MODE_AUTO", "MODE_BYTES", "MODE_TEXT", "WebSocket", "broadcast"]
@@ -113,6 +119,7 @@ _CLEAN_CODES = (1000, 1001, 1005)
 # as 1-byte fragments); and the parsing time after which a read's remaining
 # pieces wait for the next scheduler turn.
 _PIECE = 1 << 30 if CORE == "compiled" else 8 * 1024
+_STEP_READ = 0 if CORE == "compiled" else _PIECE  # recv_into: 0 is the whole buffer
 WORK_BUDGET = 0.002
 
 # What send_stream takes; while it sends a message, the connection's
@@ -158,6 +165,7 @@ class WebSocket(Outbox, GroupMember):
         "_bytes_in",
         "_data",
         "_handler",
+        "_heard",
         "_high_water",
         "_limits",
         "_messages_out",
@@ -204,6 +212,9 @@ class WebSocket(Outbox, GroupMember):
         # The server's stats (messages in: the session counts them).
         self._messages_out = 0
         self._bytes_in = 0
+        # With keepalive, when a read served by the poller last brought
+        # bytes (-inf: none since the parked wait began); None without.
+        self._heard: float | None = None if limits.ping_interval is None else -math.inf
         session = self._session = new_session(
             role,
             mode=mode,
@@ -824,20 +835,35 @@ class WebSocket(Outbox, GroupMember):
             await self._flush()
             if parser.finished and session.state == CLOSING:
                 transport.shutdown_write()  # as below: no close reply can be read
+        poller = self._server.poller
+        if poller is not None and queue is None and isinstance(transport, SocketTransport):
+            transport.poller = poller  # told before the socket closes
+            sock = transport.sock
+            fileno = sock.fileno()
+        else:
+            poller = None
         while session.state != CLOSED:
-            if timed:
-                n = await self._receive_timed(view)
-                if n < 0:
-                    continue
-            else:
-                n = await transport.receive_into(view)
-            if n == 0:
+            if poller is not None:
+                # Plain callbacks: the poller serves our reads inline (see
+                # poll_step); this task wakes only for what needs it.
+                got = await (self._park_timed(poller, sock, fileno) if timed else poller.park(self, sock, fileno))
+                if got is None:
+                    continue  # a keepalive deadline, handled
+                if got == 0:
+                    session.connection_lost()
+                    break
+                if session.state == CLOSING:  # read and handled by the step
+                    self._bound_read()
+            elif (n := await (self._receive_timed(view) if timed else transport.receive_into(view))) < 0:
+                continue
+            elif n == 0:
                 session.connection_lost()  # close_code stays: the peer's, ours, or 1006
                 break
-            self._bytes_in += n
-            if parser.finished:
+            elif parser.finished:
+                self._bytes_in += n
                 continue  # after a failure: discard until the peer closes
-            if n <= _PIECE and queue is None:
+            elif n <= _PIECE and queue is None:
+                self._bytes_in += n
                 self._batch = True
                 self._high_water += n  # an echo of this read always fits (+=: see send_stream)
                 try:
@@ -848,6 +874,7 @@ class WebSocket(Outbox, GroupMember):
                 if session.state == CLOSING:
                     self._bound_read()
             else:
+                self._bytes_in += n
                 await self._feed(view[:n])
             await self._flush()
             if parser.finished and session.state == CLOSING:
@@ -863,6 +890,78 @@ class WebSocket(Outbox, GroupMember):
                 return  # on_message returned an awaitable: run() goes async
             if queue is not None and queue.bounds is None and len(queue) >= limits.max_queue:
                 await self._wait_for_queue_room()
+
+    def poll_step(self, sock: socket.socket) -> object:
+        """One read of the loop above, done inline by the server's poller
+        while this task is parked (plain callbacks only).
+
+        Returns None to stay parked; or wakes the task with 0 (the peer is
+        gone) or -1 (read and handled; the rest needs the task: a write that
+        has to wait, a drain task running, the close, ``on_message`` gone
+        async).
+        """
+        view = self._server.recv_buffer
+        session = self._session
+        parser = session.parser
+        yield_at = 0.0
+        while True:
+            try:
+                # At most a piece (the pure core's 8 KiB): parsed here in
+                # place, never copied; the loop below reads on.
+                n = sock.recv_into(view, _STEP_READ)
+            except BlockingIOError:
+                return None
+            except OSError:
+                return 0
+            if n == 0:
+                return 0
+            if self._heard is not None:
+                session.traffic()
+                self._heard = trio.current_time()
+            self._bytes_in += n
+            if not parser.finished:  # else after a failure: discard until the peer closes
+                self._batch = True
+                self._high_water += n  # an echo of this read always fits (see _read_loop)
+                try:
+                    session.handle(parser.feed(view[:n]))
+                finally:
+                    self._batch = False
+                    self._high_water -= n
+                if session.state != OPEN or self._queue is not None or self._writing:
+                    return -1
+                if self._parts is not None or (self._out and not self._write_now()):
+                    return -1
+            if n < _EAGER_MIN:
+                return None  # request/response traffic: the socket is empty
+            # A stream of data: read on at once for a while (as the
+            # transport does), then let the others run and come back (an
+            # edge-triggered socket gives no new edge for what is waiting).
+            now = trio.current_time()
+            if yield_at == 0.0:
+                yield_at = now + _EAGER_BUDGET
+            elif now >= yield_at:
+                return AGAIN
+
+    async def _park_timed(self, poller: Poller, sock: socket.socket, fileno: int) -> object:
+        """``poller.park`` within the keepalive deadline: on silence the
+        session decides (a ping, or the close) and this returns None. The
+        deadline counts from the last bytes read, as ``_receive_timed``."""
+        session = self._session
+        interval = self._limits.ping_interval
+        assert interval is not None
+        deadline = session.receive_deadline()
+        while True:
+            self._heard = -math.inf
+            with trio.move_on_at(deadline):
+                return await poller.park(self, sock, fileno)
+            heard = self._heard
+            if heard != -math.inf and session.pong_deadline == math.inf:
+                deadline = heard + interval  # bytes came meanwhile: not silent yet
+                continue
+            session.timer()
+            self._bound_read()
+            await self._flush()
+            return None
 
     async def _feed(self, data: bytearray | bytes | memoryview) -> None:
         """Parse a large read, or any read for an async ``on_message``, in

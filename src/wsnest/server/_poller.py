@@ -1,0 +1,198 @@
+"""The readiness poller: one task that serves ready connections inline.
+
+Every ``await`` on a socket costs trio an ``epoll_ctl`` to re-arm it and a
+pass through the scheduler to wake the waiting task. For request/response
+traffic that is most of the server's time, so on Linux a connection whose
+next read needs no async work *parks* its task here instead:
+
+- its socket is registered once, edge-triggered, in the poller's own epoll
+  set (registration persists until the socket closes: no re-arm per read);
+- the poller task waits on that epoll set through trio, and for each ready
+  socket calls its owner's ``poll_step()`` synchronously: read, parse, run
+  plain callbacks, write the answer. The parked task is not woken;
+- when a step needs the task (a write that has to wait, an ``async``
+  callback, a close, a large read), it returns a value and the poller wakes
+  the task with it; the task does that part itself and parks again.
+
+The task model is unchanged: each connection is still owned by its task in
+the server's nursery. A parked task is cancellable like any other (its
+abort leaves the poller), and an exception raised by a step (an error
+outside the callbacks, ``KeyboardInterrupt``) is raised in the owner's task,
+where the task model would have raised it.
+
+Work per wake-up is bounded (at most ``_MAX_EVENTS`` sockets, one read of
+at most the receive buffer each): a socket that filled the buffer is served
+again in the next round, after the other tasks had a turn, so one client
+flooding data cannot starve the others.
+
+Elsewhere (and with ``WSNEST_NO_POLLER=1``) there is no poller and every
+connection waits in its own task, the portable path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+from typing import Any, Protocol
+
+import outcome
+import trio
+
+#: The most sockets served per wake-up of the poller task.
+_MAX_EVENTS = 128
+
+#: What a step returns to stay parked but be served again next round
+#: (it stopped with bytes still waiting: an edge-triggered socket gives no
+#: new edge for them).
+AGAIN = object()
+
+
+class Parkable(Protocol):
+    """What the poller needs of a connection that parks."""
+
+    def poll_step(self, sock: socket.socket) -> object:
+        """``sock`` is readable: do one read's work synchronously. Return
+        None to stay parked, ``AGAIN`` to stay parked and be served again
+        next round, anything else to wake the task with it."""
+
+
+def poller_enabled() -> bool:
+    """Whether this platform has the poller and it was not switched off
+    (``WSNEST_NO_POLLER=1`` forces the portable path)."""
+    flag = os.environ.get("WSNEST_NO_POLLER", "").strip().lower()
+    return hasattr(select, "epoll") and flag in ("", "0", "false", "no")
+
+
+class _Slot:
+    """A registered socket: its current owner and the task parked on it."""
+
+    __slots__ = ("missed", "owner", "sock", "task")
+
+    def __init__(self, owner: Parkable, sock: socket.socket) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.task: trio.lowlevel.Task | None = None
+        # An edge arrived while the task was not parked: the next park
+        # steps once before sleeping (edge-triggered: no second event).
+        self.missed = False
+
+
+class Poller:
+    """One per server (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._slots: dict[int, _Slot] = {}
+        # Slots whose last read filled the buffer: served again next round.
+        self._again: list[_Slot] = []
+        self._closed = False
+        # Wakes the poller task when work is queued while it sleeps.
+        self._kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._kick_fd, select.EPOLLIN)
+        self._sleeping = False
+        self._kicked = False
+        #: Reads served inline, and wake-ups of a parked task (stats).
+        self.steps = 0
+        self.wakeups = 0
+
+    def close(self) -> None:
+        """Release the epoll set (the server stopped)."""
+        self._closed = True
+        self._epoll.close()
+        os.close(self._kick_fd)
+        self._slots.clear()
+
+    async def run(self) -> None:
+        """The poller task (runs in the server's nursery until cancelled)."""
+        epoll = self._epoll
+        fd = epoll.fileno()
+        slots = self._slots
+        serve = self._serve
+        kick_fd = self._kick_fd
+        while True:
+            if self._again:
+                await trio.lowlevel.checkpoint()
+            else:
+                self._sleeping = True
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                finally:
+                    self._sleeping = False
+            again, self._again = self._again, []
+            for ready, _mask in epoll.poll(0, _MAX_EVENTS):
+                slot = slots.get(ready)
+                if slot is not None:
+                    serve(slot)
+                elif ready == kick_fd:
+                    os.eventfd_read(kick_fd)
+                    self._kicked = False
+            for slot in again:
+                serve(slot)
+
+    def _serve(self, slot: _Slot) -> None:
+        if slot.task is None:
+            slot.missed = True
+            return
+        self.steps += 1
+        try:
+            result = slot.owner.poll_step(slot.sock)
+        except BaseException as exc:  # raised where the task model raised it
+            slot.missed = True
+            self._wake(slot, outcome.Error(exc))
+            return
+        if result is AGAIN:
+            self._again.append(slot)
+        elif result is not None:
+            # The step stopped after a read, not at "would block": what is
+            # left gets no new edge, so the next park looks again.
+            slot.missed = True
+            self._wake(slot, outcome.Value(result))
+
+    def _wake(self, slot: _Slot, result: outcome.Outcome[Any]) -> None:
+        task = slot.task
+        if task is not None:
+            slot.task = None
+            self.wakeups += 1
+            trio.lowlevel.reschedule(task, result)
+
+    def _kick(self) -> None:
+        if self._sleeping and not self._kicked:
+            self._kicked = True
+            os.eventfd_write(self._kick_fd, 1)
+
+    async def park(self, owner: Parkable, sock: socket.socket, fileno: int) -> object:
+        """Park the calling task until a step of ``owner`` wakes it; return
+        what that step returned. Registers ``sock`` (``fileno``) on first use."""
+        slot = self._slots.get(fileno)
+        if slot is None:
+            slot = self._slots[fileno] = _Slot(owner, sock)
+            # Data already waiting is reported at once (epoll checks
+            # readiness when a socket is added).
+            self._epoll.register(fileno, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+        else:
+            slot.owner = owner  # the HTTP connection handed over to a session
+            if slot.missed:
+                slot.missed = False
+                self._again.append(slot)
+                self._kick()
+        slot.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            slot.task = None
+            slot.missed = True  # an edge may have come and gone meanwhile
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def forget(self, fileno: int) -> None:
+        """``fileno`` is about to close: unregister it (fd numbers are
+        reused) and wake a task parked on it with 0 (the end)."""
+        slot = self._slots.pop(fileno, None)
+        if slot is None:
+            return
+        if not self._closed:
+            with contextlib.suppress(OSError):  # already gone
+                self._epoll.unregister(fileno)
+        self._wake(slot, outcome.Value(0))

@@ -1,0 +1,188 @@
+"""The readiness poller (server/_poller.py): it really serves connections
+inline where the platform has it, the portable path behaves the same, a
+flooding client does not starve another one, and the task model's
+guarantees hold for work done inline (errors, cancellation, on_close)."""
+
+from __future__ import annotations
+
+import select
+
+import pytest
+import trio
+
+import wsnest
+from serverutil import TIMEOUT, RawClient, echo_handler, echo_ok, running_server
+from wire import OP_BINARY, OP_PING, OP_TEXT, client_frame, close_frame
+
+HAS_POLLER = hasattr(select, "epoll")
+
+
+def _poller_on(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    if on:
+        monkeypatch.delenv("WSNEST_NO_POLLER", raising=False)
+    else:
+        monkeypatch.setenv("WSNEST_NO_POLLER", "1")
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+async def test_echo_and_http_on_both_paths(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    _poller_on(monkeypatch, on)
+    handlers = [
+        echo_handler("/ws"),
+        wsnest.handler("/hi", lambda req: {"status": 200, "headers": {"X-A": "b"}, "body": "hello"}),
+    ]
+    async with running_server(handlers) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            await echo_ok(url)
+            c = await RawClient.connect(url)
+            for _ in range(3):  # keep-alive: answered inline once parked
+                await c.send(b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n")
+                resp = await c.read_head()
+                assert (resp.status, resp.header("X-A"), resp.body) == (200, "b", b"hello")
+            await c.aclose()
+        stats = server.stats()
+    served = stats["poller_reads"]
+    if on and HAS_POLLER:
+        assert server.poller is None  # closed with the server
+        assert served >= 4  # the echo and the requests were read by the poller
+    else:
+        assert served == 0 and stats["poller_wakeups"] == 0
+
+
+async def test_flooding_client_does_not_starve_a_round_trip_client() -> None:
+    # One client streams 64 KiB messages as fast as the server takes them
+    # (never pausing); another does 50 round trips meanwhile. Bounded work
+    # per wake-up is what lets the second one through.
+    sunk = [0]
+
+    def sink(ws: wsnest.WebSocket, data: bytes) -> None:
+        sunk[0] += len(data)
+
+    handlers = [echo_handler("/ws"), wsnest.handler_ws("/sink", sink, textframes=None)]
+    async with running_server(handlers) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            flooder = await RawClient.connect(url)
+            await flooder.handshake("/sink")
+            pinger = await RawClient.connect(url)
+            await pinger.handshake("/ws")
+            done = trio.Event()
+            during: list[int] = []
+            chunk = client_frame(OP_BINARY, b"f" * 65536) * 8
+
+            async def flood() -> None:
+                while not done.is_set():
+                    await flooder.send(chunk)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                while sunk[0] < 4 * len(chunk):  # the flood is under way
+                    await trio.sleep(0.001)
+                for i in range(50):
+                    before = sunk[0]
+                    await pinger.send(client_frame(OP_TEXT, b"ping %d" % i))
+                    assert await pinger.read_message() == (OP_TEXT, b"ping %d" % i)
+                    during.append(sunk[0] - before)
+                done.set()
+            # The flooder was being served while the round trips went on.
+            assert sum(during) > 0
+            await pinger.send(close_frame(1000))
+            assert await pinger.read_close() == (1000, "")
+            await flooder.aclose()
+
+
+class _Stop(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+async def test_base_exception_in_a_callback_reaches_the_nursery(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    # Not an Exception: the server does not swallow it (as KeyboardInterrupt),
+    # whether the callback ran inline in the poller or in its own task.
+    _poller_on(monkeypatch, on)
+
+    def on_message(ws: wsnest.WebSocket, data: str) -> None:
+        raise _Stop
+
+    server = wsnest.http_server("http://127.0.0.1:0", [wsnest.handler_ws("/ws", on_message)])
+    with pytest.RaisesGroup(_Stop, flatten_subgroups=True), trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(server.serve)
+            c = await RawClient.connect(url)
+            await c.handshake("/ws")
+            await c.send(client_frame(OP_TEXT, b"boom"))
+            await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+async def test_callback_error_closes_only_its_connection_with_1011(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    _poller_on(monkeypatch, on)
+    closed: list[int] = []
+
+    def on_message(ws: wsnest.WebSocket, data: str) -> None:
+        if data == "fail":
+            raise RuntimeError("boom")
+        ws.send(data)
+
+    handler = wsnest.handler_ws("/ws", on_message, on_close=lambda ws: closed.append(ws.close_code), textframes=None)
+    async with running_server([handler]) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            good = await RawClient.connect(url)
+            await good.handshake("/ws")
+            bad = await RawClient.connect(url)
+            await bad.handshake("/ws")
+            await bad.send(client_frame(OP_TEXT, b"fail"))
+            assert (await bad.read_close())[0] == 1011
+            await bad.aclose()
+            await good.send(client_frame(OP_TEXT, b"still here"))
+            assert await good.read_message() == (OP_TEXT, b"still here")
+            await good.send(close_frame(1000))
+            assert await good.read_close() == (1000, "")
+            await good.aclose()
+            while len(closed) < 2:
+                await trio.sleep(0.001)
+    assert sorted(closed) == [1000, 1011]  # on_close once each
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+async def test_parked_connections_end_with_1001_on_shutdown(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    _poller_on(monkeypatch, on)
+    closes: list[int] = []
+    handler = wsnest.handler_ws(
+        "/ws", lambda ws, d: ws.send(d), on_close=lambda ws: closes.append(ws.close_code), textframes=None
+    )
+    server = wsnest.http_server("http://127.0.0.1:0", [handler])
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(server.serve)
+        with trio.fail_after(TIMEOUT):
+            clients = []
+            for _ in range(3):
+                c = await RawClient.connect(url)
+                await c.handshake("/ws")
+                await c.send(client_frame(OP_TEXT, b"x"))
+                assert await c.read_message() == (OP_TEXT, b"x")
+                clients.append(c)
+
+            async def answer(c: RawClient) -> None:
+                assert (await c.read_close())[0] == 1001
+                await c.send(close_frame(1001))
+
+            async with trio.open_nursery() as inner:
+                for c in clients:
+                    inner.start_soon(answer, c)
+                await server.aclose()
+    assert closes == [1001, 1001, 1001]
+
+
+async def test_keepalive_ping_after_silence_on_a_parked_connection() -> None:
+    # With ping_interval, a connection served inline still pings after
+    # that much silence, and traffic pushes the ping back.
+    async with running_server([echo_handler("/ws")], ping_interval=0.2, ping_timeout=5.0) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            c = await RawClient.connect(url)
+            await c.handshake("/ws")
+            await c.send(client_frame(OP_TEXT, b"a"))
+            assert await c.read_message() == (OP_TEXT, b"a")
+            _, opcode, _ = await c.read_frame()
+            assert opcode == OP_PING  # a ping, after the silence
+            await c.send(close_frame(1000))
+            assert (await c.read_close())[0] == 1000
