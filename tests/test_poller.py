@@ -33,6 +33,10 @@ async def test_echo_and_http_on_both_paths(monkeypatch: pytest.MonkeyPatch, on: 
     ]
     async with running_server(handlers) as (server, url):
         with trio.fail_after(TIMEOUT):
+            # A lone connection waits in its own task (the poller would only
+            # add a system call); with another one open, the next park.
+            idle = await RawClient.connect(url)
+            await idle.handshake("/ws")
             await echo_ok(url)
             c = await RawClient.connect(url)
             for _ in range(3):  # keep-alive: answered inline once parked
@@ -40,11 +44,12 @@ async def test_echo_and_http_on_both_paths(monkeypatch: pytest.MonkeyPatch, on: 
                 resp = await c.read_head()
                 assert (resp.status, resp.header("X-A"), resp.body) == (200, "b", b"hello")
             await c.aclose()
+            await idle.aclose()
         stats = server.stats()
     served = stats["poller_reads"]
     if on and HAS_POLLER:
         assert server.poller is None  # closed with the server
-        assert served >= 4  # the echo and the requests were read by the poller
+        assert served >= 3  # the echo and the requests were read by the poller
     else:
         assert served == 0 and stats["poller_wakeups"] == 0
 
@@ -186,3 +191,13 @@ async def test_keepalive_ping_after_silence_on_a_parked_connection() -> None:
             assert opcode == OP_PING  # a ping, after the silence
             await c.send(close_frame(1000))
             assert (await c.read_close())[0] == 1000
+
+
+async def test_a_lone_connection_waits_in_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One connection at a time: served by its own task, the same step.
+    monkeypatch.delenv("WSNEST_POLLER_ALWAYS", raising=False)
+    async with running_server([echo_handler("/ws")]) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            for _ in range(3):
+                await echo_ok(url)
+        assert server.stats()["poller_reads"] == 0

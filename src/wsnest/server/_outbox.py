@@ -14,6 +14,7 @@ one vectored write (``sendmsg``). Copying a 1 MiB message into the buffer
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 import trio
@@ -119,6 +120,37 @@ class Outbox:
             return True
         self._bytes_out += sent
         del out[:sent]
+        return False
+
+    def _write_vec_now(self, sock: socket.socket) -> bool:
+        """Write everything queued (large payloads included) with one
+        vectored write, as far as the kernel takes it now (the poller's
+        inline path, on a plain socket); the rest stays queued, in order.
+        True if nothing is left."""
+        chunks = self._take()
+        if len(chunks) > 64:  # more than one sendmsg is worth: the task's drain
+            self._parts = chunks
+            self._parts_size = sum(map(len, chunks))
+            return False
+        try:
+            sent = sock.sendmsg(chunks)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._broken()
+            return True
+        self._bytes_out += sent
+        rest: list[Chunk] = []
+        for chunk in chunks:
+            if sent >= len(chunk):
+                sent -= len(chunk)
+            else:
+                rest.append(memoryview(chunk)[sent:] if sent else chunk)
+                sent = 0
+        if not rest:
+            return True
+        self._parts = rest
+        self._parts_size = sum(map(len, rest))
         return False
 
     def _refuse(self, code: int) -> int:

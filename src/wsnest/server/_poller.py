@@ -11,7 +11,7 @@ next read needs no async work *parks* its task here instead:
   socket calls its owner's ``poll_step()`` synchronously: read, parse, run
   plain callbacks, write the answer. The parked task is not woken;
 - when a step needs the task (a write that has to wait, an ``async``
-  callback, a close, a large read), it returns a value and the poller wakes
+  callback gone async, a close, a large read for HTTP), it returns a value and the poller wakes
   the task with it; the task does that part itself and parks again.
 
 The task model is unchanged: each connection is still owned by its task in
@@ -20,10 +20,14 @@ abort leaves the poller), and an exception raised by a step (an error
 outside the callbacks, ``KeyboardInterrupt``) is raised in the owner's task,
 where the task model would have raised it.
 
-Work per wake-up is bounded (at most ``_MAX_EVENTS`` sockets, one read of
-at most the receive buffer each): a socket that filled the buffer is served
-again in the next round, after the other tasks had a turn, so one client
+Work per wake-up is bounded (at most ``_MAX_EVENTS`` sockets; a socket
+streaming data is read for at most ``EAGER_BUDGET``, 2 ms, then served
+again in the next round, after the other tasks had a turn), so one client
 flooding data cannot starve the others.
+
+A lone connection (no socket registered here) gains nothing from the
+poller, which would only add an ``epoll_wait`` per read: it waits in its
+own task and runs the same step there, until others come.
 
 Elsewhere (and with ``WSNEST_NO_POLLER=1``) there is no poller and every
 connection waits in its own task, the portable path.
@@ -58,11 +62,14 @@ class Parkable(Protocol):
         next round, anything else to wake the task with it."""
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def poller_enabled() -> bool:
     """Whether this platform has the poller and it was not switched off
     (``WSNEST_NO_POLLER=1`` forces the portable path)."""
-    flag = os.environ.get("WSNEST_NO_POLLER", "").strip().lower()
-    return hasattr(select, "epoll") and flag in ("", "0", "false", "no")
+    return hasattr(select, "epoll") and not _flag("WSNEST_NO_POLLER")
 
 
 class _Slot:
@@ -93,6 +100,10 @@ class Poller:
         self._epoll.register(self._kick_fd, select.EPOLLIN)
         self._sleeping = False
         self._kicked = False
+        self._lone = 0  # connections waiting in their own task (see park)
+        # WSNEST_POLLER_ALWAYS=1: even a lone connection parks here (tests
+        # run the whole suite so, to cover the parked path everywhere).
+        self._always = _flag("WSNEST_POLLER_ALWAYS")
         #: Reads served inline, and wake-ups of a parked task (stats).
         self.steps = 0
         self.wakeups = 0
@@ -166,6 +177,24 @@ class Poller:
         """Park the calling task until a step of ``owner`` wakes it; return
         what that step returned. Registers ``sock`` (``fileno``) on first use."""
         slot = self._slots.get(fileno)
+        if slot is None and not self._slots and not self._lone and not self._always:
+            # A lone connection gains nothing from the poller (one more
+            # epoll_wait per read): it waits in its own task and runs the
+            # same step there, until others come.
+            self._lone += 1
+            try:
+                while True:
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                    except trio.ClosedResourceError:  # closed under us
+                        return 0
+                    result = owner.poll_step(sock)
+                    if result is not None and result is not AGAIN:
+                        return result
+                    if self._slots:
+                        break  # others are parked: join them
+            finally:
+                self._lone -= 1
         if slot is None:
             slot = self._slots[fileno] = _Slot(owner, sock)
             # Data already waiting is reported at once (epoll checks

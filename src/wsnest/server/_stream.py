@@ -20,6 +20,7 @@ from ..http._response import header_pairs
 from ._contract import call_maybe_async
 from ._membership import GroupMember
 from ._outbox import Outbox
+from ._transport import SocketTransport
 
 if TYPE_CHECKING:
     from ._contract import ServerContext
@@ -185,6 +186,8 @@ class StreamConnection(Outbox, GroupMember):
                 async with trio.open_nursery() as nursery:
                     # Reading is the only way to notice that the client went
                     # away; a disconnect also cancels a running async on_request.
+                    if isinstance(transport, SocketTransport):
+                        transport.leave_poller()  # registered while it spoke HTTP
                     nursery.start_soon(self._watch, transport, server.recv_buffer)
                     await self._start()
                     await self._flush()

@@ -196,6 +196,14 @@ class SocketTransport(TimedWriter):
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
 
+    def leave_poller(self) -> None:
+        """This connection's reads will not be served by the poller (an
+        async consumer, a stream): unregister, so that its data does not
+        wake the poller for nothing."""
+        if self.poller is not None:
+            self.poller.forget(self.sock.fileno())
+            self.poller = None
+
     async def aclose(self) -> None:
         """Close the socket, waking any task waiting on it."""
         fileno = self.sock.fileno()

@@ -842,6 +842,8 @@ class WebSocket(Outbox, GroupMember):
             fileno = sock.fileno()
         else:
             poller = None
+            if isinstance(transport, SocketTransport):
+                transport.leave_poller()  # registered while it spoke HTTP
         while session.state != CLOSED:
             if poller is not None:
                 # Plain callbacks: the poller serves our reads inline (see
@@ -929,7 +931,10 @@ class WebSocket(Outbox, GroupMember):
                     self._high_water -= n
                 if session.state != OPEN or self._queue is not None or self._writing:
                     return -1
-                if self._parts is not None or (self._out and not self._write_now()):
+                if self._parts is not None:
+                    if not self._write_vec_now(sock):
+                        return -1
+                elif self._out and not self._write_now():
                     return -1
             if n < _EAGER_MIN:
                 return None  # request/response traffic: the socket is empty
