@@ -17,8 +17,9 @@ Servers (:data:`SERVERS`):
     ``wsnest.handler("/small", lambda req: {"body": "hello, world"})`` and
     ``wsnest.handler_inline("/big", ...)`` on ``http_server``. The core is
     what the environment selects (``WSNEST_NO_EXTENSIONS=1``: pure);
-    READY reports ``core=``. ``WSNEST_BENCH_SRC=/path/to/src`` runs the
-    wsnest found there instead (for prototyping changes out of tree).
+    READY reports ``core=``. It runs this checkout's ``src/`` (never an
+    installed copy); ``WSNEST_BENCH_SRC=/path/to/src`` runs the wsnest
+    found there instead (another commit, side by side).
 ``uvicorn``
     A plain ASGI callable on uvicorn with ``http="httptools"``,
     ``loop="uvloop"`` (``asyncio`` if uvloop is missing),
@@ -93,14 +94,9 @@ def _loop_name() -> str:
 
 
 def _run_wsnest(host: str, port: int, ready: Ready) -> None:
-    src = os.environ.get("WSNEST_BENCH_SRC")
-    if src:
-        sys.path.insert(0, src)
-    else:
-        try:
-            import wsnest
-        except ImportError:
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    # This checkout's src/ (or another one's): an installed wsnest would
+    # otherwise shadow it, and the bench would measure that copy.
+    sys.path.insert(0, os.environ.get("WSNEST_BENCH_SRC") or str(Path(__file__).resolve().parent.parent / "src"))
     import trio
 
     import wsnest

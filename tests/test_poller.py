@@ -5,7 +5,9 @@ guarantees hold for work done inline (errors, cancellation, on_close)."""
 
 from __future__ import annotations
 
+import os
 import select
+import socket
 
 import pytest
 import trio
@@ -201,3 +203,59 @@ async def test_a_lone_connection_waits_in_its_task(monkeypatch: pytest.MonkeyPat
             for _ in range(3):
                 await echo_ok(url)
         assert server.stats()["poller_reads"] == 0
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+@pytest.mark.parametrize("kind", ["ws", "ws-async", "http"])
+async def test_last_bytes_and_the_end_in_one_edge(monkeypatch: pytest.MonkeyPatch, on: bool, kind: str) -> None:
+    # The peer sends its last bytes and half-closes at once, so a parked
+    # socket gets a single edge for both: the step that reads the bytes
+    # must not leave the end unread until a timeout (keepalive is 60 s).
+    _poller_on(monkeypatch, on)
+    closed = trio.Event()
+    codes: list[int] = []
+
+    def on_close(ws: wsnest.WebSocket) -> None:
+        codes.append(ws.close_code)
+        closed.set()
+
+    got: list[str] = []
+
+    def on_message_plain(ws: wsnest.WebSocket, data: str) -> None:
+        got.append(data)
+        ws.send(data)
+
+    async def on_message_async(ws: wsnest.WebSocket, data: str) -> None:
+        got.append(data)
+        await ws.send_wait(data)  # may find the connection closed (7): the end raced it
+
+    on_message = on_message_async if kind == "ws-async" else on_message_plain
+    handlers = [
+        wsnest.handler_ws("/ws", on_message, on_close=on_close, textframes=None),
+        wsnest.handler("/hi", lambda req: {"status": 200, "body": "hello"}),
+    ]
+    async with running_server(handlers, keepalive_timeout=60) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            idle = await RawClient.connect(url)  # with it open, the next one parks
+            await idle.handshake("/ws")
+            c = await RawClient.connect(url)
+            if kind == "http":
+                last = b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n"
+            else:
+                await c.handshake("/ws")
+                last = client_frame(OP_TEXT, b"last")
+            assert isinstance(c.stream, trio.SocketStream)
+            sock = c.stream.socket
+            os.write(sock.fileno(), last)  # no await between the two
+            sock.shutdown(socket.SHUT_WR)
+            if kind == "http":
+                resp = await c.read_head()
+                assert (resp.status, resp.body) == (200, b"hello")
+                assert await c.read_until_eof() == b""
+            else:
+                if kind == "ws":  # answered inline, before the end is read
+                    assert await c.read_message() == (OP_TEXT, b"last")
+                await closed.wait()
+                assert (got, codes) == (["last"], [1006])
+            await c.aclose()
+            await idle.aclose()

@@ -47,6 +47,9 @@ import trio
 #: The most sockets served per wake-up of the poller task.
 _MAX_EVENTS = 128
 
+#: The peer hung up (or reset): reported with the last edge, never again.
+_HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(select, "epoll") else 0
+
 #: What a step returns to stay parked but be served again next round
 #: (it stopped with bytes still waiting: an edge-triggered socket gives no
 #: new edge for them).
@@ -75,7 +78,7 @@ def poller_enabled() -> bool:
 class _Slot:
     """A registered socket: its current owner and the task parked on it."""
 
-    __slots__ = ("missed", "owner", "sock", "task")
+    __slots__ = ("hangup", "missed", "owner", "sock", "task")
 
     def __init__(self, owner: Parkable, sock: socket.socket) -> None:
         self.owner = owner
@@ -84,6 +87,10 @@ class _Slot:
         # An edge arrived while the task was not parked: the next park
         # steps once before sleeping (edge-triggered: no second event).
         self.missed = False
+        # The peer hung up: its last bytes and the end came in one edge,
+        # so the socket is served again until a step reads the end (a
+        # step that stops after a short read would otherwise miss it).
+        self.hangup = False
 
 
 class Poller:
@@ -132,9 +139,11 @@ class Poller:
                 finally:
                     self._sleeping = False
             again, self._again = self._again, []
-            for ready, _mask in epoll.poll(0, _MAX_EVENTS):
+            for ready, mask in epoll.poll(0, _MAX_EVENTS):
                 slot = slots.get(ready)
                 if slot is not None:
+                    if mask & _HANGUP:
+                        slot.hangup = True
                     serve(slot)
                 elif ready == kick_fd:
                     os.eventfd_read(kick_fd)
@@ -153,7 +162,7 @@ class Poller:
             slot.missed = True
             self._wake(slot, outcome.Error(exc))
             return
-        if result is AGAIN:
+        if result is AGAIN or (result is None and slot.hangup):
             self._again.append(slot)
         elif result is not None:
             # The step stopped after a read, not at "would block": what is
