@@ -500,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="TREE",
         help="add a column 'wsnest-base': the wsnest of another checkout (its src/ with the compiled core built "
-        "in place, e.g. a git worktree of the previous commit), interleaved with this one; prints "
+        "in place, e.g. a git worktree of the previous commit), interleaved with this one (and "
+        "'wsnest-async-base', the same for wsnest-async, when named in --servers); prints "
         "RATIO suite_<row>_wsnest_vs_base lines (target: no row below 0.97)",
     )
     args = parser.parse_args(argv)
@@ -511,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
         base = Impl("wsnest-base", "wsnest", {"WSNEST_NO_EXTENSIONS": None, "PYTHONPATH": str(src)}, "compiled")
         COLUMNS.insert(1, base)
         COLUMN_BY_LABEL["wsnest-base"] = base
+        # The same for the async on_message server (pick it with --servers).
+        async_base = Impl("wsnest-async-base", "wsnest-async", dict(base.env), "compiled")
+        COLUMNS.insert(COLUMNS.index(COLUMN_BY_LABEL["wsnest-async"]) + 1, async_base)
+        COLUMN_BY_LABEL["wsnest-async-base"] = async_base
         COMPARISONS.insert(0, ("wsnest-base", "base", None, 0.97))
 
     def pick(text: str | None, table: dict[str, Any], what: str) -> list[Any]:

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 
 import wsnest
 from serverutil import TIMEOUT, RawClient, echo_handler, echo_ok, running_server
@@ -259,3 +260,44 @@ async def test_last_bytes_and_the_end_in_one_edge(monkeypatch: pytest.MonkeyPatc
                 assert (got, codes) == (["last"], [1006])
             await c.aclose()
             await idle.aclose()
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+async def test_async_on_message_queue_bound_holds_when_served_inline(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    # Fifty messages in one write to an async on_message stuck on the first:
+    # a step queues no more than max_queue (the rest waits as bytes for the
+    # reader task); once the application goes on, every message is
+    # answered, in order.
+    _poller_on(monkeypatch, on)
+    release = trio.Event()
+    entered = trio.Event()
+    stuck: list[wsnest.WebSocket] = []
+
+    async def on_message(ws: wsnest.WebSocket, data: str) -> None:
+        if not entered.is_set():
+            stuck.append(ws)
+            entered.set()
+            await release.wait()
+        await ws.send_wait(data)
+
+    handler = wsnest.handler_ws("/ws", on_message, textframes=None, max_queue=2)
+    async with running_server([handler]) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            idle = await RawClient.connect(url)  # with it open, the next one parks
+            await idle.handshake("/ws")
+            c = await RawClient.connect(url)
+            await c.handshake("/ws")
+            await c.send(client_frame(OP_TEXT, b"m0"))
+            await entered.wait()
+            await c.send(b"".join(client_frame(OP_TEXT, b"m%d" % i) for i in range(1, 50)))
+            await trio.testing.wait_all_tasks_blocked()  # the server read all it would
+            queue = stuck[0]._queue  # the bound under test
+            assert queue is not None and len(queue) == 2, queue
+            release.set()
+            got = [await c.read_message() for _ in range(50)]
+            assert got == [(OP_TEXT, b"m%d" % i) for i in range(50)]
+            await c.aclose()
+            await idle.aclose()
+        stats = server.stats()
+    if on and HAS_POLLER:
+        assert stats["poller_reads"] >= 2  # the messages were read by the poller

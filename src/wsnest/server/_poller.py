@@ -12,7 +12,9 @@ next read needs no async work *parks* its task here instead:
   plain callbacks, write the answer. The parked task is not woken;
 - when a step needs the task (a write that has to wait, an ``async``
   callback gone async, a close, a large read for HTTP), it returns a value and the poller wakes
-  the task with it; the task does that part itself and parks again.
+  the task with it; the task does that part itself and parks again. (For
+  an ``async def on_message`` the step only queues the messages; the
+  connection's dispatcher task runs the coroutines.)
 
 The task model is unchanged: each connection is still owned by its task in
 the server's nursery. A parked task is cancellable like any other (its

@@ -19,6 +19,9 @@ Design notes (why it is shaped like this):
   scheduler tick, so a broadcast costs one syscall per receiver.
 - ``async def on_message`` runs in a second task fed by a bounded deque, so
   pings and close frames are still handled while the application is slow.
+  Where the server has the readiness poller, the reads of such a
+  connection are served by it too (the reader task stays parked): one task
+  switch per message, the dispatcher's.
   The reader hands the parser no more messages than the deque has room for
   (``MessageBounds`` finds where they end); when it is full, reading goes
   on up to the start of the next message (answering pings), then pauses
@@ -54,6 +57,7 @@ import math
 import socket
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -135,18 +139,26 @@ class _Queue(deque[Any]):
     """The messages of a connection that queues them (async ``on_message``
     or ``receive()``), with the state only such a connection needs."""
 
-    __slots__ = ("bounds", "done", "handoff", "partial", "ready", "room")
+    __slots__ = ("bounds", "done", "failure", "handoff", "partial", "ready", "rest", "room", "waiter")
 
     def __init__(self) -> None:
         super().__init__()
         self.bounds: MessageBounds | None = None  # where messages end (None: bounded per read)
         self.handoff: Awaitable[object] | None = None  # see WebSocket._adopt_result
-        self.ready: trio.Event | None = None  # set when a message arrives (the consumer waits)
+        self.ready: trio.Event | None = None  # set when a message arrives (receive() waits)
+        # The dispatcher of an async on_message, parked until a message
+        # arrives (woken directly: no Event per message).
+        self.waiter: trio.lowlevel.Task | None = None
         self.room: trio.Event | None = None  # set when a message is taken (the reader waits)
         self.done: trio.Event | None = None  # set when a handler's serve() function has returned
         # Streaming: the pieces at the front belong to a message whose
         # reader stopped half-way (they are skipped).
         self.partial = False
+        # Left by a poller step for the reader task: bytes past the last
+        # message the queue had room for, and a protocol failure that
+        # must wait for the queued messages (see WebSocket.poll_step).
+        self.rest: bytes | None = None
+        self.failure: tuple[Any, ...] | None = None
 
 
 class WebSocket(Outbox, GroupMember):
@@ -836,7 +848,11 @@ class WebSocket(Outbox, GroupMember):
             if parser.finished and session.state == CLOSING:
                 transport.shutdown_write()  # as below: no close reply can be read
         poller = self._server.poller
-        if poller is not None and queue is None and isinstance(transport, SocketTransport):
+        if (
+            poller is not None
+            and (queue is None or queue.bounds is not None)
+            and isinstance(transport, SocketTransport)
+        ):
             transport.poller = poller  # told before the socket closes
             sock = transport.sock
             fileno = sock.fileno()
@@ -856,6 +872,13 @@ class WebSocket(Outbox, GroupMember):
                     break
                 if session.state == CLOSING:  # read and handled by the step
                     self._bound_read()
+                if queue is not None:
+                    if queue.failure is not None:
+                        failure, queue.failure = queue.failure, None
+                        await self._fail_after_queue(failure)
+                    elif queue.rest is not None:
+                        rest, queue.rest = queue.rest, None
+                        await self._feed(rest)  # waits for room in the queue
             elif (n := await (self._receive_timed(view) if timed else transport.receive_into(view))) < 0:
                 continue
             elif n == 0:
@@ -895,16 +918,19 @@ class WebSocket(Outbox, GroupMember):
 
     def poll_step(self, sock: socket.socket) -> object:
         """One read of the loop above, done inline by the server's poller
-        while this task is parked (plain callbacks only).
+        while this task is parked (plain callbacks, or a queue bounded by
+        message: an async ``on_message`` or ``receive()``).
 
         Returns None to stay parked; or wakes the task with 0 (the peer is
         gone) or -1 (read and handled; the rest needs the task: a write that
         has to wait, a drain task running, the close, ``on_message`` gone
-        async).
+        async, a queue without room for the next message, a protocol
+        failure behind queued messages).
         """
         view = self._server.recv_buffer
         session = self._session
         parser = session.parser
+        queue = self._queue
         yield_at = 0.0
         while True:
             try:
@@ -922,14 +948,29 @@ class WebSocket(Outbox, GroupMember):
                 self._heard = trio.current_time()
             self._bytes_in += n
             if not parser.finished:  # else after a failure: discard until the peer closes
+                end = n
+                if queue is not None and session.state == OPEN:
+                    # No more messages than the queue has room for; the
+                    # rest is the task's (it waits for room).
+                    assert queue.bounds is not None
+                    end = queue.bounds.cut(view[:n], self._limits.max_queue - len(queue))
+                    if end < n:
+                        queue.rest = bytes(view[end:n])
                 self._batch = True
                 self._high_water += n  # an echo of this read always fits (see _read_loop)
                 try:
-                    session.handle(parser.feed(view[:n]))
+                    if queue is None:
+                        # No name for the events: a large message is freed
+                        # once handled, so the core can reuse its buffer.
+                        session.handle(parser.feed(view[:n]))
+                    else:
+                        self._handle_queued(parser.feed(view[:end]))
                 finally:
                     self._batch = False
                     self._high_water -= n
-                if session.state != OPEN or self._queue is not None or self._writing:
+                if session.state != OPEN or self._queue is not queue or self._writing:
+                    return -1
+                if queue is not None and (queue.rest is not None or queue.failure is not None):
                     return -1
                 if self._parts is not None:
                     if not self._write_vec_now(sock):
@@ -946,6 +987,15 @@ class WebSocket(Outbox, GroupMember):
                 yield_at = now + _EAGER_BUDGET
             elif now >= yield_at:
                 return AGAIN
+
+    def _handle_queued(self, events: list[Any]) -> None:
+        """Handle what a step parsed for a queue; a protocol failure after
+        the messages waits for them (the reader task answers it)."""
+        queue = self._queue
+        assert queue is not None
+        if events and events[-1][0] == FAIL:
+            queue.failure = events.pop()
+        self._session.handle(events)
 
     async def _park_timed(self, poller: Poller, sock: socket.socket, fileno: int) -> object:
         """``poller.park`` within the keepalive deadline: on silence the
@@ -1073,16 +1123,20 @@ class WebSocket(Outbox, GroupMember):
         queued: let the application take and answer them (until it waits
         for more) before our close frame goes out, as an inline
         ``on_message`` would have; at most ``close_timeout``, then fail the
-        connection anyway."""
+        connection anyway. An ``async def on_message`` still busy with the
+        last message it took (the queue is empty, its dispatcher is not
+        waiting) is let finish too: with the poller, the dispatcher may
+        have taken every message before this task runs."""
         queue = self._queue
         assert queue is not None
         session = self._session
-        if queue and session.state == OPEN:
+        dispatching = not self._handler.pull and queue.waiter is None
+        if (queue or dispatching) and session.state == OPEN:
             await self._flush()
             with trio.move_on_after(self._limits.close_timeout):
                 # Until the consumer waits for more with an empty queue: it
                 # has answered the last message (it sets ``room`` as it waits).
-                while (queue or queue.ready is None or queue.ready.is_set()) and session.state == OPEN:
+                while (queue or not self._consumer_waits(queue)) and session.state == OPEN:
                     queue.room = trio.Event()
                     await queue.room.wait()
             queue.room = None
@@ -1090,10 +1144,22 @@ class WebSocket(Outbox, GroupMember):
 
     # -- async on_message ------------------------------------------------------
 
+    @staticmethod
+    def _consumer_waits(queue: _Queue) -> bool:
+        """Whether the queue's consumer waits for the next message."""
+        if queue.waiter is not None:
+            return True
+        return queue.ready is not None and not queue.ready.is_set()
+
     def _wake_dispatcher(self) -> None:
         queue = self._queue
-        if queue is not None and queue.ready is not None:
-            queue.ready.set()
+        if queue is not None:
+            task = queue.waiter
+            if task is not None:
+                queue.waiter = None
+                trio.lowlevel.reschedule(task)
+            elif queue.ready is not None:
+                queue.ready.set()
 
     async def _wait_for_queue_room(self) -> None:
         queue = self._queue
@@ -1126,18 +1192,25 @@ class WebSocket(Outbox, GroupMember):
                     break
                 try:
                     result = on_message(self, data)
-                    if result is not None and inspect.isawaitable(result):
+                    if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
                         await result  # else: a wrapped callback ran plainly
                 except Exception:
                     self._callback_failed("on_message")
-            if session.state == CLOSED and not queue:
-                return
-            queue.ready = trio.Event()
-            if queue or session.state == CLOSED:
+            if session.state == CLOSED:
+                if not queue:
+                    return
                 continue
             if queue.room is not None:
                 queue.room.set()  # a reader holding back a failure may go on
-            await queue.ready.wait()
+            if queue:
+                continue
+            queue.waiter = trio.lowlevel.current_task()
+
+            def abort(_: object, queue: _Queue = queue) -> trio.lowlevel.Abort:
+                queue.waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class _Pieces:
