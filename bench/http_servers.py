@@ -17,8 +17,9 @@ Servers (:data:`SERVERS`):
     ``wsnest.handler("/small", lambda req: {"body": "hello, world"})`` and
     ``wsnest.handler_inline("/big", ...)`` on ``http_server``. The core is
     what the environment selects (``WSNEST_NO_EXTENSIONS=1``: pure);
-    READY reports ``core=``. It runs this checkout's ``src/`` (never an
-    installed copy); ``WSNEST_BENCH_SRC=/path/to/src`` runs the wsnest
+    READY reports ``core=``. It runs this checkout's ``src/`` when the
+    compiled core is built there (or the pure core is asked for), else the
+    installed wsnest; ``WSNEST_BENCH_SRC=/path/to/src`` runs the wsnest
     found there instead (another commit, side by side).
 ``uvicorn``
     A plain ASGI callable on uvicorn with ``http="httptools"``,
@@ -94,9 +95,19 @@ def _loop_name() -> str:
 
 
 def _run_wsnest(host: str, port: int, ready: Ready) -> None:
-    # This checkout's src/ (or another one's): an installed wsnest would
-    # otherwise shadow it, and the bench would measure that copy.
-    sys.path.insert(0, os.environ.get("WSNEST_BENCH_SRC") or str(Path(__file__).resolve().parent.parent / "src"))
+    # Another checkout's src/ when asked; else this checkout's when it can
+    # serve the core asked for (compiled core built in place, or pure): an
+    # installed copy from an earlier ``pip install`` would otherwise shadow
+    # it. Else the installed wsnest.
+    src = Path(os.environ.get("WSNEST_BENCH_SRC") or Path(__file__).resolve().parent.parent / "src")
+    built = any(p.suffix in (".so", ".pyd") for p in (src / "wsnest" / "core").glob("_frames_c*"))
+    if "WSNEST_BENCH_SRC" in os.environ or built or os.environ.get("WSNEST_NO_EXTENSIONS", "") not in ("", "0"):
+        sys.path.insert(0, str(src))
+    else:
+        try:
+            import wsnest
+        except ImportError:
+            sys.path.insert(0, str(src))
     import trio
 
     import wsnest

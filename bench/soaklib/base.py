@@ -128,7 +128,10 @@ class SoakBase:
         s = self.stats()
         self.numbers["tasks_idle"] = s["tasks"]  # root, main, serve, flusher, accept loop...
         self.numbers["rss_start_kib"] = s["rss_kib"]
-        self.log(f"server pid {self.server.pid} on port {self.port}, core {msg['core']}, {s['tasks']} tasks")
+        self.log(
+            f"server pid {self.server.pid} on port {self.port}, core {msg['core']}"
+            f" (wsnest from {msg.get('package')}), {s['tasks']} tasks"
+        )
 
     def echo_window(self, what: str) -> dict[str, Any]:
         a = self.args

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from _util import set_affinity
-from soaklib.common import BENCH, ROOT, rss_kib
+from soaklib.common import BENCH, rss_kib
 
 # -- parent side ------------------------------------------------------------------------------
 
@@ -33,8 +33,6 @@ class Child:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
-        # This checkout's wsnest, not an installed copy that would shadow it.
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), full_env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, str(BENCH / "soak.py"), "_child", role, json.dumps(cfg)],
             stdin=subprocess.PIPE,

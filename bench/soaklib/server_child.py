@@ -15,18 +15,26 @@ from collections.abc import Callable
 from typing import Any
 
 from _util import raise_fd_limit
-from soaklib.common import HOST, ROOT, emit, rss_kib
+from soaklib.common import HOST, ROOT, emit, expected_core, rss_kib
 
 # -- child: the server -----------------------------------------------------------------
 
 
 def ensure_wsnest_importable() -> None:
-    """Use the installed wsnest (the one CI built with the compiled core);
-    the checkout's src/ only when none is installed."""
+    """Run this checkout's src/ when it can serve the core asked for (the
+    compiled core built in place, or the pure core): an installed copy
+    left by an earlier ``pip install`` would otherwise shadow it. Else the
+    installed wsnest (the one CI built with the compiled core), or src/ if
+    none is installed. The parent logs which one runs."""
+    src = ROOT / "src"
+    built = any(p.suffix in (".so", ".pyd") for p in (src / "wsnest" / "core").glob("_frames_c*"))
+    if built or expected_core() == "pure":
+        sys.path.insert(0, str(src))
+        return
     try:
         import wsnest  # noqa: F401
     except ImportError:
-        sys.path.insert(0, str(ROOT / "src"))
+        sys.path.insert(0, str(src))
 
 
 def child_server(cfg: dict[str, Any]) -> int:
@@ -263,6 +271,7 @@ def child_server(cfg: dict[str, Any]) -> int:
                     "ready",
                     port=int(url.rsplit(":", 1)[1]),
                     core=wsnest.CORE,
+                    package=os.path.dirname(wsnest.__file__),
                     pid=os.getpid(),
                     cert=pair.cert if pair else None,
                 )
