@@ -875,6 +875,7 @@ class WebSocket(Outbox, GroupMember):
                 if queue is not None:
                     if queue.failure is not None:
                         failure, queue.failure = queue.failure, None
+                        queue.rest = None  # after a failure nothing more is parsed
                         await self._fail_after_queue(failure)
                     elif queue.rest is not None:
                         rest, queue.rest = queue.rest, None
@@ -1175,6 +1176,11 @@ class WebSocket(Outbox, GroupMember):
         assert queue is not None
         session = self._session
         on_message: Callable[[WebSocket, Any], object] = self._handler.on_message
+
+        def abort(_: object) -> trio.lowlevel.Abort:  # cancelled while parked
+            queue.waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
         handoff = queue.handoff
         if handoff is not None:
             queue.handoff = None
@@ -1205,11 +1211,6 @@ class WebSocket(Outbox, GroupMember):
             if queue:
                 continue
             queue.waiter = trio.lowlevel.current_task()
-
-            def abort(_: object, queue: _Queue = queue) -> trio.lowlevel.Abort:
-                queue.waiter = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
             await trio.lowlevel.wait_task_rescheduled(abort)
 
 
