@@ -26,7 +26,15 @@ class MessageBounds:
         """How many bytes of ``data`` to feed: up to where ``room`` more data
         messages are complete and the next data frame starts (control frames
         on the way are included, so pings are answered), or all of it."""
-        pos, n = 0, len(data)
+        n = len(data)
+        if room > 0 and self._left < 0 and n >= 2 and not self._hdr:
+            # The read of request/response traffic: one whole small frame,
+            # which ends at a frame boundary whatever it is (~0.1 us here,
+            # against ~1 us for the loop below).
+            len7 = data[1] & 0x7F
+            if len7 < 126 and len7 + (6 if data[1] & 0x80 else 2) == n:
+                return n
+        pos = 0
         while pos < n:
             left = self._left
             if left < 0:  # in a header

@@ -1176,6 +1176,7 @@ class WebSocket(Outbox, GroupMember):
         assert queue is not None
         session = self._session
         on_message: Callable[[WebSocket, Any], object] = self._handler.on_message
+        me = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:  # cancelled while parked
             queue.waiter = None
@@ -1210,7 +1211,7 @@ class WebSocket(Outbox, GroupMember):
                 queue.room.set()  # a reader holding back a failure may go on
             if queue:
                 continue
-            queue.waiter = trio.lowlevel.current_task()
+            queue.waiter = me
             await trio.lowlevel.wait_task_rescheduled(abort)
 
 
