@@ -29,7 +29,10 @@ def _stream(rng: random.Random, count: int) -> tuple[bytes, list[tuple[int, int,
     for _ in range(count):
         opcode = rng.choice([0, 1, 2, 3, 8, 9, 10, 11])
         fin = rng.random() < 0.7
-        length = rng.choice([0, 1, 5, 64, 125, 126, 200, 65535, 65536, 70000]) if rng.random() < 0.5 else rng.randrange(0, 300)
+        if rng.random() < 0.5:
+            length = rng.choice([0, 1, 5, 64, 125, 126, 200, 65535, 65536, 70000])
+        else:
+            length = rng.randrange(0, 300)
         data = _frame((0x80 if fin else 0) | opcode, length, masked=rng.random() < 0.8)
         frames.append((len(out), len(out) + len(data), opcode < 8, fin and opcode < 8))
         out += data
