@@ -16,6 +16,7 @@ import trio.testing
 import wsnest
 from serverutil import TIMEOUT, RawClient, echo_handler, echo_ok, running_server
 from wire import OP_BINARY, OP_PING, OP_TEXT, client_frame, close_frame
+from wsnest.server._poller import WRITE_LATER, Poller
 
 HAS_POLLER = hasattr(select, "epoll")
 
@@ -301,3 +302,63 @@ async def test_async_on_message_queue_bound_holds_when_served_inline(monkeypatch
         stats = server.stats()
     if on and HAS_POLLER:
         assert stats["poller_reads"] >= 2  # the messages were read by the poller
+
+
+class _Answering:
+    """A parkable owner that answers each read at the end of the round."""
+
+    def __init__(self, name: str, log: list[str], wake_on_write: object = None) -> None:
+        self.name = name
+        self.log = log
+        self.wake_on_write = wake_on_write
+
+    def poll_step(self, sock: socket.socket) -> object:
+        self.data = sock.recv(100)
+        self.log.append(f"step {self.name}")
+        return WRITE_LATER
+
+    def write_step(self, sock: socket.socket) -> object:
+        self.log.append(f"write {self.name}")
+        sock.send(self.data.upper())
+        return self.wake_on_write
+
+
+@pytest.mark.skipif(not HAS_POLLER, reason="the readiness poller needs epoll")
+async def test_poller_writes_the_answers_of_a_round_after_its_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two parked sockets ready in one round: both are read first, then both
+    # answered; a write step that returns a value wakes its task with it.
+    monkeypatch.setenv("WSNEST_POLLER_ALWAYS", "1")  # the first one parks too
+    log: list[str] = []
+    poller = Poller()
+    pairs = [socket.socketpair() for _ in range(2)]
+    for ours, _ in pairs:
+        ours.setblocking(False)
+    owners = [_Answering("a", log), _Answering("b", log, wake_on_write=-1)]
+    woken: list[object] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+
+            async def park(i: int) -> None:
+                ours = pairs[i][0]
+                woken.append(await poller.park(owners[i], ours, ours.fileno()))
+
+            nursery.start_soon(park, 0)
+            nursery.start_soon(park, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            for _, theirs in pairs:  # both ready before the poller runs again
+                theirs.send(b"hi")
+            with trio.fail_after(TIMEOUT):
+                assert await trio.to_thread.run_sync(pairs[0][1].recv, 100) == b"HI"
+                assert await trio.to_thread.run_sync(pairs[1][1].recv, 100) == b"HI"
+                while not woken:
+                    await trio.testing.wait_all_tasks_blocked()
+            assert sorted(log[:2]) == ["step a", "step b"]
+            assert sorted(log[2:]) == ["write a", "write b"]
+            assert woken == [-1]  # b's task; a's stays parked
+            nursery.cancel_scope.cancel()
+    finally:
+        poller.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()

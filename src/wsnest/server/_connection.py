@@ -26,6 +26,7 @@ import trio
 
 from .._errors import HTTPError
 from ..http import Request, RequestParser, build_response
+from ._poller import WRITE_LATER
 from ._transport import SocketTransport
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class HttpConnection:
     __slots__ = (
         "_failed",
         "_first",
+        "_held",
+        "_holding",
         "_later",
         "_unsent",
         "_unyielded",
@@ -98,6 +101,9 @@ class HttpConnection:
         self._failed: HTTPError | None = None
         self._later: tuple[Request, Any, Any] | None = None
         self._first = True  # no request answered yet
+        # While a step runs, inline answers are held (poller's WRITE_LATER).
+        self._holding = False
+        self._held: bytes | None = None
 
     #: Requests may be answered inline by the server's poller (a subclass
     #: that observes each response answers them in its task).
@@ -116,6 +122,10 @@ class HttpConnection:
     def send_now(self, data: bytes) -> None:
         """Write ``data`` as far as the kernel takes it now; the rest is
         left for this connection's task (the poller's inline path)."""
+        if self._holding:  # a step: written at the end of the poller's round
+            held = self._held
+            self._held = data if held is None else held + data
+            return
         sent = self.transport.try_send(data)
         if sent < 0:
             self.keep_alive = False
@@ -314,11 +324,36 @@ class HttpConnection:
         while this task is parked: parse it and answer the requests it
         completes whose handler can answer without waiting.
 
-        Returns None to stay parked; or wakes the task with 0 (the client
-        is gone), a large read (copied: the buffer is shared) for ``_feed``,
-        or -1: the rest needs the task (a request to dispatch, an unsent
-        response rest, an error to answer, the end of keep-alive).
+        Returns None to stay parked, ``WRITE_LATER`` when answers wait for
+        :meth:`write_step`; or wakes the task with 0 (the client is gone),
+        a large read (copied: the buffer is shared) for ``_feed``, or -1:
+        the rest needs the task (a request to dispatch, an unsent response
+        rest, an error to answer, the end of keep-alive).
         """
+        result: object = -1  # if the step raises: what it answered goes out first
+        self._holding = True
+        try:
+            result = self._step(sock)
+        finally:
+            self._holding = False
+            if self._held is not None and result is not None:
+                self._write_held()
+        return WRITE_LATER if self._held is not None else result
+
+    def write_step(self, sock: socket.socket) -> object:
+        """Write the answers the last step held; -1 wakes the task (for an
+        unsent rest, or the end of the connection), None stays parked."""
+        if self._held is not None:  # else a later step of the round wrote it
+            self._write_held()
+        return -1 if self._unsent is not None or not self.keep_alive else None
+
+    def _write_held(self) -> None:
+        data = self._held
+        assert data is not None
+        self._held = None
+        self.send_now(data)
+
+    def _step(self, sock: socket.socket) -> object:
         view = self.ctx.recv_buffer
         try:
             n = sock.recv_into(view)

@@ -9,12 +9,18 @@ next read needs no async work *parks* its task here instead:
   set (registration persists until the socket closes: no re-arm per read);
 - the poller task waits on that epoll set through trio, and for each ready
   socket calls its owner's ``poll_step()`` synchronously: read, parse, run
-  plain callbacks, write the answer. The parked task is not woken;
+  plain callbacks, write the answer. The parked task is not woken. Small
+  answers are written once every ready socket of the round was read
+  (``WRITE_LATER``), back to back: a write between two reads wakes a
+  client that then competes with the server for the CPUs (measured with
+  wrk at 50 connections on a 2-CPU VM: a JSON response took 19-21 us of
+  server time per request written at once, 16 us written at round end);
 - when a step needs the task (a write that has to wait, an ``async``
-  callback gone async, a close, a large read for HTTP), it returns a value and the poller wakes
-  the task with it; the task does that part itself and parks again. (For
-  an ``async def on_message`` the step only queues the messages; the
-  connection's dispatcher task runs the coroutines.)
+  callback gone async, a close, a large read for HTTP), it returns a
+  value and the poller wakes the task with it; the task does that part
+  itself and parks again. (For an ``async def on_message`` the step only
+  queues the messages; the connection's dispatcher task runs the
+  coroutines.)
 
 The task model is unchanged: each connection is still owned by its task in
 the server's nursery. A parked task is cancellable like any other (its
@@ -57,6 +63,13 @@ _HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(selec
 #: new edge for them).
 AGAIN = object()
 
+#: What a step returns when it answered and only the write is left: the
+#: poller calls the owner's ``write_step()`` once every ready socket of the
+#: round was read. Answers written together, one after the other, wake a
+#: peer that sleeps once, not once per answer: with the peer on another CPU
+#: that wake-up costs more than the write itself (measured on a VM).
+WRITE_LATER = object()
+
 
 class Parkable(Protocol):
     """What the poller needs of a connection that parks."""
@@ -64,7 +77,12 @@ class Parkable(Protocol):
     def poll_step(self, sock: socket.socket) -> object:
         """``sock`` is readable: do one read's work synchronously. Return
         None to stay parked, ``AGAIN`` to stay parked and be served again
-        next round, anything else to wake the task with it."""
+        next round, ``WRITE_LATER`` to have ``write_step`` called at the end
+        of the round, anything else to wake the task with it."""
+
+    def write_step(self, sock: socket.socket) -> object:
+        """Write what the last step left (it returned ``WRITE_LATER``);
+        returns as ``poll_step`` (never ``WRITE_LATER``)."""
 
 
 def _flag(name: str) -> bool:
@@ -103,6 +121,8 @@ class Poller:
         self._slots: dict[int, _Slot] = {}
         # Slots whose last read filled the buffer: served again next round.
         self._again: list[_Slot] = []
+        # Slots whose step left its answer to write at the end of the round.
+        self._writes: list[_Slot] = []
         self._closed = False
         # Wakes the poller task when work is queued while it sleeps.
         self._kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -152,6 +172,10 @@ class Poller:
                     self._kicked = False
             for slot in again:
                 serve(slot)
+            if self._writes:
+                writes, self._writes = self._writes, []
+                for slot in writes:
+                    self._write(slot)
 
     def _serve(self, slot: _Slot) -> None:
         if slot.task is None:
@@ -164,11 +188,28 @@ class Poller:
             slot.missed = True
             self._wake(slot, outcome.Error(exc))
             return
-        if result is AGAIN or (result is None and slot.hangup):
+        if result is WRITE_LATER:
+            self._writes.append(slot)
+        elif result is AGAIN or (result is None and slot.hangup):
             self._again.append(slot)
         elif result is not None:
             # The step stopped after a read, not at "would block": what is
             # left gets no new edge, so the next park looks again.
+            slot.missed = True
+            self._wake(slot, outcome.Value(result))
+
+    def _write(self, slot: _Slot) -> None:
+        if slot.task is None:  # woken since its step: the task writes the rest
+            return
+        try:
+            result = slot.owner.write_step(slot.sock)
+        except BaseException as exc:  # as in _serve
+            slot.missed = True
+            self._wake(slot, outcome.Error(exc))
+            return
+        if result is AGAIN or (result is None and slot.hangup):
+            self._again.append(slot)
+        elif result is not None:
             slot.missed = True
             self._wake(slot, outcome.Value(result))
 
@@ -200,6 +241,8 @@ class Poller:
                     except trio.ClosedResourceError:  # closed under us
                         return 0
                     result = owner.poll_step(sock)
+                    if result is WRITE_LATER:  # nothing to batch it with
+                        result = owner.write_step(sock)
                     if result is not None and result is not AGAIN:
                         return result
                     if self._slots:

@@ -95,7 +95,7 @@ from ..core._session import (
 from ..http import Headers, Request
 from ._membership import GroupMember
 from ._outbox import Outbox
-from ._poller import AGAIN
+from ._poller import AGAIN, WRITE_LATER
 from ._transport import EAGER_BUDGET as _EAGER_BUDGET
 from ._transport import EAGER_MIN as _EAGER_MIN
 from ._transport import SocketTransport
@@ -976,8 +976,11 @@ class WebSocket(Outbox, GroupMember):
                 if self._parts is not None:
                     if not self._write_vec_now(sock):
                         return -1
-                elif self._out and not self._write_now():
-                    return -1
+                elif self._out:
+                    if n < _EAGER_MIN:
+                        return WRITE_LATER  # request/response traffic: the socket is empty
+                    if not self._write_now():
+                        return -1
             if n < _EAGER_MIN:
                 return None  # request/response traffic: the socket is empty
             # A stream of data: read on at once for a while (as the
@@ -988,6 +991,15 @@ class WebSocket(Outbox, GroupMember):
                 yield_at = now + _EAGER_BUDGET
             elif now >= yield_at:
                 return AGAIN
+
+    def write_step(self, sock: socket.socket) -> object:
+        """Write what the last step answered (it returned ``WRITE_LATER``);
+        -1 wakes the task for a rest the kernel did not take."""
+        if self._writing:
+            return None  # a drain task writes it
+        if self._parts is not None:  # a large send came meanwhile (a broadcast)
+            return None if self._write_vec_now(sock) else -1
+        return None if not self._out or self._write_now() else -1
 
     def _handle_queued(self, events: list[Any]) -> None:
         """Handle what a step parsed for a queue; a protocol failure after
