@@ -101,9 +101,10 @@ class HttpConnection:
         self._failed: HTTPError | None = None
         self._later: tuple[Request, Any, Any] | None = None
         self._first = True  # no request answered yet
-        # While a step runs, inline answers are held (poller's WRITE_LATER).
+        # While a step runs, inline answers are held (poller's WRITE_LATER):
+        # a list, joined once, as a pipelined read may answer many requests.
         self._holding = False
-        self._held: bytes | None = None
+        self._held: list[bytes] = []
 
     #: Requests may be answered inline by the server's poller (a subclass
     #: that observes each response answers them in its task).
@@ -123,8 +124,7 @@ class HttpConnection:
         """Write ``data`` as far as the kernel takes it now; the rest is
         left for this connection's task (the poller's inline path)."""
         if self._holding:  # a step: written at the end of the poller's round
-            held = self._held
-            self._held = data if held is None else held + data
+            self._held.append(data)
             return
         sent = self.transport.try_send(data)
         if sent < 0:
@@ -336,21 +336,21 @@ class HttpConnection:
             result = self._step(sock)
         finally:
             self._holding = False
-            if self._held is not None and result is not None:
+            if self._held and result is not None:
                 self._write_held()
-        return WRITE_LATER if self._held is not None else result
+        return WRITE_LATER if self._held else result
 
     def write_step(self, sock: socket.socket) -> object:
         """Write the answers the last step held; -1 wakes the task (for an
         unsent rest, or the end of the connection), None stays parked."""
-        if self._held is not None:  # else a later step of the round wrote it
+        if self._held:  # else a later step of the round wrote it
             self._write_held()
         return -1 if self._unsent is not None or not self.keep_alive else None
 
     def _write_held(self) -> None:
-        data = self._held
-        assert data is not None
-        self._held = None
+        held = self._held
+        data = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
         self.send_now(data)
 
     def _step(self, sock: socket.socket) -> object:

@@ -65,9 +65,7 @@ AGAIN = object()
 
 #: What a step returns when it answered and only the write is left: the
 #: poller calls the owner's ``write_step()`` once every ready socket of the
-#: round was read. Answers written together, one after the other, wake a
-#: peer that sleeps once, not once per answer: with the peer on another CPU
-#: that wake-up costs more than the write itself (measured on a VM).
+#: round was read (see the module docstring for why).
 WRITE_LATER = object()
 
 
@@ -190,13 +188,8 @@ class Poller:
             return
         if result is WRITE_LATER:
             self._writes.append(slot)
-        elif result is AGAIN or (result is None and slot.hangup):
-            self._again.append(slot)
-        elif result is not None:
-            # The step stopped after a read, not at "would block": what is
-            # left gets no new edge, so the next park looks again.
-            slot.missed = True
-            self._wake(slot, outcome.Value(result))
+        else:
+            self._settle(slot, result)
 
     def _write(self, slot: _Slot) -> None:
         if slot.task is None:  # woken since its step: the task writes the rest
@@ -207,9 +200,15 @@ class Poller:
             slot.missed = True
             self._wake(slot, outcome.Error(exc))
             return
+        self._settle(slot, result)
+
+    def _settle(self, slot: _Slot, result: object) -> None:
+        """Act on what a step or a write step returned."""
         if result is AGAIN or (result is None and slot.hangup):
             self._again.append(slot)
         elif result is not None:
+            # The step stopped after a read, not at "would block": what is
+            # left gets no new edge, so the next park looks again.
             slot.missed = True
             self._wake(slot, outcome.Value(result))
 
