@@ -362,3 +362,68 @@ async def test_poller_writes_the_answers_of_a_round_after_its_reads(monkeypatch:
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["poller", "portable"])
+async def test_slow_heads_are_dropped_on_time_while_parked(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    # The reaper ends a parked connection past handshake_timeout by waking
+    # its task (no cancel); the portable path cancels. Either way: dropped,
+    # never answered, and a client beside them is still served.
+    _poller_on(monkeypatch, on)
+    handlers = [wsnest.handler("/hi", lambda req: {"status": 200, "body": "hello"})]
+    async with running_server(handlers, handshake_timeout=0.5) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            ok = await RawClient.connect(url)
+            await ok.send(b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await ok.read_head()).status == 200
+            slow = [await RawClient.connect(url) for _ in range(3)]
+            t0 = trio.current_time()
+            for i, c in enumerate(slow):
+                await c.send(b"GET /hi HTTP/1.1\r\nHost: x\r\nX-" + b"a" * i)  # a head never finished
+            for c in slow:
+                assert await c.read_until_eof() == b""  # dropped, nothing answered
+            waited = trio.current_time() - t0
+            await ok.send(b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n")  # its keep-alive deadline is 5 s
+            assert (await ok.read_head()).body == b"hello"
+            await ok.aclose()
+        stats = server.stats()
+    # handshake_timeout counts from the connect, checked every 1/8 of it.
+    assert 0.45 <= waited <= 0.5 + 0.5 / 8 + 1.0
+    if on and HAS_POLLER:
+        assert stats["poller_wakeups"] >= 3  # the reaper woke the parked tasks
+
+
+@pytest.mark.skipif(not HAS_POLLER, reason="epoll only (Linux)")
+async def test_wake_resumes_a_parked_task_with_the_value_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WSNEST_POLLER_ALWAYS", "1")  # park even a lone socket
+    poller = Poller()
+
+    class Owner:
+        def poll_step(self, sock: socket.socket) -> object:
+            raise AssertionError("no data is sent: never stepped")
+
+        def write_step(self, sock: socket.socket) -> object:
+            raise AssertionError("never stepped")
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got: list[object] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+
+            async def parked() -> None:
+                got.append(await poller.park(Owner(), a, a.fileno()))
+
+            nursery.start_soon(parked)
+            await trio.testing.wait_all_tasks_blocked()
+            assert poller.wake(a.fileno(), "expired")
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == ["expired"]
+            assert not poller.wake(a.fileno(), "again")  # nothing parked now
+            assert not poller.wake(b.fileno(), "never registered")
+            nursery.cancel_scope.cancel()
+    finally:
+        poller.close()
+        a.close()
+        b.close()

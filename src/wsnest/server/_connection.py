@@ -38,6 +38,9 @@ log = logging.getLogger("wsnest")
 
 _INF = math.inf
 
+#: What the reaper wakes a parked connection with when its deadline passed.
+_EXPIRED = object()
+
 # A read up to this size is parsed in one go (a request or a few pipelined
 # ones: the common case pays nothing). A larger read is parsed a slice at a
 # time, and parsing stops at the first slice that completes a request, so
@@ -256,6 +259,9 @@ class HttpConnection:
                                     pending = await self._feed(parser, memoryview(got))
                                 elif got == 0:
                                     return None
+                                elif got is _EXPIRED:
+                                    log.debug("connection from %s timed out waiting for a request", self.client)
+                                    return None
                                 else:
                                     first = self._first
                                     if not await self._after_step():
@@ -318,6 +324,20 @@ class HttpConnection:
             if observer is not None:
                 observer.http_ended(self.requests)
         return None  # the caller closes the transport
+
+    def expire(self) -> None:
+        """The deadline passed (the server's reaper): end the connection.
+        A task parked on the poller is woken with the end: cheaper than
+        cancelling its scope, which raises Cancelled through the task (a
+        slowloris flood is mostly connections dropped so)."""
+        self.deadline = _INF  # once
+        transport = self.transport
+        if isinstance(transport, SocketTransport):
+            poller = transport.poller
+            if poller is not None and poller.wake(transport.sock.fileno(), _EXPIRED):
+                return
+        if self.scope is not None:
+            self.scope.cancel()
 
     def poll_step(self, sock: socket.socket) -> object:
         """One read of :meth:`serve`, done inline by the server's poller

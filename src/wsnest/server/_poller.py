@@ -268,6 +268,17 @@ class Poller:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def wake(self, fileno: int, value: object) -> bool:
+        """Wake the task parked on ``fileno`` with ``value``, as a step
+        returning it would; False if no task is parked there (it runs, or
+        waits in its own task)."""
+        slot = self._slots.get(fileno)
+        if slot is None or slot.task is None:
+            return False
+        slot.missed = True  # whatever comes meanwhile is looked at on the next park
+        self._wake(slot, outcome.Value(value))
+        return True
+
     def forget(self, fileno: int) -> None:
         """``fileno`` is about to close: unregister it (fd numbers are
         reused) and wake a task parked on it with 0 (the end)."""

@@ -624,13 +624,18 @@ class HttpServer:
         shielded, and bounded by ``close_timeout`` once the server stops;
         then the connection no longer counts as open."""
         try:
-            # Plain HTTP needs no on_close, so no registered finalizer (cheaper).
-            with trio.CancelScope(shield=True) if session is None else self.finalizing() as scope:
-                await transport.aclose()
-                if session is not None:
-                    await session.finish()
-            if scope.cancelled_caught:
-                log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
+            if session is None and not isinstance(transport, StreamTransport):
+                # Plain HTTP needs no on_close, and a socket closes without
+                # waiting: no shielded scope (cheaper; connections that only
+                # time out, as slowloris's, end here).
+                transport.close()
+            else:
+                with trio.CancelScope(shield=True) if session is None else self.finalizing() as scope:
+                    await transport.aclose()
+                    if session is not None:
+                        await session.finish()
+                if scope.cancelled_caught:
+                    log.warning("wsnest: on_close of connection %s was cut short by the shutdown", session)
         finally:
             self._open -= 1
             if session is not None and not isinstance(session, StreamConnection):
@@ -789,8 +794,8 @@ class HttpServer:
                 next_trim = now + SPARE_IDLE
                 trim_spare()
             for conn in self._http_conns:
-                if conn.deadline <= now and conn.scope is not None:
-                    conn.scope.cancel()
+                if conn.deadline <= now:
+                    conn.expire()
             for transport in [t for t in self._stalled_writers if t.write_deadline <= now]:
                 transport.write_timed_out()
 

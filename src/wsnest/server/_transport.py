@@ -206,6 +206,10 @@ class SocketTransport(TimedWriter):
 
     async def aclose(self) -> None:
         """Close the socket, waking any task waiting on it."""
+        self.close()
+
+    def close(self) -> None:
+        """As :meth:`aclose`, which never waits (no shielded scope needed)."""
         fileno = self.sock.fileno()
         if fileno >= 0:
             if self.poller is not None:
@@ -646,6 +650,10 @@ class TLSTransport(TimedWriter):
     async def aclose(self) -> None:
         """Send close_notify if the stream is intact and the kernel takes it
         at once (never wait for a peer that does not read), then close."""
+        self.close()
+
+    def close(self) -> None:
+        """As :meth:`aclose`, which never waits (no shielded scope needed)."""
         sock = self.sock
         if sock.fileno() < 0:
             return
