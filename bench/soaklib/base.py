@@ -141,7 +141,10 @@ class SoakBase:
         self.inputs["echo messages"] = self.inputs.get("echo messages", 0) + r["messages"]
         us = r["server_cpu"] * r["seconds"] / max(1, r["messages"]) * 1e6 if r.get("server_cpu") is not None else None
         r["server_us_per_msg"] = round(us, 1) if us is not None else None
-        self.log(f"  {what}: {r['rate']:.0f} msg/s, server {r.get('server_cpu')} CPU, {us:.1f} us/msg")
+        self.log(
+            f"  {what}: {r['rate']:.0f} msg/s, server {r.get('server_cpu')} CPU, {us:.1f} us/msg;"
+            f" echo client {r.get('client_cpu')} CPU"
+        )
         return r
 
     def open_idle(self) -> tuple[list[Child], int, float]:

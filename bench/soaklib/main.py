@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         help="server handshake_timeout, the slowloris drop time (full: the default, 10 s; short: 2 s)",
     )
+    p.add_argument(
+        "--rounds", type=int, help="A/B rounds, alternating (full 3, short 1): more average out the machine's noise"
+    )
     p.add_argument("--only-ab", action="store_true", help="run phases A and B only (echo under load); prints only")
     p.add_argument("--only-tls", action="store_true", help="run phase G only (TLS); prints only")
     a = p.parse_args(argv)
@@ -89,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.idle_per_proc = 5000
-    a.rounds = 2 if full else 1
+    if a.rounds is None:
+        a.rounds = 3 if full else 1
     ensure_wsnest_importable()
     from wsnest import Limits
 
