@@ -176,6 +176,14 @@ def main() -> int:
     if a.baseline is not None:
         header += ["baseline conns/s", "baseline server us/conn", "baseline/this CPU"]
     print(markdown_table(header, rows))
+    print()
+    for case in cases:
+        rate = statistics.median(r["rate"] for r in results[(case, "this")])
+        us = statistics.median(r["us"] for r in results[(case, "this")])
+        print(f"CHURN {case} {rate:.0f} conns/s {us:.1f} us/conn")
+        if a.baseline is not None:
+            base = statistics.median(r["us"] for r in results[(case, "baseline")])
+            print(f"CPURATIO churn_{case}_this_vs_baseline {base / us:.2f}")
     return 0
 
 
