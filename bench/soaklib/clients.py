@@ -132,13 +132,44 @@ async def idle_main(cfg: dict[str, Any]) -> None:
 
 
 # -- child: slowloris --------------------------------------------------------------------
+#
+# Driven by timer callbacks, not a task per connection waiting on a future
+# per byte: this process shares its CPU with the echo clients whose rate the
+# soak measures, so the attacker's own cost must stay small (with a task and
+# ``wait_for`` per byte it took 15 % of that CPU at 500 reconnections a
+# second, 10 % so). The attack is the same: how many connections, how fast they
+# dribble, and that each is replaced as soon as the server drops it.
+
+
+class SlowRun:
+    """What every slot shares: the settings and the counts."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.port = cfg["port"]
+        self.deadline = time.monotonic() + cfg["duration"]
+        self.drop_wait = cfg["drop_wait"]
+        # A whole head would take minutes at this pace; it is never finished.
+        self.head = upgrade_request("/echo")[:-2] + b"X-Padding: " + b"p" * 200 + b"\r\n\r\n"
+        self.drops: list[float] = []
+        self.bytes_before_drop: list[int] = []
+        self.replies = self.errors = self.attempts = self.still_open = self.completed = 0
+        self.slots_left = cfg["count"]
+        self.finished = self.loop.create_future()
+        self.connecting: set[asyncio.Task[None]] = set()  # referenced until done
+
+    def slot_done(self) -> None:
+        self.slots_left -= 1
+        if self.slots_left == 0 and not self.finished.done():
+            self.finished.set_result(None)
 
 
 class SlowProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, slot: SlowSlot) -> None:
+        self.slot = slot
         self.transport: Any = None
-        self.closed = asyncio.get_running_loop().create_future()
         self.got = 0
+        self.closed_at: float | None = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -147,87 +178,126 @@ class SlowProtocol(asyncio.Protocol):
         self.got += len(data)
 
     def eof_received(self) -> bool:
-        if not self.closed.done():
-            self.closed.set_result("eof")
+        self._ended()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result("reset" if exc else "eof")
+        self._ended()
+
+    def _ended(self) -> None:
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()  # the drop, timed as it happens
+            self.slot.dropped(self)
+
+
+class SlowSlot:
+    """One connection at a time: connect, dribble the head one byte every
+    0.5-1 s until the server drops it (or the run's time is up: then wait
+    up to ``drop_wait`` from the connect for the drop), then the next."""
+
+    def __init__(self, run: SlowRun) -> None:
+        self.run = run
+        self.proto: SlowProtocol | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.t0 = 0.0
+        self.sent = 0
+
+    def start(self) -> None:
+        if time.monotonic() >= self.run.deadline:
+            self.run.slot_done()
+            return
+        task = self.run.loop.create_task(self._connect())
+        self.run.connecting.add(task)
+        task.add_done_callback(self.run.connecting.discard)
+
+    async def _connect(self) -> None:
+        run = self.run
+        run.attempts += 1
+        # Timed from before the connect: the server's handshake_timeout
+        # starts at its accept, later, so a drop is never measured early.
+        t0 = time.monotonic()
+        try:
+            _, proto = await run.loop.create_connection(lambda: SlowProtocol(self), HOST, run.port)
+        except OSError:
+            run.errors += 1
+            run.loop.call_later(0.1, self.start)
+            return
+        self.proto, self.t0, self.sent = proto, t0, 0
+        if proto.closed_at is None:
+            self._tick()
+        else:  # dropped before this slot knew it
+            self.dropped(proto)
+
+    def _tick(self) -> None:
+        run, proto = self.run, self.proto
+        assert proto is not None
+        if self.sent >= len(run.head):
+            run.completed += 1
+            self._stop_dribbling()
+            return
+        proto.transport.write(run.head[self.sent : self.sent + 1])
+        self.sent += 1
+        left = run.deadline - time.monotonic()
+        if left <= 0:
+            self._stop_dribbling()
+        else:
+            self.timer = run.loop.call_later(min(left, random.uniform(0.5, 1.0)), self._tick)
+
+    def _stop_dribbling(self) -> None:
+        # The server must still drop it once handshake_timeout (counted from
+        # the connect) runs out: wait for that, with room to spare.
+        left = self.t0 + self.run.drop_wait - time.monotonic()
+        self.timer = self.run.loop.call_later(max(0.0, left), self._give_up)
+
+    def _give_up(self) -> None:
+        proto = self.proto
+        assert proto is not None
+        if proto.closed_at is None:
+            self.run.still_open += 1
+            self._next()
+
+    def dropped(self, proto: SlowProtocol) -> None:
+        run = self.run
+        if proto is not self.proto:
+            return  # given up on already
+        assert proto.closed_at is not None
+        run.drops.append(proto.closed_at - self.t0)
+        run.bytes_before_drop.append(self.sent)
+        if proto.got:
+            run.replies += 1
+        self._next()
+
+    def _next(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        proto, self.proto = self.proto, None
+        assert proto is not None
+        proto.transport.close()
+        self.start()
 
 
 async def slowloris_main(cfg: dict[str, Any]) -> None:
-    loop = asyncio.get_running_loop()
-    # A whole head would take minutes at this pace; it is never finished.
-    head = upgrade_request("/echo")[:-2] + b"X-Padding: " + b"p" * 200 + b"\r\n\r\n"
-    deadline = time.monotonic() + cfg["duration"]
-    drops: list[float] = []
-    bytes_before_drop: list[int] = []
-    replies = 0
-    errors = 0
-    attempts = 0
-    still_open = 0
-    completed = 0
-
-    async def one_slot() -> None:
-        nonlocal replies, errors, attempts, still_open, completed
-        while time.monotonic() < deadline:
-            attempts += 1
-            try:
-                transport, proto = await loop.create_connection(SlowProtocol, HOST, cfg["port"])
-            except OSError:
-                errors += 1
-                await asyncio.sleep(0.1)
-                continue
-            t0 = time.monotonic()
-            sent = 0
-            while not proto.closed.done():
-                if sent >= len(head):
-                    completed += 1
-                    break
-                transport.write(head[sent : sent + 1])
-                sent += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proto.closed), min(left, random.uniform(0.5, 1.0)))
-            # Out of time: stop dribbling, but the server must still drop the
-            # connection once its handshake_timeout (counted from the
-            # connect) runs out; wait for that, with room to spare.
-            left = t0 + cfg["drop_wait"] - time.monotonic()
-            if not proto.closed.done() and left > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proto.closed), left)
-            if proto.closed.done():
-                drops.append(time.monotonic() - t0)
-                bytes_before_drop.append(sent)
-                if proto.got:
-                    replies += 1
-            else:
-                still_open += 1
-            transport.close()
-
+    run = SlowRun(cfg)
     # Stagger the start over one handshake_timeout so that the drops (and the
     # reconnections) are spread evenly, not one burst per timeout.
-    async def staggered(i: int) -> None:
-        await asyncio.sleep(random.uniform(0, cfg.get("stagger", 1.0)))
-        await one_slot()
-
-    await asyncio.gather(*(staggered(i) for i in range(cfg["count"])))
+    for _ in range(cfg["count"]):
+        run.loop.call_later(random.uniform(0, cfg.get("stagger", 1.0)), SlowSlot(run).start)
+    await run.finished
+    drops = run.drops
     emit(
         "result",
-        attempts=attempts,
+        attempts=run.attempts,
         dropped=len(drops),
-        never_dropped=still_open,
-        completed_heads=completed,
-        replies=replies,
-        connect_errors=errors,
+        never_dropped=run.still_open,
+        completed_heads=run.completed,
+        replies=run.replies,
+        connect_errors=run.errors,
         drop_min=round(min(drops), 3) if drops else None,
         drop_median=round(statistics.median(drops), 3) if drops else None,
         drop_p99=round(pct(drops, 0.99) or 0, 3) if drops else None,
         drop_max=round(max(drops), 3) if drops else None,
-        max_bytes_before_drop=max(bytes_before_drop) if bytes_before_drop else None,
+        max_bytes_before_drop=max(run.bytes_before_drop) if run.bytes_before_drop else None,
     )
 
 
