@@ -3,6 +3,7 @@ that opens a connection per request costs the server.
 
     python bench/bench_churn.py                        # this checkout
     python bench/bench_churn.py --baseline /tmp/prev   # side by side with another checkout
+    python bench/bench_churn.py --floor                # and a bare trio server (trio's own share)
 
 Cases (K connections kept open at once, each replaced as it ends):
 
@@ -16,6 +17,12 @@ The server (pinned to CPU 0) is a subprocess running the given checkout's
 Reported: connections per second and the server's CPU time per connection
 (from /proc), the median of ``--repeat`` interleaved windows; with
 ``--baseline``, the ratio baseline/this (above 1: this checkout is cheaper).
+With ``--floor``, two bare servers beside it, doing the least per
+connection (accept, a timeout, one wait and read, the close; an answer once
+a head ends, no parsing): ``trio-floor`` (a task per connection,
+``move_on_after``, ``wait_readable``) and ``uvloop-floor`` (an
+``asyncio.Protocol`` and a ``call_later``): trio's own price per connection,
+and the kernel's with a loop in C.
 Linux only (CPU affinity, /proc).
 """
 
@@ -60,6 +67,87 @@ async def main():
 trio.run(main)
 """
 
+# ``--floor``: the least a trio server does per connection (accept, a task,
+# a timeout, a wait and a read, the close), with no HTTP parsing at all: it
+# answers once it sees the end of a head. What wsnest spends beyond it is
+# its own.
+FLOOR_SERVER = r"""
+import socket, sys
+import trio
+
+TIMEOUT = float(sys.argv[2])
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+async def serve(sock):
+    with sock:
+        buf = bytearray(65536)
+        head = b""
+        with trio.move_on_after(TIMEOUT):
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    n = sock.recv_into(buf)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                if not n:
+                    return
+                head += buf[:n]
+                if b"\r\n\r\n" in head:
+                    sock.send(RESPONSE)
+                    return
+
+async def main():
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    listener.setblocking(False)
+    print("http://127.0.0.1:%d" % listener.getsockname()[1], flush=True)
+    async with trio.open_nursery() as nursery:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(serve, sock)
+
+trio.run(main)
+"""
+
+# The same on uvloop (an asyncio.Protocol, a call_later timeout): what the
+# kernel's accept and close cost with a loop written in C around them.
+UVLOOP_FLOOR_SERVER = r"""
+import asyncio, sys
+import uvloop
+
+TIMEOUT = float(sys.argv[2])
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+class Conn(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.head = b""
+        self.timer = asyncio.get_running_loop().call_later(TIMEOUT, transport.close)
+
+    def data_received(self, data):
+        self.head += data
+        if b"\r\n\r\n" in self.head:
+            self.transport.write(RESPONSE)
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        self.timer.cancel()
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Conn, "127.0.0.1", 0, backlog=1024)
+    print("http://127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
 PAYLOADS = {
     "loris": b"G",
     "get": b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
@@ -69,9 +157,10 @@ PAYLOADS = {
 class Server:
     """One server subprocess on CPU 0."""
 
-    def __init__(self, src: Path, handshake_timeout: float) -> None:
+    def __init__(self, src: Path | str, handshake_timeout: float) -> None:
+        script = {"trio-floor": FLOOR_SERVER, "uvloop-floor": UVLOOP_FLOOR_SERVER}.get(str(src), SERVER)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(src), str(handshake_timeout)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script, str(src), str(handshake_timeout)], stdout=subprocess.PIPE, text=True
         )
         set_affinity(self.proc.pid, 0)
         assert self.proc.stdout is not None
@@ -144,12 +233,20 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="per window")
     p.add_argument("--repeat", type=int, default=3, help="interleaved windows per case and checkout")
     p.add_argument("--handshake-timeout", type=float, default=0.1)
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="add 'trio-floor' and 'uvloop-floor': bare servers on each loop (see FLOOR_SERVER)",
+    )
     a = p.parse_args()
     raise_fd_limit()
     set_affinity(os.getpid(), 1)
-    sources = {"this": a.src}
+    sources: dict[str, Path | str] = {"this": a.src}
     if a.baseline is not None:
         sources["baseline"] = a.baseline / "src"
+    if a.floor:  # not a checkout: the name picks the script
+        sources["trio-floor"] = "trio-floor"
+        sources["uvloop-floor"] = "uvloop-floor"
     cases = a.cases.split(",")
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     for _ in range(a.repeat):
@@ -171,10 +268,16 @@ def main() -> int:
             row += [f"{rate:,.0f}", f"{us[name]:.1f}"]
         if "baseline" in us:
             row.append(f"{us['baseline'] / us['this']:.2f}x")
+        if "trio-floor" in us:
+            row.append(f"{us['this'] - us['trio-floor']:.1f}")
         rows.append(row)
-    header = ["case", "this conns/s", "this server us/conn"]
+    header = ["case"]
+    for name in sources:  # the order the rows were filled in
+        header += [f"{name} conns/s", f"{name} server us/conn"]
     if a.baseline is not None:
-        header += ["baseline conns/s", "baseline server us/conn", "baseline/this CPU"]
+        header.append("baseline/this CPU")
+    if a.floor:
+        header.append("this - trio-floor (us/conn)")
     print(markdown_table(header, rows))
     print()
     for case in cases:

@@ -25,6 +25,10 @@ Columns (servers; ``bench/servers.py`` has the details): ``wsnest``
 ``aiohttp``, ``websockets`` (asyncio), ``websockets-trio``,
 ``trio-websocket``, ``trio-raw`` (a plain trio TCP byte echo: no handshake,
 no parsing; the 64 B rows and ``binary1m`` only, ``n/a`` elsewhere).
+Only when named in ``--servers``: ``trio-floor`` and ``uvloop-floor``, the
+least a server on each event loop does per read (a raw socket echo: trio's
+``wait_readable`` + ``recv`` + ``send``; an ``asyncio.Protocol`` on uvloop),
+on the two ping-pong rows: what the loops themselves cost per round trip.
 permessage-deflate is off and message limits are 64 MiB everywhere; every
 echo answers with the incoming frame type; text is delivered to the
 application as ``str`` (decoded and validated) except by picows, which does
@@ -99,6 +103,7 @@ ROWS = [
 ROW_BY_KEY = {r.key: r for r in ROWS}
 
 RAW_ROWS = frozenset({"pingpong64", "pipelined64", "pingpong64x50", "binary1m"})
+FLOOR_ROWS = frozenset({"pingpong64", "pingpong64x50"})
 # The wsnest columns run this checkout's src/ (as --baseline runs its own):
 # an installed wsnest would otherwise shadow it in the server processes.
 _SRC = Path(__file__).resolve().parent.parent / "src"
@@ -118,8 +123,13 @@ COLUMNS = [
     Impl("websockets-trio", "websockets-trio", {}, None),
     Impl("trio-websocket", "trio-websocket", {}, None),
     Impl("trio-raw", "trio-raw", {}, None, RAW_ROWS),
+    # The event loops' own price per round trip, with no WebSocket at all
+    # (see servers.py); only when named in --servers.
+    Impl("trio-floor", "trio-floor", {}, None, FLOOR_ROWS),
+    Impl("uvloop-floor", "uvloop-floor", {}, None, FLOOR_ROWS),
 ]
 COLUMN_BY_LABEL = {c.label: c for c in COLUMNS}
+OPT_IN_COLUMNS = frozenset({"trio-floor", "uvloop-floor"})
 
 # What wsnest is compared with: (column, ratio name suffix, rows it applies to, target)
 COMPARISONS = [
@@ -418,6 +428,8 @@ def render_chart(
         "websockets-trio": "#c5b0d5",
         "trio-websocket": "#8c564b",
         "trio-raw": "#7f7f7f",
+        "trio-floor": "#bcbd22",
+        "uvloop-floor": "#17becf",
     }
     for ax, row in zip(axes.flat, rows, strict=False):
         labels, values, lows, highs, colors = [], [], [], [], []
@@ -520,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def pick(text: str | None, table: dict[str, Any], what: str) -> list[Any]:
         if not text:
-            return list(table.values())
+            return [v for k, v in table.items() if k not in OPT_IN_COLUMNS]
         names = [n.strip() for n in text.split(",") if n.strip()]
         unknown = [n for n in names if n not in table]
         if unknown:

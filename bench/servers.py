@@ -25,6 +25,18 @@ Registered servers (:data:`SERVERS`, name -> :class:`ServerSpec`):
     every call, which costs more per round trip than trying the socket first
     as wsnest does.)
 
+``trio-floor``
+    The least a trio server can do per read: a raw socket, one
+    ``trio.lowlevel.wait_readable`` then one ``recv`` and one ``send`` (the
+    write waits only if the kernel does not take it all). No WebSocket, no
+    stream object, no framing: a round trip here is trio's own price (one
+    scheduler pass, the ``epoll_ctl`` that re-arms trio's one-shot
+    registration, two socket calls). Raw mode, like ``trio-raw``.
+``uvloop-floor``
+    The same on uvloop: an ``asyncio.Protocol`` whose ``data_received``
+    calls ``transport.write(data)``. The two floors side by side price the
+    event loops themselves, apart from any WebSocket work.
+
 ``websockets-trio``
     websockets' trio implementation (``websockets.trio.server.serve``,
     websockets >= 15), ``compression=None``, ``max_size`` 64 MiB;
@@ -186,6 +198,82 @@ def _run_trio_raw(host: str, port: int, ready: Ready) -> None:
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def _run_trio_floor(host: str, port: int, ready: Ready) -> None:
+    import socket
+
+    import trio
+
+    async def echo(sock: socket.socket) -> None:
+        # One buffer per connection, reused: recv(256 KiB) would allocate
+        # (and, past malloc's threshold, mmap and unmap) on every read.
+        buf = memoryview(bytearray(RAW_RECV_SIZE))
+        with sock:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    n = sock.recv_into(buf)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                if not n:
+                    return
+                view = buf[:n]
+                while view:
+                    try:
+                        view = view[sock.send(view) :]
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(sock)
+                    except OSError:
+                        return
+
+    async def accept_loop(listener: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(echo, conn)
+
+    async def main() -> None:
+        listener = socket.create_server((host, port), backlog=1024)
+        listener.setblocking(False)
+        with listener, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(accept_loop, listener, nursery)
+                ready(listener.getsockname()[1], core="none")
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _run_uvloop_floor(host: str, port: int, ready: Ready) -> None:
+    import asyncio
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)
+
+    async def main(stop: Any) -> None:
+        # asyncio's create_server sets TCP_NODELAY on TCP transports.
+        server = await asyncio.get_running_loop().create_server(Echo, host, port, backlog=1024)
+        try:
+            ready(server.sockets[0].getsockname()[1], core="none", loop=_loop_name())
+            await stop
+        finally:
+            server.close()
+
+    _asyncio_run(main)
 
 
 def _asyncio_run(main: Callable[[Any], Any]) -> str:
@@ -480,6 +568,8 @@ SERVERS: dict[str, ServerSpec] = {
             "wsnest handler_ws echo, async def on_message with await ws.send_wait(data)",
         ),
         ServerSpec("trio-raw", _run_trio_raw, "raw", "trio TCP byte echo, receive_some(256 KiB) + send_all"),
+        ServerSpec("trio-floor", _run_trio_floor, "raw", "raw socket, trio wait_readable + recv + send per read"),
+        ServerSpec("uvloop-floor", _run_uvloop_floor, "raw", "asyncio.Protocol echo, transport.write (uvloop)"),
         ServerSpec("websockets-trio", _run_websockets_trio, "ws", "websockets.trio.server.serve, compression=None"),
         ServerSpec("websockets", _run_websockets, "ws", "websockets.asyncio.server.serve, compression=None (uvloop)"),
         ServerSpec("trio-websocket", _run_trio_websocket, "ws", "trio_websocket.serve_websocket"),

@@ -38,9 +38,11 @@ from wire import OP_BINARY, client_frame, read_head, upgrade_request  # noqa: E4
 SRC = str(HERE.parent / "src")
 
 
-def _connect(port: int) -> tuple[socket.socket, bytes]:
+def _connect(port: int, raw: bool) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if raw:  # a byte echo (trio-floor, uvloop-floor, trio-raw): no handshake
+        return sock, b""
     sock.sendall(upgrade_request(servers.WS_PATH))
     head, rest = read_head(sock)
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
@@ -48,9 +50,9 @@ def _connect(port: int) -> tuple[socket.socket, bytes]:
     return sock, rest
 
 
-def _ping_pong(sock: socket.socket, count: int) -> None:
+def _ping_pong(sock: socket.socket, count: int, raw: bool = False) -> None:
     frame = client_frame(OP_BINARY, b"x" * 64)
-    expected = 2 + 64
+    expected = len(frame) if raw else 2 + 64  # a byte echo sends the masked frame back
     for _ in range(count):
         sock.sendall(frame)
         got = 0
@@ -95,19 +97,20 @@ def _perf(report: str) -> dict[str, float]:
 def measure(name: str, env: dict[str, str], count: int) -> dict[str, float]:
     proc = servers.ServerProcess(name, env=env).start()
     try:
-        sock, _ = _connect(proc.port)
-        _ping_pong(sock, 2000)  # warm up
+        raw = servers.SERVERS[name].protocol == "raw"
+        sock, _ = _connect(proc.port, raw)
+        _ping_pong(sock, 2000, raw)  # warm up
         result: dict[str, float] = {}
         if shutil.which("strace"):
             tracer = _attach(["strace", "-c", "-f", "-p", str(proc.pid)])
-            _ping_pong(sock, count)
+            _ping_pong(sock, count, raw)
             calls = _syscalls(_detach(tracer))
             result["syscalls"] = sum(calls.values()) / count
             for key in ("epoll_wait", "epoll_ctl", "recvfrom", "sendto", "write", "read"):
                 result[key] = calls.get(key, 0) / count
         if shutil.which("perf"):
             tracer = _attach(["perf", "stat", "-e", "task-clock,context-switches", "-p", str(proc.pid)])
-            _ping_pong(sock, count)
+            _ping_pong(sock, count, raw)
             counts = _perf(_detach(tracer))
             # task-clock is in ms over the whole attach (the round trips plus
             # the idle attach/detach time, when a server uses no CPU).
