@@ -599,6 +599,8 @@ class ServerProcess:
     start_timeout: float = 20.0
     stop_timeout: float = 10.0
     port: int = 0
+    #: A command the server runs under (a tracer such as valgrind), if any.
+    prefix: tuple[str, ...] = ()
     info: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     _errfile: IO[str] | None = field(default=None, repr=False)
@@ -621,7 +623,8 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [sys.executable, str(Path(__file__).resolve()), self.name, "--host", self.host, "--port", "0"]
+        script = str(Path(__file__).resolve())
+        cmd = [*self.prefix, sys.executable, script, self.name, "--host", self.host, "--port", "0"]
         # stderr goes to a file: a pipe nobody reads could fill up and stall the server.
         self._errfile = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=self._errfile, text=True)

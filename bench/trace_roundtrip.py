@@ -14,6 +14,13 @@ attached to the server process around exactly those round trips.
 
 Needs ``strace`` and ``perf`` (Debian: ``strace``, ``linux-perf``); a
 missing tool leaves its columns empty. Prints one table and ``TRACE`` lines.
+
+``--callgrind`` adds ``kinstr``: thousands of user-space instructions per
+round trip, counted by ``valgrind --tool=callgrind`` (the server runs under
+it in a second process: counters zeroed after a warm-up, dumped after
+``--callgrind-count`` round trips). Counts do not move with the machine's
+load, unlike the CPU column; the kernel's share (the system calls) is not
+in them.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,11 +130,37 @@ def measure(name: str, env: dict[str, str], count: int) -> dict[str, float]:
         proc.stop()
 
 
+def callgrind(name: str, env: dict[str, str], count: int) -> float:
+    """Thousands of user-space instructions per round trip (see the module doc)."""
+    out_dir = Path(tempfile.mkdtemp(prefix="wsnest-callgrind-"))
+    prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/out")
+    proc = servers.ServerProcess(name, env=env, prefix=prefix, start_timeout=180.0, stop_timeout=60.0).start()
+    try:
+        raw = servers.SERVERS[name].protocol == "raw"
+        sock, _ = _connect(proc.port, raw)
+        _ping_pong(sock, 500, raw)  # warm up (imports, caches, the first allocations)
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
+        _ping_pong(sock, count, raw)
+        subprocess.run(["callgrind_control", "--dump=measured", str(proc.pid)], check=True, capture_output=True)
+        sock.close()
+        dumps = [p for p in out_dir.iterdir() if p.name != "out"]
+        text = max(dumps, key=lambda p: p.stat().st_mtime).read_text(encoding="utf-8", errors="replace")
+        summary = re.search(r"^summary: (\d+)", text, re.MULTILINE)
+        if summary is None:
+            raise RuntimeError(f"no summary line in the callgrind dump of {name}")
+        return int(summary.group(1)) / count / 1000
+    finally:
+        proc.stop()
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="wsnest,picows,aiohttp")
     parser.add_argument("--count", type=int, default=10000, help="round trips traced per tool")
     parser.add_argument("--baseline", help="a checkout whose src/ is added as wsnest-base")
+    parser.add_argument("--callgrind", action="store_true", help="add kinstr: instructions per round trip (valgrind)")
+    parser.add_argument("--callgrind-count", type=int, default=2000, help="round trips counted under callgrind")
     args = parser.parse_args()
     columns: list[tuple[str, str, dict[str, str]]] = []
     base_env = dict(os.environ)
@@ -142,17 +176,23 @@ def main() -> int:
     if args.baseline:
         columns.append(("wsnest-base", "wsnest", {**base_env, "PYTHONPATH": str(Path(args.baseline) / "src")}))
     keys = ["syscalls", "epoll_wait", "epoll_ctl", "recvfrom", "sendto", "cpu_us", "ctx_switches"]
+    if args.callgrind:
+        keys.append("kinstr")
     rows = []
     for label, name, env in columns:
         print(f"tracing {label} ({args.count} round trips per tool) ...", flush=True)
-        rows.append((label, measure(name, env, args.count)))
+        result = measure(name, env, args.count)
+        if args.callgrind:
+            result["kinstr"] = callgrind(name, env, args.callgrind_count)
+        rows.append((label, result))
     print()
     print("| server | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for label, result in rows:
         cells = [f"{result[k]:.2f}" if k in result else "-" for k in keys]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\n(per round trip; cpu_us: server CPU time, user + kernel, in microseconds)")
+    print("\n(per round trip; cpu_us: server CPU time, user + kernel, in microseconds; kinstr: user-space")
+    print("instructions, thousands)")
     for label, result in rows:
         for key, value in result.items():
             print(f"TRACE {label} {key} {value:.3f}")
