@@ -684,6 +684,60 @@ async def test_async_on_message_queue_is_bounded_and_ordered() -> None:
                         assert await c.read_message() == (OP_BINARY, i.to_bytes(8, "big"))
 
 
+async def test_async_on_message_sends_leave_when_it_suspends_and_at_its_end() -> None:
+    # What an async on_message sends is written when it suspends and when
+    # it returns (not held until the whole queue is handled), in order; a
+    # send from another task while it is suspended goes out too.
+    resume = trio.Event()
+    t = Tracker()
+
+    async def on_message(ws: wsnest.WebSocket, data: bytes) -> None:
+        if data == b"go":
+            ws.send(b"one")
+            ws.send(b"two")
+            await resume.wait()
+            ws.send(b"three")
+            raise RuntimeError("after a send")
+        ws.send(data)
+
+    async with running_server([_tracked(t, on_message=on_message)]) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            async with raw_ws(url) as c:
+                await t.wait_opened(1)
+                await c.send(client_frame(OP_BINARY, b"go"))
+                assert await c.read_message() == (OP_BINARY, b"one")
+                assert await c.read_message() == (OP_BINARY, b"two")
+                assert t.opened[0].send(b"from elsewhere") == 0  # on_message is suspended
+                assert await c.read_message() == (OP_BINARY, b"from elsewhere")
+                resume.set()
+                assert await c.read_message() == (OP_BINARY, b"three")
+                _, op, payload = await c.read_frame()  # then the error's close
+                assert (op, payload[:2]) == (0x8, (1011).to_bytes(2, "big"))
+
+
+async def test_async_on_message_cancelled_while_suspended_still_sends_what_it_queued() -> None:
+    # The server shuts down while an async on_message waits: what it queued
+    # before waiting has left, and the close (1001) follows it.
+    entered = trio.Event()
+    t = Tracker()
+
+    async def on_message(ws: wsnest.WebSocket, data: bytes) -> None:
+        ws.send(b"before")
+        entered.set()
+        await trio.sleep_forever()
+
+    async with running_server([_tracked(t, on_message=on_message)], close_timeout=2) as (server, url):
+        with trio.fail_after(TIMEOUT):
+            async with raw_ws(url) as c:
+                await c.send(client_frame(OP_BINARY, b"x"))
+                await entered.wait()
+                assert await c.read_message() == (OP_BINARY, b"before")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(server.aclose)
+                    assert (await c.read_close())[0] == 1001
+                    await c.send(close_frame(1001))
+
+
 # -- server state and arguments ------------------------------------------------------------------------
 
 

@@ -55,8 +55,9 @@ import inspect
 import logging
 import math
 import socket
+import types
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -1183,6 +1184,34 @@ class WebSocket(Outbox, GroupMember):
             await queue.room.wait()
         queue.room = None
 
+    @types.coroutine
+    def _batched(self, inner: Any, trap: object) -> Generator[Any, Any, None]:
+        """The rest of an async ``on_message`` that suspended with ``trap``
+        (``inner``: the coroutine, or the awaitable's iterator): awaited in
+        this task, each trap passed to trio as is. Before each suspension
+        what it queued is written (as the flusher would, but now); while it
+        runs its sends are batched."""
+        while True:
+            self._batch = False
+            if self._out or self._parts:
+                self._flush_nowait()
+            error: BaseException | None = None
+            try:
+                value = yield trap
+            except GeneratorExit:
+                inner.close()
+                raise
+            except BaseException as exc:  # Cancelled, KeyboardInterrupt: the awaitable's to handle
+                error = exc
+            finally:
+                self._batch = True
+            try:
+                trap = inner.send(value) if error is None else inner.throw(error)
+            except StopIteration:
+                return
+            finally:
+                error = None  # no cycle through a traceback
+
     async def _dispatch_async(self) -> None:
         queue = self._queue
         assert queue is not None
@@ -1202,19 +1231,38 @@ class WebSocket(Outbox, GroupMember):
             except Exception:
                 self._callback_failed("on_message")
         while True:
-            while queue:
-                data = queue.popleft()
-                if queue.room is not None:
-                    queue.room.set()
-                if session.close_code == CLOSE_INTERNAL_ERROR and session.state != OPEN:
-                    queue.clear()
-                    break
-                try:
-                    result = on_message(self, data)
-                    if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
-                        await result  # else: a wrapped callback ran plainly
-                except Exception:
-                    self._callback_failed("on_message")
+            # What the callbacks send is written here, in one write, when the
+            # queue is empty or a callback suspends (see _batched): not by
+            # the server's flusher, a scheduler pass later.
+            self._batch = True
+            try:
+                while queue:
+                    data = queue.popleft()
+                    if queue.room is not None:
+                        queue.room.set()
+                    if session.close_code == CLOSE_INTERNAL_ERROR and session.state != OPEN:
+                        queue.clear()
+                        break
+                    try:
+                        result = on_message(self, data)
+                        if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
+                            # Its first step here: an echo that does not
+                            # wait ends in it, with no generator around it.
+                            if type(result) is not CoroutineType and not isinstance(result, types.GeneratorType):
+                                result = result.__await__()
+                            try:
+                                trap = result.send(None)
+                            except StopIteration:
+                                pass
+                            else:
+                                await self._batched(result, trap)
+                        # else: a wrapped callback ran plainly
+                    except Exception:
+                        self._callback_failed("on_message")
+            finally:
+                self._batch = False
+                if self._out or self._parts:
+                    self._flush_nowait()
             if session.state == CLOSED:
                 if not queue:
                     return
