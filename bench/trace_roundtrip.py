@@ -58,9 +58,14 @@ def _connect(port: int, raw: bool) -> tuple[socket.socket, bytes]:
     return sock, rest
 
 
+#: Messages sent at once per round trip (``--window``): 1 is ping-pong.
+WINDOW = 1
+
+
 def _ping_pong(sock: socket.socket, count: int, raw: bool = False) -> None:
-    frame = client_frame(OP_BINARY, b"x" * 64)
-    expected = len(frame) if raw else 2 + 64  # a byte echo sends the masked frame back
+    frame = client_frame(OP_BINARY, b"x" * 64) * WINDOW
+    # A byte echo sends the masked frames back; a WebSocket server unmasked ones.
+    expected = len(frame) if raw else (2 + 64) * WINDOW
     for _ in range(count):
         sock.sendall(frame)
         got = 0
@@ -161,7 +166,12 @@ def main() -> int:
     parser.add_argument("--baseline", help="a checkout whose src/ is added as wsnest-base")
     parser.add_argument("--callgrind", action="store_true", help="add kinstr: instructions per round trip (valgrind)")
     parser.add_argument("--callgrind-count", type=int, default=2000, help="round trips counted under callgrind")
+    parser.add_argument(
+        "--window", type=int, default=1, help="64 B messages sent together per round trip (default 1: ping-pong)"
+    )
     args = parser.parse_args()
+    global WINDOW
+    WINDOW = args.window
     columns: list[tuple[str, str, dict[str, str]]] = []
     base_env = dict(os.environ)
     base_env.pop("WSNEST_NO_EXTENSIONS", None)
@@ -191,6 +201,8 @@ def main() -> int:
     for label, result in rows:
         cells = [f"{result[k]:.2f}" if k in result else "-" for k in keys]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if WINDOW > 1:
+        print(f"\n(a round trip is {WINDOW} messages sent together and their {WINDOW} echoes)")
     print("\n(per round trip; cpu_us: server CPU time, user + kernel, in microseconds; kinstr: user-space")
     print("instructions, thousands)")
     for label, result in rows:
