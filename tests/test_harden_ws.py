@@ -309,6 +309,36 @@ async def test_wrapped_async_on_message_that_raises_closes_with_1011(caplog: pyt
     assert "on_message callback raised" in caplog.text
 
 
+class _Later:
+    """An awaitable that is not a coroutine: ``__await__`` gives either a
+    trio coroutine's iterator (it suspends) or a bare iterator, which has no
+    ``send`` (``await`` accepts it; it finishes at once)."""
+
+    def __init__(self, ws: wsnest.WebSocket, data: bytes) -> None:
+        self.ws, self.data = ws, data
+
+    def __await__(self) -> Any:
+        self.ws.send(self.data.upper())
+        if self.data.endswith(b"0"):
+            return trio.lowlevel.checkpoint().__await__()
+        return iter(())
+
+
+async def test_on_message_returning_another_kind_of_awaitable_is_awaited() -> None:
+    handler = wsnest.handler_ws("/ws", _Later)
+    async with running_server([handler]) as (_, url):
+        with trio.fail_after(TIMEOUT):
+            for _ in range(2):  # the first connection finds out, the second starts async
+                c = await _connected(url)
+                await c.send(b"".join(client_frame(OP_BINARY, b"m%d" % i) for i in range(12)))
+                for i in range(12):
+                    assert await c.read_message() == (OP_BINARY, b"M%d" % i)
+                await c.send(close_frame(1000))
+                assert await c.read_close() == (1000, "")
+                await c.aclose()
+    assert handler.message_is_async
+
+
 # -- item 13: an echo of one read never meets a full send buffer --------------------
 
 

@@ -1187,7 +1187,7 @@ class WebSocket(Outbox, GroupMember):
     @types.coroutine
     def _batched(self, inner: Any, trap: object) -> Generator[Any, Any, None]:
         """The rest of an async ``on_message`` that suspended with ``trap``
-        (``inner``: the coroutine, or the awaitable's iterator): awaited in
+        (``inner``: its coroutine): awaited in
         this task, each trap passed to trio as is. Before each suspension
         what it queued is written (as the flusher would, but now); while it
         runs its sends are batched."""
@@ -1248,8 +1248,8 @@ class WebSocket(Outbox, GroupMember):
                         if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
                             # Its first step here: an echo that does not
                             # wait ends in it, with no generator around it.
-                            if type(result) is not CoroutineType and not isinstance(result, types.GeneratorType):
-                                result = result.__await__()
+                            if type(result) is not CoroutineType:
+                                result = _awaited(result)  # any awaitable, as a coroutine (send, throw)
                             try:
                                 trap = result.send(None)
                             except StopIteration:
@@ -1273,6 +1273,12 @@ class WebSocket(Outbox, GroupMember):
                 continue
             queue.waiter = me
             await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+async def _awaited(awaitable: Awaitable[object]) -> None:
+    """``awaitable`` (an object with ``__await__``, a generator-based
+    coroutine) as a coroutine, for :meth:`WebSocket._batched`."""
+    await awaitable
 
 
 class _Pieces:
