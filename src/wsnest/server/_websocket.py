@@ -1186,11 +1186,10 @@ class WebSocket(Outbox, GroupMember):
 
     @types.coroutine
     def _batched(self, inner: Any, trap: object) -> Generator[Any, Any, None]:
-        """The rest of an async ``on_message`` that suspended with ``trap``
-        (``inner``: its coroutine): awaited in
-        this task, each trap passed to trio as is. Before each suspension
-        what it queued is written (as the flusher would, but now); while it
-        runs its sends are batched."""
+        """The rest of an async ``on_message`` whose coroutine ``inner``
+        suspended with ``trap``: awaited in this task, each trap passed to
+        trio as is. Before each suspension what it queued is written (as the
+        flusher would, but now); while it runs its sends are batched."""
         while True:
             self._batch = False
             if self._out or self._parts:
