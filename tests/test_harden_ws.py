@@ -269,6 +269,21 @@ def _plain_decorator(fn: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
     return wrapper
 
 
+async def _uppercased_on_two_connections(url: str, n: int) -> None:
+    """``n`` pipelined messages on each of two connections come back
+    uppercased, in order (the first connection finds out that the callback
+    is async, the second starts async), then a clean close."""
+    with trio.fail_after(TIMEOUT):
+        for _ in range(2):
+            c = await _connected(url)
+            await c.send(b"".join(client_frame(OP_BINARY, b"m%d" % i) for i in range(n)))
+            for i in range(n):
+                assert await c.read_message() == (OP_BINARY, b"M%d" % i)
+            await c.send(close_frame(1000))
+            assert await c.read_close() == (1000, "")
+            await c.aclose()
+
+
 async def test_wrapped_async_on_message_is_awaited() -> None:
     seen: list[bytes] = []
 
@@ -281,15 +296,7 @@ async def test_wrapped_async_on_message_is_awaited() -> None:
     handler = wsnest.handler_ws("/ws", on_message)
     assert not handler.message_is_async  # it looks plain
     async with running_server([handler]) as (_, url):
-        with trio.fail_after(TIMEOUT):
-            for _ in range(2):  # the first connection finds out, the second starts async
-                c = await _connected(url)
-                await c.send(b"".join(client_frame(OP_BINARY, b"m%d" % i) for i in range(5)))
-                for i in range(5):
-                    assert await c.read_message() == (OP_BINARY, b"M%d" % i)
-                await c.send(close_frame(1000))
-                assert await c.read_close() == (1000, "")
-                await c.aclose()
+        await _uppercased_on_two_connections(url, 5)
     assert seen == [b"m%d" % i for i in range(5)] * 2
     assert handler.message_is_async
 
@@ -327,15 +334,7 @@ class _Later:
 async def test_on_message_returning_another_kind_of_awaitable_is_awaited() -> None:
     handler = wsnest.handler_ws("/ws", _Later)
     async with running_server([handler]) as (_, url):
-        with trio.fail_after(TIMEOUT):
-            for _ in range(2):  # the first connection finds out, the second starts async
-                c = await _connected(url)
-                await c.send(b"".join(client_frame(OP_BINARY, b"m%d" % i) for i in range(12)))
-                for i in range(12):
-                    assert await c.read_message() == (OP_BINARY, b"M%d" % i)
-                await c.send(close_frame(1000))
-                assert await c.read_close() == (1000, "")
-                await c.aclose()
+        await _uppercased_on_two_connections(url, 12)
     assert handler.message_is_async
 
 
